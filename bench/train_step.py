@@ -1,0 +1,139 @@
+"""Benchmark: examples/second of the compiled training step, and its share of the roofline.
+
+    python bench/train_step.py                       # 1-layer model, k = 1, 5, 50, IWAE
+    python bench/train_step.py --layers 1,2 --estimators iwae,stl,dreg,rws,miwae,ciwae,piwae
+
+The roofline is what the step's matrix multiplies alone would cost at the single-precision
+GEMM rate measured in the same run (the best of NumPy's and TensorFlow's matmul, at the
+step's own largest GEMM shape): share = (matmul FLOPs of the step / sgemm rate) / step time.
+Matmul FLOPs count 2 per multiply-add forward and 4 backward (input and weight
+gradients), except the encoder's first layer, which needs no input gradient.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import tfp_iwae  # noqa: E402
+from tfp_iwae import training  # noqa: E402
+
+GROUPED = {"miwae": "miwae({m},{k})", "piwae": "piwae({m},{k})", "ciwae": "ciwae(0.05)"}
+
+
+def sgemm_rate(m, k, n, seconds=1.0):
+    """Best of NumPy and TF float32 GEMM FLOP/s at shape [m, k] x [k, n]."""
+    rng = np.random.RandomState(0)
+    a = rng.rand(m, k).astype(np.float32)
+    b = rng.rand(k, n).astype(np.float32)
+    rates = {}
+
+    def measure(fn):
+        fn()
+        best = 0.
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            fn()
+            best = max(best, 2. * m * k * n / (time.perf_counter() - t0))
+        return best
+
+    rates["numpy"] = measure(lambda: a @ b)
+    ta, tb = tf.Variable(a), tf.Variable(b)
+    mm = tf.function(lambda: tf.reduce_sum(tf.matmul(ta, tb)))
+    rates["tensorflow"] = measure(lambda: mm().numpy())
+    return rates
+
+
+def dense_chain(sizes):
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+def step_matmul_flops(model, batch, k):
+    """Matmul FLOPs of one training step (forward + backward)."""
+    flops = 0.
+    first = True
+    for layer in model.q_layers:
+        rows = batch if layer is model.q_layers[0] else batch * k
+        d_in = model.input_dim if first else model.latent_units[0]
+        sizes = [d_in] + list(layer.mlp.hidden_units)
+        macs = [a * b for a, b in dense_chain(sizes)] + [2 * sizes[-1] * layer.units]
+        for i, mac in enumerate(macs):
+            flops += rows * mac * (4 if (first and i == 0) else 6)
+        first = False
+    dec_layers = [model.p_x] + ([model.p_h1] if model.stochastic_layers == 2 else [])
+    for layer in dec_layers:
+        out = layer.units * (2 if layer is not model.p_x else 1)
+        d_in = model.latent_units[0] if layer is model.p_x else model.latent_units[1]
+        sizes = [d_in] + list(layer.mlp.hidden_units) + [out]
+        flops += batch * k * sum(a * b for a, b in dense_chain(sizes)) * 6
+    return flops
+
+
+def time_step(model, k, estimator, batch, seconds):
+    opt = training.make_optimizer()
+    step = training.make_train_step(model, opt, k, estimator=estimator)
+    x = tf.cast(tf.random.stateless_uniform([batch, model.input_dim], [0, 1]) < 0.3,
+                tf.float32)
+    seed = tf.constant([1, 2], tf.int32)
+    for _ in range(3):
+        step(x, seed)["loss"].numpy()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 3:
+        out = step(x, seed)
+        n += 1
+    out["loss"].numpy()
+    return batch * n / (time.perf_counter() - t0)
+
+
+def estimator_name(name, k):
+    if name in GROUPED:
+        m = {1: 1, 5: 1, 50: 5}.get(k, 1)
+        return GROUPED[name].format(m=m, k=k // m)
+    return name
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", default="1", help="comma list of stochastic layers")
+    p.add_argument("--ks", default="1,5,50", help="comma list of k")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--estimators", default="iwae", help="comma list (miwae/piwae use "
+                   "M=5, K=10 at k=50; ciwae beta=0.05)")
+    p.add_argument("--seconds", type=float, default=3.0, help="timing window per cell")
+    args = p.parse_args(argv)
+    ks = [int(k) for k in args.ks.split(",")]
+    names = args.estimators.split(",")
+    rates = sgemm_rate(args.batch * max(ks), 200, 784)
+    rate = max(rates.values())
+    print(f"sgemm at [{args.batch * max(ks)}x200]x[200x784]: numpy "
+          f"{rates['numpy'] / 1e9:.0f} GFLOP/s, tensorflow {rates['tensorflow'] / 1e9:.0f}"
+          f" GFLOP/s; 'roofline' uses the faster, 'share np' NumPy's")
+    header = f"{'layers':>6} {'k':>4} {'estimator':>12} {'ex/s':>9} {'roofline ex/s':>13} " \
+             f"{'share':>6} {'share np':>8} {'x iwae time':>11}"
+    print(header)
+    for layers in [int(s) for s in args.layers.split(",")]:
+        for k in ks:
+            base = None
+            for name in names:
+                est = estimator_name(name, k)
+                model = tfp_iwae.IWAE(layers)
+                eps = time_step(model, k, est, args.batch, args.seconds)
+                flops_per_ex = step_matmul_flops(model, args.batch, k) / args.batch
+                roof = rate / flops_per_ex
+                roof_np = rates["numpy"] / flops_per_ex
+                base = base or eps
+                print(f"{layers:>6} {k:>4} {est:>12} {eps:9.0f} {roof:13.0f} "
+                      f"{eps / roof:6.1%} {eps / roof_np:8.1%} {base / eps:11.2f}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

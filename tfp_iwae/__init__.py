@@ -1,0 +1,23 @@
+"""tfp_iwae: Importance Weighted Autoencoders on TensorFlow Probability.
+
+Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders" (ICLR 2016).
+All log densities and bounds are in nats; log weights have shape
+`[num_samples, batch]`.
+"""
+
+from tfp_iwae.estimators import (ESTIMATOR_NAMES, estimator_gradients, get_estimator,
+                                 surrogate_losses)
+from tfp_iwae.marginal import ImportanceWeightedMarginal
+from tfp_iwae.model import IWAE, paper_architecture
+from tfp_iwae.objectives import (effective_sample_size, iwae_bound, log_weights,
+                                 normalized_weights, vae_bound)
+from tfp_iwae.training import make_optimizer, make_train_step, paper_schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ESTIMATOR_NAMES", "IWAE", "ImportanceWeightedMarginal", "effective_sample_size",
+    "estimator_gradients", "get_estimator", "iwae_bound", "log_weights",
+    "make_optimizer", "make_train_step", "normalized_weights", "paper_architecture",
+    "paper_schedule", "surrogate_losses", "vae_bound",
+]

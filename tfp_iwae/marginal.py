@@ -1,0 +1,79 @@
+"""The trained model as a `tfd.Distribution` over x."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_iwae import objectives
+from tfp_iwae import seeds
+
+tfd = tfp.distributions
+
+__all__ = ["ImportanceWeightedMarginal"]
+
+
+class ImportanceWeightedMarginal(tfd.Distribution):
+    """p(x) of an `IWAE`, with `log_prob` the k-sample IWAE estimate L_k (nats).
+
+    Event shape `[input_dim]`, batch shape `[]`. `log_prob(x)` for x `[*s, input_dim]`
+    returns `[*s]`: logsumexp over k importance samples minus log k, a stochastic lower
+    bound on log p(x) whose expectation increases to log p(x) as k grows. `sample(n)` is
+    ancestral sampling z ~ p(z), x ~ p(x|z).
+
+    Args:
+      model: an `IWAE`.
+      num_samples: k >= 1.
+      seed: None, an int or `[2]` stateless seed used by `log_prob` (the same seed gives
+        the same estimate); None draws fresh samples on every call.
+      validate_args: check that x lies in the likelihood's support.
+    """
+
+    def __init__(self, model, num_samples=5000, seed=None, validate_args=False,
+                 name="ImportanceWeightedMarginal"):
+        parameters = dict(locals())
+        self._model = model
+        self._num_samples = objectives.check_num_samples(num_samples)
+        self._seed = seed
+        super().__init__(dtype=tf.float32,
+                         reparameterization_type=tfd.NOT_REPARAMETERIZED,
+                         validate_args=validate_args, allow_nan_stats=True,
+                         parameters=parameters, name=name)
+
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def num_samples(self):
+        return self._num_samples
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return {}
+
+    def _event_shape(self):
+        return tf.TensorShape([self._model.input_dim])
+
+    def _event_shape_tensor(self):
+        return tf.constant([self._model.input_dim], tf.int32)
+
+    def _batch_shape(self):
+        return tf.TensorShape([])
+
+    def _batch_shape_tensor(self):
+        return tf.constant([], tf.int32)
+
+    def _log_prob(self, x):
+        x = tf.convert_to_tensor(x, tf.float32)
+        if x.shape.rank is not None and x.shape[-1] not in (None, self._model.input_dim):
+            raise ValueError(f"`x` must have shape [..., {self._model.input_dim}], "
+                             f"got {x.shape}.")
+        if self.validate_args:
+            x = self._model.check_inputs(x)
+        lead = tf.shape(x)[:-1]
+        flat = tf.reshape(x, [-1, self._model.input_dim])
+        lw = self._model.log_weights(flat, self._num_samples, seed=seeds.stateless_seed(
+            self._seed))
+        return tf.reshape(objectives.iwae_bound(lw), lead)
+
+    def _sample_n(self, n, seed=None):
+        return self._model.sample(n, seed=seed)

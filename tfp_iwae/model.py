@@ -1,0 +1,215 @@
+"""The paper's IWAE/VAE model as a Keras 3 model holding TFP distributions."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_iwae import networks
+from tfp_iwae import objectives
+from tfp_iwae import seeds
+
+tfd = tfp.distributions
+
+__all__ = ["IWAE", "LIKELIHOODS", "OBJECTIVES", "paper_architecture"]
+
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("iwae", "vae")
+
+
+def paper_architecture(stochastic_layers):
+    """(latent_units, hidden_units) of the paper's MNIST models (Burda et al., sec. 5)."""
+    if stochastic_layers == 1:
+        return (50,), ((200, 200),)
+    if stochastic_layers == 2:
+        return (100, 50), ((200, 200), (100, 100))
+    raise ValueError(f"`stochastic_layers` must be 1 or 2, got {stochastic_layers!r}.")
+
+
+def _standard_normal(units):
+    return tfd.Independent(tfd.Normal(tf.zeros([units]), tf.ones([units])),
+                           reinterpreted_batch_ndims=1)
+
+
+class IWAE(keras.Model):
+    """Importance weighted autoencoder with one or two stochastic layers.
+
+    Generative model p(x, z) = p(z) p(x|z) with prior `model.prior`, likelihood
+    `model.decoder(z)`; inference network q(z|x) = `model.encoder(x)`. For two layers
+    z = {"h1": h1, "h2": h2}, p = p(h2) p(h1|h2) p(x|h1) and q = q(h1|x) q(h2|h1); prior
+    and encoder are then `tfd.JointDistributionNamed` over that dict.
+
+    Args:
+      stochastic_layers: 1 or 2 (the paper's two architectures).
+      input_dim: size of a flattened observation (784 for 28x28 images).
+      latent_units: units per stochastic layer, bottom first; default the paper's.
+      hidden_units: per stochastic layer, the deterministic hidden sizes of the network
+        that maps the layer below to it (encoder order; the decoder mirrors them).
+      activation: hidden activation (paper: tanh).
+      likelihood: `bernoulli` (binary or [0, 1] pixels) or `gaussian` (continuous x).
+      std_parameterization: `exp` (paper) or `softplus` for every Gaussian layer.
+      min_std: floor added to softplus standard deviations.
+      data_mean: optional mean training image `[input_dim]`; initialises the Bernoulli
+        decoder's output bias to its logit (clipped to [1e-3, 1 - 1e-3]), as the
+        paper's code does.
+      validate_args: check at run time that x lies in the likelihood's support.
+    """
+
+    def __init__(self, stochastic_layers=1, input_dim=784, latent_units=None,
+                 hidden_units=None, activation="tanh", likelihood="bernoulli",
+                 std_parameterization="exp", min_std=1e-4, data_mean=None,
+                 validate_args=False, name="iwae", **kwargs):
+        super().__init__(name=name, **kwargs)
+        default_latents, default_hidden = paper_architecture(stochastic_layers)
+        latent_units = tuple(latent_units or default_latents)
+        hidden_units = tuple(tuple(h) for h in (hidden_units or default_hidden))
+        if len(latent_units) != stochastic_layers or len(hidden_units) != stochastic_layers:
+            raise ValueError(
+                f"`latent_units` and `hidden_units` need one entry per stochastic layer "
+                f"({stochastic_layers}), got {latent_units} and {hidden_units}.")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}, got {likelihood!r}.")
+        if int(input_dim) < 1:
+            raise ValueError(f"`input_dim` must be >= 1, got {input_dim}.")
+        self.stochastic_layers = stochastic_layers
+        self.input_dim = int(input_dim)
+        self.latent_units = latent_units
+        self.hidden_units = hidden_units
+        self.likelihood = likelihood
+        self.validate_args = validate_args
+        self._config = dict(stochastic_layers=stochastic_layers, input_dim=self.input_dim,
+                            latent_units=list(latent_units),
+                            hidden_units=[list(h) for h in hidden_units],
+                            activation=activation, likelihood=likelihood,
+                            std_parameterization=std_parameterization, min_std=min_std)
+        gauss = dict(activation=activation, std_parameterization=std_parameterization,
+                     min_std=min_std)
+        # Inference network, bottom-up.
+        self.q_layers = [networks.GaussianLayer(hidden_units[0], latent_units[0],
+                                                name="q_h1", **gauss)]
+        if stochastic_layers == 2:
+            self.q_layers.append(networks.GaussianLayer(hidden_units[1], latent_units[1],
+                                                        name="q_h2", **gauss))
+            self.p_h1 = networks.GaussianLayer(hidden_units[1][::-1], latent_units[0],
+                                               name="p_h1", **gauss)
+        # Observation model p(x | h1).
+        if likelihood == "bernoulli":
+            bias = None if data_mean is None else networks.logit_of_mean(data_mean)
+            if bias is not None and bias.shape != (self.input_dim,):
+                raise ValueError(f"`data_mean` must have shape [{self.input_dim}], "
+                                 f"got {bias.shape}.")
+            self.p_x = networks.BernoulliLayer(hidden_units[0][::-1], self.input_dim,
+                                               activation=activation, output_bias=bias,
+                                               validate_args=validate_args, name="p_x")
+        else:
+            self.p_x = networks.GaussianObservationLayer(hidden_units[0][::-1],
+                                                         self.input_dim, name="p_x", **gauss)
+        self.build((None, self.input_dim))
+
+    # -- Keras plumbing -------------------------------------------------------------
+    def build(self, input_shape):
+        self.q_layers[0].build((None, self.input_dim))
+        if self.stochastic_layers == 2:
+            self.q_layers[1].build((None, self.latent_units[0]))
+            self.p_h1.build((None, self.latent_units[1]))
+        self.p_x.build((None, self.latent_units[0]))
+        self.built = True
+
+    def get_config(self):
+        return dict(self._config)
+
+    def call(self, x, num_samples=1):
+        """The per-example IWAE bound `[batch]` (k = `num_samples`)."""
+        return self.bound(x, num_samples)
+
+    @property
+    def encoder_variables(self):
+        """Trainable variables of q(z|x)."""
+        return [v for layer in self.q_layers for v in layer.trainable_variables]
+
+    @property
+    def decoder_variables(self):
+        """Trainable variables of p(x, z) (the prior has none)."""
+        out = list(self.p_x.trainable_variables)
+        if self.stochastic_layers == 2:
+            out = list(self.p_h1.trainable_variables) + out
+        return out
+
+    # -- Distributions --------------------------------------------------------------
+    @property
+    def prior(self):
+        """p(z): N(0, I) over 50 units, or p(h1, h2) = p(h2) p(h1|h2) over {"h1", "h2"}."""
+        top = _standard_normal(self.latent_units[-1])
+        if self.stochastic_layers == 1:
+            return top
+        return tfd.JointDistributionNamed(dict(h1=lambda h2: self.p_h1(h2), h2=top),
+                                          validate_args=self.validate_args)
+
+    def check_inputs(self, x):
+        """Converts x to float32 and checks its trailing dimension (and support)."""
+        x = tf.convert_to_tensor(x, dtype=tf.float32)
+        if x.shape.rank is not None and (x.shape.rank < 1 or
+                                         x.shape[-1] not in (None, self.input_dim)):
+            raise ValueError(f"`x` must have shape [..., {self.input_dim}] (flattened "
+                             f"observations), got shape {x.shape}.")
+        if self.validate_args:
+            checks = [tf.debugging.assert_all_finite(x, "x must be finite (found NaN/inf)")]
+            if self.likelihood == "bernoulli":
+                checks += [
+                    tf.debugging.assert_greater_equal(
+                        x, 0., message="x must be in [0, 1] for a Bernoulli likelihood"),
+                    tf.debugging.assert_less_equal(
+                        x, 1., message="x must be in [0, 1] for a Bernoulli likelihood")]
+            with tf.control_dependencies(checks):
+                x = tf.identity(x)
+        return x
+
+    def encoder(self, x):
+        """q(z|x) for x `[*batch, input_dim]`: batch shape `[*batch]`."""
+        x = self.check_inputs(x)
+        q1 = self.q_layers[0](x)
+        if self.stochastic_layers == 1:
+            return q1
+        return tfd.JointDistributionNamed(dict(h1=q1, h2=lambda h1: self.q_layers[1](h1)),
+                                          validate_args=self.validate_args)
+
+    def decoder(self, z):
+        """p(x|z): z `[*lead, latent]` (or {"h1", "h2"}) -> distribution with batch `lead`."""
+        h1 = z["h1"] if isinstance(z, dict) else z
+        return self.p_x(h1)
+
+    # -- Bounds ---------------------------------------------------------------------
+    def log_weights(self, x, num_samples, seed=None):
+        """`log p(x, z_i) - log q(z_i|x)`, shape `[num_samples, batch]`, in nats."""
+        return objectives.log_weights(x, prior=self.prior, likelihood_fn=self.decoder,
+                                      posterior=self.encoder(x), num_samples=num_samples,
+                                      seed=seed)
+
+    def bound(self, x, num_samples, objective="iwae", seed=None):
+        """Per-example bound `[batch]` in nats: `iwae` (L_k) or `vae` (mean log weight)."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {objective!r}.")
+        lw = self.log_weights(x, num_samples, seed=seed)
+        return objectives.iwae_bound(lw) if objective == "iwae" else objectives.vae_bound(lw)
+
+    def sample(self, n, seed=None, mean=False):
+        """Ancestral samples x ~ p(z) p(x|z), shape `[n, input_dim]`.
+
+        With `mean=True`, returns E[x|z] (Bernoulli probabilities) instead of a sample.
+        """
+        n = objectives.check_num_samples(n, "n")
+        seed_z, seed_x = seeds.split_seed(seed, 2)
+        z = self.prior.sample(n, seed=seed_z)
+        px = self.decoder(z)
+        return px.mean() if mean else px.sample(seed=seed_x)
+
+    def reconstruct(self, x, seed=None):
+        """E[x | z] for one z ~ q(z|x): `[batch, input_dim]`."""
+        z = self.encoder(x).sample(seed=seeds.stateless_seed(seed))
+        return self.decoder(z).mean()
+
+    def count_params_by_part(self):
+        """{'encoder': n, 'decoder': n} trainable parameter counts."""
+        return {"encoder": int(sum(np.prod(v.shape) for v in self.encoder_variables)),
+                "decoder": int(sum(np.prod(v.shape) for v in self.decoder_variables))}

@@ -1,0 +1,228 @@
+"""Keras 3 layers that output distribution parameters, wrapped in `tfd` distributions.
+
+Every network here accepts inputs with any number of leading (sample/batch) dimensions,
+`[*lead, d_in]`, and runs its matmuls on one flattened `[prod(lead), d_in]` matrix, so
+k samples for a whole batch are one large GEMM per layer.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+__all__ = ["MLP", "DiagonalGaussian", "GaussianLayer", "BernoulliLayer", "GaussianObservationLayer",
+           "BernoulliLogits", "STD_PARAMETERIZATIONS", "LOG_STD_BOUND"]
+
+STD_PARAMETERIZATIONS = ("exp", "softplus")
+
+# Bound on the pre-activation of a standard deviation. For the paper's `exp`
+# parameterization std = exp(clip(raw, -LOG_STD_BOUND, LOG_STD_BOUND)), i.e. std in
+# [3e-7, 3.3e6]: exactly the paper's model inside that range, finite outside it.
+LOG_STD_BOUND = 15.0
+
+
+def _flatten_lead(x):
+    """[*lead, d] -> ([prod(lead), d], lead_shape)."""
+    lead = tf.shape(x)[:-1]
+    return tf.reshape(x, [-1, x.shape[-1]]), lead
+
+
+def _unflatten_lead(y, lead):
+    return tf.reshape(y, tf.concat([lead, [y.shape[-1]]], axis=0))
+
+
+def _dense(units, name):
+    return keras.layers.Dense(units, kernel_initializer="glorot_uniform",
+                              bias_initializer="zeros", name=name)
+
+
+class MLP(keras.layers.Layer):
+    """A stack of Dense layers with one activation, applied to `[*lead, d_in]` inputs."""
+
+    def __init__(self, hidden_units, activation="tanh", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.activation = keras.activations.get(activation)
+        self.layers_ = [_dense(u, f"dense_{i}") for i, u in enumerate(self.hidden_units)]
+
+    def build(self, input_shape):
+        d = input_shape[-1]
+        for layer, units in zip(self.layers_, self.hidden_units):
+            layer.build((None, d))
+            d = units
+        self.built = True
+
+    def call(self, x):
+        for layer in self.layers_:
+            x = self.activation(layer(x))
+        return x
+
+
+def _std(raw, parameterization, min_std):
+    if parameterization == "exp":
+        return tf.exp(tf.clip_by_value(raw, -LOG_STD_BOUND, LOG_STD_BOUND))
+    return tf.nn.softplus(raw) + min_std
+
+
+# Counter-based RNG used for every sample drawn here. XLA on CPU implements TF's default
+# ("auto_select") stateless RNG about 20x slower than Philox, and the default picks a
+# different generator with and without XLA; Philox is fast and gives the same numbers
+# compiled or not.
+RNG_ALG = "philox"
+
+
+def standard_normal(shape, seed, dtype=tf.float32):
+    """Stateless N(0, 1) samples with the Philox generator."""
+    seed = tfp.random.sanitize_seed(seed)
+    return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg=RNG_ALG)
+
+
+def uniform(shape, seed, dtype=tf.float32):
+    """Stateless U[0, 1) samples with the Philox generator."""
+    seed = tfp.random.sanitize_seed(seed)
+    return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype, alg=RNG_ALG)
+
+
+class DiagonalGaussian(tfd.Independent):
+    """`Independent(Normal(loc, scale), 1)` with fast reparameterised Philox sampling."""
+
+    def __init__(self, loc, scale, validate_args=False, name="DiagonalGaussian"):
+        parameters = dict(locals())
+        super().__init__(tfd.Normal(loc, scale, validate_args=validate_args),
+                         reinterpreted_batch_ndims=1, validate_args=validate_args,
+                         name=name)
+        self._parameters = parameters
+        self._loc, self._scale = loc, scale
+
+    def _sample_n(self, n, seed=None):
+        shape = tf.concat([[n], tf.shape(self._loc)], axis=0)
+        return self._loc + self._scale * standard_normal(shape, seed, self._loc.dtype)
+
+
+class GaussianLayer(keras.layers.Layer):
+    """MLP -> diagonal Gaussian `tfd.Independent(tfd.Normal(loc, std), 1)`.
+
+    Input `[*lead, d_in]`; the distribution has batch shape `lead` and event shape
+    `[units]`. std = exp(linear) (paper) or softplus(linear) + min_std.
+    """
+
+    def __init__(self, hidden_units, units, activation="tanh", std_parameterization="exp",
+                 min_std=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        if std_parameterization not in STD_PARAMETERIZATIONS:
+            raise ValueError(f"`std_parameterization` must be one of {STD_PARAMETERIZATIONS}, "
+                             f"got {std_parameterization!r}.")
+        self.units = int(units)
+        self.std_parameterization = std_parameterization
+        self.min_std = float(min_std)
+        self.mlp = MLP(hidden_units, activation, name="mlp")
+        self.loc_layer = _dense(self.units, "loc")
+        self.std_layer = _dense(self.units, "raw_std")
+
+    def build(self, input_shape):
+        self.mlp.build(input_shape)
+        d = self.mlp.hidden_units[-1] if self.mlp.hidden_units else input_shape[-1]
+        self.loc_layer.build((None, d))
+        self.std_layer.build((None, d))
+        self.built = True
+
+    def parameters_for(self, x):
+        """Returns (loc, std), each `[*lead, units]`."""
+        flat, lead = _flatten_lead(x)
+        h = self.mlp(flat)
+        loc = self.loc_layer(h)
+        std = _std(self.std_layer(h), self.std_parameterization, self.min_std)
+        return _unflatten_lead(loc, lead), _unflatten_lead(std, lead)
+
+    def call(self, x):
+        loc, std = self.parameters_for(x)
+        return DiagonalGaussian(loc, std)
+
+
+class BernoulliLogits(tfd.Independent):
+    """Independent Bernoulli over the last axis, with a fused, fast `log_prob`.
+
+    `log_prob(x) = sum_j x_j l_j - softplus(l_j)` for x in [0, 1] (real-valued x gives
+    the continuous relaxation used by the paper's code for non-binary pixels). Samples
+    are float32 {0, 1}.
+    """
+
+    def __init__(self, logits, validate_args=False, name="BernoulliLogits"):
+        super().__init__(tfd.Bernoulli(logits=logits, dtype=logits.dtype,
+                                       validate_args=validate_args),
+                         reinterpreted_batch_ndims=1, validate_args=validate_args,
+                         name=name)
+        self._logits = logits
+
+    @property
+    def logits(self):
+        return self._logits
+
+    def _sample_n(self, n, seed=None):
+        shape = tf.concat([[n], tf.shape(self._logits)], axis=0)
+        u = uniform(shape, seed, self._logits.dtype)
+        return tf.cast(u < tf.sigmoid(self._logits), self._logits.dtype)
+
+    def _log_prob(self, x):
+        x = tf.convert_to_tensor(x, dtype=self._logits.dtype)
+        if self.validate_args:
+            x = _assert_unit_interval(x)
+        return tf.reduce_sum(x * self._logits - tf.nn.softplus(self._logits), axis=-1)
+
+
+def _assert_unit_interval(x):
+    with tf.control_dependencies([
+            tf.debugging.assert_greater_equal(
+                x, tf.zeros([], x.dtype),
+                message="x must be in [0, 1] for a Bernoulli likelihood"),
+            tf.debugging.assert_less_equal(
+                x, tf.ones([], x.dtype),
+                message="x must be in [0, 1] for a Bernoulli likelihood")]):
+        return tf.identity(x)
+
+
+class BernoulliLayer(keras.layers.Layer):
+    """MLP -> Bernoulli logits over `units` pixels (`BernoulliLogits`)."""
+
+    def __init__(self, hidden_units, units, activation="tanh", output_bias=None,
+                 validate_args=False, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.validate_args = validate_args
+        self.mlp = MLP(hidden_units, activation, name="mlp")
+        bias_init = "zeros"
+        if output_bias is not None:
+            bias_init = keras.initializers.Constant(np.asarray(output_bias, np.float32))
+        self.logits_layer = keras.layers.Dense(self.units, kernel_initializer="glorot_uniform",
+                                               bias_initializer=bias_init, name="logits")
+
+    def build(self, input_shape):
+        self.mlp.build(input_shape)
+        d = self.mlp.hidden_units[-1] if self.mlp.hidden_units else input_shape[-1]
+        self.logits_layer.build((None, d))
+        self.built = True
+
+    def logits(self, z):
+        flat, lead = _flatten_lead(z)
+        return _unflatten_lead(self.logits_layer(self.mlp(flat)), lead)
+
+    def call(self, z):
+        return BernoulliLogits(self.logits(z), validate_args=self.validate_args)
+
+
+class GaussianObservationLayer(GaussianLayer):
+    """MLP -> diagonal Gaussian over continuous x (the `gaussian` likelihood)."""
+
+
+def logit_of_mean(mean_pixels, eps=1e-3):
+    """logit(clip(mean, eps, 1 - eps)): the paper code's decoder output-bias init."""
+    m = np.clip(np.asarray(mean_pixels, np.float64), eps, 1. - eps)
+    return (np.log(m) - np.log1p(-m)).astype(np.float32)
+
+
+def count_dense_params(sizes):
+    """Parameters of a chain of Dense layers with the given sizes (weights + biases)."""
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+

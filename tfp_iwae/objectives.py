@@ -1,0 +1,107 @@
+"""Importance weights and the bounds built from them.
+
+All quantities are natural-log densities (nats). The sample axis is axis 0 unless
+stated: log weights have shape `[num_samples, *batch]`.
+"""
+
+import math
+import numbers
+
+import tensorflow as tf
+
+from tfp_iwae import seeds
+
+__all__ = [
+    "log_weights",
+    "iwae_bound",
+    "vae_bound",
+    "normalized_weights",
+    "effective_sample_size",
+    "check_num_samples",
+]
+
+
+def check_num_samples(num_samples, name="num_samples"):
+    """Returns `num_samples` as a Python int >= 1, or raises ValueError naming it."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+        raise ValueError(f"`{name}` must be a positive Python integer (the number of "
+                         f"importance samples k), got {num_samples!r}.")
+    if num_samples < 1:
+        raise ValueError(f"`{name}` must be >= 1 (the number of importance samples k), "
+                         f"got {num_samples}.")
+    return int(num_samples)
+
+
+def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None):
+    """Log importance weights `log p(z) + log p(x|z) - log q(z|x)` for `z ~ q(z|x)`.
+
+    Args:
+      x: observed data, a Tensor `[*batch, *event_x]`.
+      prior: a `tfd.Distribution` over z (its batch shape broadcasts against x's).
+      likelihood_fn: callable mapping samples z `[num_samples, *batch, *event_z]` (or a
+        structure of them, for joint distributions) to a `tfd.Distribution` over x
+        with batch shape `[num_samples, *batch]`.
+      posterior: a `tfd.Distribution` q(z|x) over z with batch shape `[*batch]`;
+        reparameterized samples give pathwise gradients.
+      num_samples: Python int k >= 1.
+      seed: None, an int or a stateless `[2]` int Tensor; the same seed gives the
+        same samples.
+
+    Returns:
+      Tensor `[num_samples, *batch]` of log weights in nats.
+
+    Raises:
+      ValueError: if `num_samples` is not an integer >= 1.
+    """
+    num_samples = check_num_samples(num_samples)
+    z = posterior.sample(num_samples, seed=seeds.stateless_seed(seed))
+    log_q = posterior.log_prob(z)
+    log_pz = prior.log_prob(z)
+    log_px_given_z = likelihood_fn(z).log_prob(x)
+    return log_pz + log_px_given_z - log_q
+
+
+def iwae_bound(log_weights, axis=0):
+    """The k-sample importance weighted bound `L_k = logsumexp(log w, axis) - log k`.
+
+    Args:
+      log_weights: Tensor `[num_samples, *batch]` (samples along `axis`).
+      axis: the sample axis.
+
+    Returns:
+      Tensor `[*batch]`, in nats. Computed with a max-shifted log-sum-exp, so it stays
+      finite for very negative log weights (e.g. -1e4) and large k.
+    """
+    log_weights = tf.convert_to_tensor(log_weights)
+    k = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(k)
+
+
+def vae_bound(log_weights, axis=0):
+    """The k-sample VAE objective: the mean of the log weights over samples.
+
+    Args:
+      log_weights: Tensor `[num_samples, *batch]` (samples along `axis`).
+      axis: the sample axis.
+
+    Returns:
+      Tensor `[*batch]`, in nats: a Monte-Carlo estimate of the ELBO.
+    """
+    return tf.reduce_mean(log_weights, axis=axis)
+
+
+def normalized_weights(log_weights, axis=0):
+    """Self-normalised importance weights `w~ = softmax(log w)` along `axis`."""
+    return tf.nn.softmax(log_weights, axis=axis)
+
+
+def effective_sample_size(log_weights, axis=0):
+    """Effective sample size `1 / sum_i w~_i^2` along `axis`, in [1, k]. Shape `[*batch]`."""
+    log_weights = tf.convert_to_tensor(log_weights)
+    log_w_norm = log_weights - tf.reduce_logsumexp(log_weights, axis=axis, keepdims=True)
+    return tf.exp(-tf.reduce_logsumexp(2. * log_w_norm, axis=axis))
+
+
+def log_k(num_samples):
+    """`log k` as a Python float (convenience for reporting)."""
+    return math.log(num_samples)
