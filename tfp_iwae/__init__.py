@@ -5,6 +5,7 @@ All log densities and bounds are in nats; log weights have shape
 `[num_samples, batch]`.
 """
 
+from tfp_iwae import data
 from tfp_iwae.estimators import (ESTIMATOR_NAMES, estimator_gradients, get_estimator,
                                  surrogate_losses)
 from tfp_iwae.marginal import ImportanceWeightedMarginal
@@ -16,7 +17,7 @@ from tfp_iwae.training import make_optimizer, make_train_step, paper_schedule
 __version__ = "0.1.0"
 
 __all__ = [
-    "ESTIMATOR_NAMES", "IWAE", "ImportanceWeightedMarginal", "effective_sample_size",
+    "ESTIMATOR_NAMES", "IWAE", "data", "ImportanceWeightedMarginal", "effective_sample_size",
     "estimator_gradients", "get_estimator", "iwae_bound", "log_weights",
     "make_optimizer", "make_train_step", "normalized_weights", "paper_architecture",
     "paper_schedule", "surrogate_losses", "vae_bound",

