@@ -54,12 +54,13 @@ class IWAE(keras.Model):
         decoder's output bias to its logit (clipped to [1e-3, 1 - 1e-3]), as the
         paper's code does.
       validate_args: check at run time that x lies in the likelihood's support.
+      seed: optional int making the Glorot initialisation reproducible.
     """
 
     def __init__(self, stochastic_layers=1, input_dim=784, latent_units=None,
                  hidden_units=None, activation="tanh", likelihood="bernoulli",
                  std_parameterization="exp", min_std=1e-4, data_mean=None,
-                 validate_args=False, name="iwae", **kwargs):
+                 validate_args=False, seed=None, name="iwae", **kwargs):
         super().__init__(name=name, **kwargs)
         default_latents, default_hidden = paper_architecture(stochastic_layers)
         latent_units = tuple(latent_units or default_latents)
@@ -86,13 +87,14 @@ class IWAE(keras.Model):
         gauss = dict(activation=activation, std_parameterization=std_parameterization,
                      min_std=min_std)
         # Inference network, bottom-up.
+        sub = (lambda i: None) if seed is None else (lambda i: int(seed) * 10 + i)
         self.q_layers = [networks.GaussianLayer(hidden_units[0], latent_units[0],
-                                                name="q_h1", **gauss)]
+                                                name="q_h1", seed=sub(1), **gauss)]
         if stochastic_layers == 2:
             self.q_layers.append(networks.GaussianLayer(hidden_units[1], latent_units[1],
-                                                        name="q_h2", **gauss))
+                                                        name="q_h2", seed=sub(2), **gauss))
             self.p_h1 = networks.GaussianLayer(hidden_units[1][::-1], latent_units[0],
-                                               name="p_h1", **gauss)
+                                               name="p_h1", seed=sub(3), **gauss)
         # Observation model p(x | h1).
         if likelihood == "bernoulli":
             bias = None if data_mean is None else networks.logit_of_mean(data_mean)
@@ -101,10 +103,12 @@ class IWAE(keras.Model):
                                  f"got {bias.shape}.")
             self.p_x = networks.BernoulliLayer(hidden_units[0][::-1], self.input_dim,
                                                activation=activation, output_bias=bias,
-                                               validate_args=validate_args, name="p_x")
+                                               validate_args=validate_args, seed=sub(4),
+                                               name="p_x")
         else:
             self.p_x = networks.GaussianObservationLayer(hidden_units[0][::-1],
-                                                         self.input_dim, name="p_x", **gauss)
+                                                         self.input_dim, name="p_x",
+                                                         seed=sub(4), **gauss)
         self.build((None, self.input_dim))
 
     # -- Keras plumbing -------------------------------------------------------------
@@ -208,6 +212,16 @@ class IWAE(keras.Model):
         """E[x | z] for one z ~ q(z|x): `[batch, input_dim]`."""
         z = self.encoder(x).sample(seed=seeds.stateless_seed(seed))
         return self.decoder(z).mean()
+
+    def checkpointable(self):
+        """A `tf.train.Checkpoint` node holding every variable under its layer path.
+
+        Keras 3 models are not tracked by `tf.train.Checkpoint` through their layer
+        lists, so checkpoints hold this node (names like `q_h1.mlp.dense_0.kernel`);
+        a checkpoint of another architecture then fails to restore with a clear error.
+        """
+        return tf.train.Checkpoint(**{
+            v.path.split("/", 1)[-1].replace("/", "."): v for v in self.variables})
 
     def count_params_by_part(self):
         """{'encoder': n, 'decoder': n} trainable parameter counts."""

@@ -33,19 +33,29 @@ def _unflatten_lead(y, lead):
     return tf.reshape(y, tf.concat([lead, [y.shape[-1]]], axis=0))
 
 
-def _dense(units, name):
-    return keras.layers.Dense(units, kernel_initializer="glorot_uniform",
-                              bias_initializer="zeros", name=name)
+def _glorot(seed):
+    return keras.initializers.GlorotUniform(seed=seed)
+
+
+def _sub_seed(seed, i):
+    """Distinct deterministic seeds for sub-layers (None stays unseeded)."""
+    return None if seed is None else int(seed) * 1000 + i
+
+
+def _dense(units, name, seed=None, bias_initializer="zeros"):
+    return keras.layers.Dense(units, kernel_initializer=_glorot(seed),
+                              bias_initializer=bias_initializer, name=name)
 
 
 class MLP(keras.layers.Layer):
     """A stack of Dense layers with one activation, applied to `[*lead, d_in]` inputs."""
 
-    def __init__(self, hidden_units, activation="tanh", **kwargs):
+    def __init__(self, hidden_units, activation="tanh", seed=None, **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = keras.activations.get(activation)
-        self.layers_ = [_dense(u, f"dense_{i}") for i, u in enumerate(self.hidden_units)]
+        self.layers_ = [_dense(u, f"dense_{i}", _sub_seed(seed, i))
+                        for i, u in enumerate(self.hidden_units)]
 
     def build(self, input_shape):
         d = input_shape[-1]
@@ -109,7 +119,7 @@ class GaussianLayer(keras.layers.Layer):
     """
 
     def __init__(self, hidden_units, units, activation="tanh", std_parameterization="exp",
-                 min_std=1e-4, **kwargs):
+                 min_std=1e-4, seed=None, **kwargs):
         super().__init__(**kwargs)
         if std_parameterization not in STD_PARAMETERIZATIONS:
             raise ValueError(f"`std_parameterization` must be one of {STD_PARAMETERIZATIONS}, "
@@ -117,9 +127,9 @@ class GaussianLayer(keras.layers.Layer):
         self.units = int(units)
         self.std_parameterization = std_parameterization
         self.min_std = float(min_std)
-        self.mlp = MLP(hidden_units, activation, name="mlp")
-        self.loc_layer = _dense(self.units, "loc")
-        self.std_layer = _dense(self.units, "raw_std")
+        self.mlp = MLP(hidden_units, activation, seed=_sub_seed(seed, 1), name="mlp")
+        self.loc_layer = _dense(self.units, "loc", _sub_seed(seed, 2))
+        self.std_layer = _dense(self.units, "raw_std", _sub_seed(seed, 3))
 
     def build(self, input_shape):
         self.mlp.build(input_shape)
@@ -187,16 +197,15 @@ class BernoulliLayer(keras.layers.Layer):
     """MLP -> Bernoulli logits over `units` pixels (`BernoulliLogits`)."""
 
     def __init__(self, hidden_units, units, activation="tanh", output_bias=None,
-                 validate_args=False, **kwargs):
+                 validate_args=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.validate_args = validate_args
-        self.mlp = MLP(hidden_units, activation, name="mlp")
+        self.mlp = MLP(hidden_units, activation, seed=_sub_seed(seed, 1), name="mlp")
         bias_init = "zeros"
         if output_bias is not None:
             bias_init = keras.initializers.Constant(np.asarray(output_bias, np.float32))
-        self.logits_layer = keras.layers.Dense(self.units, kernel_initializer="glorot_uniform",
-                                               bias_initializer=bias_init, name="logits")
+        self.logits_layer = _dense(self.units, "logits", _sub_seed(seed, 2), bias_init)
 
     def build(self, input_shape):
         self.mlp.build(input_shape)

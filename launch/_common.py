@@ -1,0 +1,39 @@
+"""Shared launcher plumbing: import path, quiet TF logs, error reporting."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def fail(message):
+    """Prints `error: message` to stderr and exits with status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def quiet_absl():
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+
+
+def restore_run(logdir, checkpoint=None):
+    """(config, model, checkpoint path) of a training run in `logdir`."""
+    import tensorflow as tf
+    from tfp_iwae import data, loop
+    try:
+        config = loop.load_config(logdir)
+    except (OSError, ValueError, TypeError) as e:
+        fail(f"--logdir {logdir!r}: no readable run_config.json ({e}).")
+    path = checkpoint or tf.train.latest_checkpoint(f"{logdir}/checkpoints")
+    if not path:
+        fail(f"--logdir {logdir!r}: no checkpoint found in {logdir}/checkpoints.")
+    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir)
+    model = loop.build_model(config, data_mean=train_x.mean(0))
+    try:
+        tf.train.Checkpoint(model=model.checkpointable()).read(
+            path).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+        fail(f"checkpoint {path!r} could not be read (corrupt or incompatible): {e}")
+    return config, model, path

