@@ -49,6 +49,12 @@ flags.DEFINE_integer("log_every", 100, "Steps between progress lines and summari
 flags.DEFINE_string("init_from", None, "Start from another run's weights (its logdir/"
                     "checkpoints or a checkpoint prefix), e.g. VAE -> IWAE fine-tuning.")
 flags.DEFINE_bool("xla", True, "Compile the training step with XLA.")
+flags.DEFINE_integer("diagnostics_every", 0, "Steps between gradient diagnostics (encoder "
+                     "gradient SNR and variance per estimator from repeated draws on a "
+                     "fixed batch, to TensorBoard; 0: never).")
+flags.DEFINE_string("diagnostics_estimators", "iwae,stl,dreg", "Comma list of estimators "
+                    "compared by the diagnostics.")
+flags.DEFINE_integer("diagnostics_repeats", 16, "Draws per estimator per diagnostic.")
 
 
 def main(argv):

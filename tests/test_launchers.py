@@ -35,7 +35,8 @@ def checkpoint_values(path):
 def trained_run(tmp_path_factory):
     logdir = str(tmp_path_factory.mktemp("run"))
     proc = run("train.py", f"--logdir={logdir}", "--max_steps=300", "--eval_every=300",
-               "--checkpoint_every=100", *FAST)
+               "--checkpoint_every=100", "--diagnostics_every=300",
+               "--diagnostics_repeats=4", *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return logdir, proc.stdout
 
@@ -53,7 +54,9 @@ def test_train_logs_progress_and_writes_checkpoint_and_summaries(trained_run):
         for e in tf.compat.v1.train.summary_iterator(f):
             tags |= {v.tag for v in e.summary.value}
     for tag in ("bound", "iwae_bound", "elbo", "ess", "learning_rate", "examples_per_second",
-                "L_100", "active_units/layer1", "log_weights", "samples", "reconstructions"):
+                "L_100", "active_units/layer1", "log_weights", "samples", "reconstructions",
+                "gradient_snr/encoder/iwae", "gradient_snr/encoder/dreg",
+                "gradient_variance/encoder/stl"):
         assert tag in tags, (tag, tags)
     assert first < -100  # the run starts far from a good model
 

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_iwae import data
+from tfp_iwae import diagnostics
 from tfp_iwae import estimators
 from tfp_iwae import evaluation
 from tfp_iwae import model as model_lib
@@ -54,6 +55,9 @@ class RunConfig:
     log_every: int = 100
     init_from: str = None
     xla: bool = True
+    diagnostics_every: int = 0
+    diagnostics_estimators: str = "iwae,stl,dreg"
+    diagnostics_repeats: int = 16
 
     def validate(self):
         def need(cond, flag, expected, value):
@@ -75,7 +79,14 @@ class RunConfig:
         need(self.max_steps >= 0, "max_steps", "an integer >= 0 (0: no cap)", self.max_steps)
         need(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
         need(self.seed >= 0, "seed", "a non-negative integer", self.seed)
-        for flag in ("eval_every", "checkpoint_every", "log_every"):
+        need(self.diagnostics_repeats >= 2, "diagnostics_repeats", "an integer >= 2",
+             self.diagnostics_repeats)
+        for name in filter(None, self.diagnostics_estimators.split(",")):
+            try:
+                estimators.get_estimator(name, self.num_samples)
+            except ValueError as e:
+                raise TrainingError(f"--diagnostics_estimators: {e}") from None
+        for flag in ("eval_every", "checkpoint_every", "log_every", "diagnostics_every"):
             need(getattr(self, flag) >= 0, flag, "an integer >= 0 (0: never)",
                  getattr(self, flag))
         need(self.eval_samples >= 1, "eval_samples", "an integer >= 1", self.eval_samples)
@@ -202,6 +213,7 @@ def train(config, log=_log):
         f"{steps_per_epoch} steps/epoch; {total} steps")
     t0, s0 = time.perf_counter(), int(step)
     metrics = {}
+    diag_batch, samplers = None, None
     while int(step) < total:
         s = int(step)
         stage, lr = stage_at(plan, s)
@@ -230,6 +242,13 @@ def train(config, log=_log):
         if config.eval_every and valid_x is not None and (s % config.eval_every == 0
                                                           or s == total):
             _validate(model, config, valid_x, s, vwriter, log, protocol)
+        if config.diagnostics_every and s % config.diagnostics_every == 0:
+            diag_batch = diag_batch if diag_batch is not None else _diagnostics_batch(
+                config, valid_x if valid_x is not None else train_x)
+            samplers = samplers or {n: diagnostics.make_gradient_sampler(
+                model, n, config.num_samples, jit_compile=config.xla)
+                for n in filter(None, config.diagnostics_estimators.split(","))}
+            _gradient_diagnostics(samplers, diag_batch, config, s, writer, log)
         if config.checkpoint_every and (s % config.checkpoint_every == 0 or s == total):
             manager.save(checkpoint_number=s)
     if manager.latest_checkpoint is None or int(step) != int(
@@ -238,6 +257,25 @@ def train(config, log=_log):
     writer.flush()
     vwriter.flush()
     return dict(step=int(step), checkpoint=manager.latest_checkpoint, **metrics)
+
+
+def _diagnostics_batch(config, x):
+    xb = x[:100]
+    return tf.constant(data.fixed_binarization(xb, 4321) if config.binarization != "none"
+                       else xb)
+
+
+def _gradient_diagnostics(samplers, x, config, s, writer, log):
+    """Encoder-gradient SNR and variance per estimator on a fixed batch (repeated draws)."""
+    parts = []
+    with writer.as_default(step=s):
+        for name, sampler in samplers.items():
+            st = diagnostics.gradient_statistics(sampler, x, config.diagnostics_repeats, seed=s)
+            tf.summary.scalar(f"gradient_snr/encoder/{name}", st["snr"])
+            tf.summary.scalar(f"gradient_variance/encoder/{name}", st["variance"])
+            parts.append(f"{name} SNR {st['snr']:.3f} var {st['variance']:.3g}")
+    log(f"diagnostics step {s} (encoder gradient, {config.diagnostics_repeats} draws on a "
+        f"fixed batch): " + "; ".join(parts))
 
 
 def _validate(model, config, valid_x, s, writer, log, protocol):
