@@ -49,6 +49,15 @@ flags.DEFINE_integer("log_every", 100, "Steps between progress lines and summari
 flags.DEFINE_string("init_from", None, "Start from another run's weights (its logdir/"
                     "checkpoints or a checkpoint prefix), e.g. VAE -> IWAE fine-tuning.")
 flags.DEFINE_bool("xla", True, "Compile the training step with XLA.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "tf.distribute strategy: default (one device), mirrored (all local "
+                  "GPUs, or the CPU devices of --cpu_devices), multi_worker "
+                  "(MultiWorkerMirroredStrategy; set TF_CONFIG on every worker, see README).")
+flags.DEFINE_integer("num_shards", 0, "Shards of each batch with their own sampling seeds "
+                     "(0: one per replica). A single-device run with --num_shards=R draws "
+                     "the same samples as an R-replica run.")
+flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to "
+                     "run --strategy=mirrored on a CPU-only machine; 0: no split).")
 flags.DEFINE_integer("diagnostics_every", 0, "Steps between gradient diagnostics (encoder "
                      "gradient SNR and variance per estimator from repeated draws on a "
                      "fixed batch, to TensorBoard; 0: never).")
@@ -61,7 +70,16 @@ def main(argv):
     _common.quiet_absl()
     if len(argv) > 1:
         _common.fail(f"unexpected arguments {argv[1:]}")
-    config = loop.RunConfig(**{f.name: f.value for f in F.get_flags_for_module(__name__)})
+    if F.cpu_devices < 0:
+        _common.fail(f"--cpu_devices: expected an integer >= 0, got {F.cpu_devices}.")
+    if F.cpu_devices:
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * F.cpu_devices)
+    values = {f.name: f.value for f in F.get_flags_for_module(__name__)}
+    values.pop("cpu_devices")
+    config = loop.RunConfig(**values)
     try:
         result = loop.train(config)
     except (loop.TrainingError, data.DataError) as e:

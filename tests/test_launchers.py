@@ -162,3 +162,83 @@ def test_init_from_vae_then_iwae_fine_tuning(trained_run, tmp_path):
     first = float([l for l in proc.stdout.splitlines() if l.startswith("step ")][0]
                   .split("(L_k ")[1].split(",")[0])
     assert first > -180  # starts from the trained weights, not from scratch (~-220)
+
+
+def test_mirrored_strategy_on_two_cpu_devices_matches_single_device(tmp_path):
+    # Two replicas each draw their shard's samples with fold_in(seed, shard); a one-device
+    # run with --num_shards=2 draws the same ones, so the runs agree up to float sums.
+    args = ["--max_steps=60", "--checkpoint_every=0", "--eval_every=0", *FAST]
+    mirrored = run("train.py", f"--logdir={tmp_path / 'm'}", "--strategy=mirrored",
+                   "--cpu_devices=2", *args)
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+    assert "strategy mirrored (2 replica(s))" in mirrored.stdout
+    single = run("train.py", f"--logdir={tmp_path / 's'}", "--num_shards=2", *args)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = checkpoint_values(str(tmp_path / "m" / "checkpoints" / "ckpt-60"))
+    b = checkpoint_values(str(tmp_path / "s" / "checkpoints" / "ckpt-60"))
+    assert a.keys() == b.keys() and len(a) == 14
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    # ... and the shard layout matters: one shard draws different samples.
+    other = run("train.py", f"--logdir={tmp_path / 'o'}", *args)
+    c = checkpoint_values(str(tmp_path / "o" / "checkpoints" / "ckpt-60"))
+    assert max(np.abs(a[k] - c[k]).max() for k in a) > 1e-3
+
+
+def test_batch_size_not_divisible_across_replicas_is_refused(tmp_path):
+    proc = run("train.py", f"--logdir={tmp_path / 'r'}", "--strategy=mirrored",
+               "--cpu_devices=2", "--batch_size=21", "--max_steps=1")
+    assert proc.returncode != 0
+    assert "--batch_size=21 must be divisible by the 2 replicas" in proc.stderr
+
+
+def test_flagfile(tmp_path):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--max_steps=20\n--log_every=10\n--eval_every=0\n--num_samples=3\n")
+    proc = run("train.py", f"--flagfile={flagfile}", f"--logdir={tmp_path / 'r'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "k=3" in proc.stdout and "step 20/20" in proc.stdout
+
+
+def test_helpfull_documents_flags_with_defaults():
+    proc = run("train.py", "--helpfull")
+    for text in ("--num_samples", "importance samples", "(default: '5')", "--schedule",
+                 "3^i passes", "--strategy", "--init_from"):
+        assert text in proc.stdout, text
+
+
+def test_tensorboard_server_serves_the_scalars(trained_run):
+    # A real TensorBoard on localhost, read back over its HTTP API.
+    import socket
+    import urllib.request
+    logdir, _ = trained_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}",
+                           "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
+                           "--reload_interval=1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=train&tag=bound"
+    try:
+        deadline, points = time.time() + 90, None
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    points = json.loads(r.read())
+                if points:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(1)
+        assert points, "TensorBoard served no scalars for run=train tag=bound"
+        steps = [p[1] for p in points]
+        assert steps == [50, 100, 150, 200, 250, 300]
+        assert all(-1000 < p[2] < 0 for p in points)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags",
+                                    timeout=5) as r:
+            tags = json.loads(r.read())
+        assert "L_100" in tags["validation"] and "learning_rate" in tags["train"]
+    finally:
+        tb.terminate()
+        tb.wait(timeout=30)

@@ -1,5 +1,6 @@
 """The training loop behind `launch/train.py`: schedule, checkpoints, resume, TensorBoard."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -21,9 +22,28 @@ __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
            "stage_at", "load_config"]
 
 CONFIG_FILE = "run_config.json"
+STRATEGIES = ("default", "mirrored", "multi_worker")
 # Flags that define the model/run: a logdir holding a run with other values is refused.
 MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "num_samples",
                 "objective", "batch_size", "schedule", "seed", "std_parameterization")
+
+
+def make_strategy(name):
+    """None for `default`; MirroredStrategy over local devices; MultiWorkerMirroredStrategy
+    (reads the TF_CONFIG environment variable)."""
+    if name == "default":
+        return None
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and
+                                              resolver.task_id == 0)
 
 
 class TrainingError(RuntimeError):
@@ -55,6 +75,8 @@ class RunConfig:
     log_every: int = 100
     init_from: str = None
     xla: bool = True
+    strategy: str = "default"
+    num_shards: int = 0
     diagnostics_every: int = 0
     diagnostics_estimators: str = "iwae,stl,dreg"
     diagnostics_repeats: int = 16
@@ -79,6 +101,9 @@ class RunConfig:
         need(self.max_steps >= 0, "max_steps", "an integer >= 0 (0: no cap)", self.max_steps)
         need(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
         need(self.seed >= 0, "seed", "a non-negative integer", self.seed)
+        need(self.strategy in STRATEGIES, "strategy", " | ".join(STRATEGIES), self.strategy)
+        need(self.num_shards >= 0, "num_shards", "an integer >= 0 (0: one per replica)",
+             self.num_shards)
         need(self.diagnostics_repeats >= 2, "diagnostics_repeats", "an integer >= 2",
              self.diagnostics_repeats)
         for name in filter(None, self.diagnostics_estimators.split(",")):
@@ -177,18 +202,35 @@ def train(config, log=_log):
     plan = stages(config, steps_per_epoch)
     total = plan[-1][1] if not config.max_steps else min(plan[-1][1], config.max_steps)
 
-    model = build_model(config, data_mean=train_x.mean(0))
-    opt = training.make_optimizer(config.learning_rate)
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if config.batch_size % max(replicas, config.num_shards or 1):
+        raise TrainingError(f"--batch_size={config.batch_size} must be divisible by the "
+                            f"{max(replicas, config.num_shards)} replicas/shards "
+                            f"(--strategy={config.strategy}, --num_shards={config.num_shards}).")
+    if config.num_shards and config.num_shards % replicas:
+        raise TrainingError(f"--num_shards={config.num_shards} must be a multiple of the "
+                            f"{replicas} replicas of --strategy={config.strategy}.")
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = build_model(config, data_mean=train_x.mean(0))
+        opt = training.make_optimizer(config.learning_rate)
     step_fn = training.make_train_step(model, opt, config.num_samples,
-                                       estimator=config.objective, jit_compile=config.xla)
+                                       estimator=config.objective, jit_compile=config.xla,
+                                       num_shards=config.num_shards or replicas,
+                                       strategy=strategy)
+    chief = is_chief(strategy)
+    ckpt_dir = os.path.join(config.logdir, "checkpoints")
+    if not chief:  # non-chief workers save (collectively) into a scratch directory
+        ckpt_dir = os.path.join(config.logdir, "worker_scratch",
+                                str(strategy.cluster_resolver.task_id))
     ds = data.load(config.dataset, "train", binarization=config.binarization,
                    batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed)
     iterator = iter(ds)
     step = tf.Variable(0, dtype=tf.int64, name="step")
     ckpt = tf.train.Checkpoint(model=model.checkpointable(), optimizer=opt, step=step,
                                iterator=iterator)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(config.logdir, "checkpoints"),
-                                         max_to_keep=config.keep_checkpoints)
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
     if manager.latest_checkpoint:
         try:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -208,9 +250,13 @@ def train(config, log=_log):
 
     writer = tf.summary.create_file_writer(os.path.join(config.logdir, "train"))
     vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, "validation"))
+    if not chief:
+        log = (lambda msg: None)  # noqa: E731
+        writer = vwriter = tf.summary.create_noop_writer()
     log(f"run: {protocol}; {config.stochastic_layers} stochastic layer(s); "
         f"objective {config.objective}, k={config.num_samples}; batch {config.batch_size}; "
-        f"{steps_per_epoch} steps/epoch; {total} steps")
+        f"{steps_per_epoch} steps/epoch; {total} steps; strategy {config.strategy} "
+        f"({replicas} replica(s))")
     t0, s0 = time.perf_counter(), int(step)
     metrics = {}
     diag_batch, samplers = None, None

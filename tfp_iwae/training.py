@@ -24,7 +24,8 @@ def paper_schedule(num_stages=8, base_learning_rate=1e-3):
     return [(3 ** i, base_learning_rate * 10. ** (-i / 7.)) for i in range(num_stages)]
 
 
-def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile=True):
+def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile=True,
+                    num_shards=1, strategy=None):
     """Builds `step(x, seed) -> metrics`: one compiled update of `model` by `optimizer`.
 
     The k samples for the whole batch are drawn at once and every network runs one
@@ -32,51 +33,117 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
     decoder surrogate and the encoder's that of the estimator's encoder surrogate, from
     one forward pass (see `estimators.estimator_gradients`).
 
+    Random numbers are laid out by shard: the batch is cut into `num_shards` equal,
+    contiguous shards and shard s draws its samples with seed fold_in(seed, s) (or `seed`
+    itself when there is one shard). Under a `tf.distribute` strategy with R replicas
+    each replica takes num_shards / R consecutive shards, so a run with R replicas and a
+    single-device run with `num_shards=R` draw the same samples and take the same steps
+    (up to the order of floating-point sums).
+
     Args:
       model: an `IWAE` (anything with `prior`, `encoder`, `decoder`,
-        `encoder_variables`, `decoder_variables`).
+        `encoder_variables`, `decoder_variables`), created under `strategy.scope()`
+        when a strategy is given.
       optimizer: a Keras optimizer (built here on the model's variables).
       num_samples: k >= 1 importance samples per example (M*K for grouped estimators).
       estimator: name from `estimators.ESTIMATOR_NAMES`.
-      jit_compile: compile with XLA.
+      jit_compile: compile the gradient computation with XLA.
+      num_shards: shards of the batch (a multiple of the replica count; default: one
+        per replica).
+      strategy: optional `tf.distribute.Strategy` (e.g. MirroredStrategy).
 
     Returns:
-      A `tf.function` taking x `[batch, input_dim]` float32 and a `[2]` int32 seed, and
-      returning a dict of scalars: `loss` (minus the batch-mean estimator bound),
-      `bound` (batch-mean of the estimator's bound, nats), `iwae_bound`, `elbo`
+      A `tf.function` taking x `[batch, input_dim]` float32 (the global batch) and a `[2]`
+      int32 seed, and returning a dict of scalars: `loss` (minus the batch-mean estimator
+      bound), `bound` (batch-mean of the estimator's bound, nats), `iwae_bound`, `elbo`
       (batch-mean L_k and mean log weight), `ess` (mean effective sample size),
       `grad_norm` (global norm), `finite` (1. if loss and gradients are finite).
-      Non-finite gradients are not applied.
+      Non-finite gradients are not applied (under a strategy: replaced by zeros).
     """
     num_samples = objectives.check_num_samples(num_samples)
     est = estimators.get_estimator(estimator, num_samples)
     dec_vars, enc_vars = model.decoder_variables, model.encoder_variables
     variables = dec_vars + enc_vars
-    optimizer.build(variables)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    num_shards = max(int(num_shards or 1), replicas)
+    if num_shards % replicas:
+        raise ValueError(f"`num_shards` ({num_shards}) must be a multiple of the number of "
+                         f"replicas ({replicas}).")
+    local_shards = num_shards // replicas
+    if strategy is not None:
+        with strategy.scope():
+            optimizer.build(variables)
+    else:
+        optimizer.build(variables)
 
-    def step(x, seed):
-        out = estimators.estimator_gradients(
-            est, x, prior=model.prior, likelihood_fn=model.decoder,
-            posterior_fn=model.encoder, encoder_variables=enc_vars,
-            decoder_variables=dec_vars, num_samples=num_samples, seed=seed)
-        grads = list(out["decoder_grads"]) + list(out["encoder_grads"])
-        grad_norm = tf.linalg.global_norm(grads)
-        bound = tf.reduce_mean(out["bound"])
-        finite = tf.math.logical_and(tf.math.is_finite(grad_norm), tf.math.is_finite(bound))
+    def shard_gradients(x, seed, first_shard):
+        """Mean gradients and per-example outputs over this device's shards of x."""
+        outs = []
+        for j, xj in enumerate(tf.split(x, local_shards) if local_shards > 1 else [x]):
+            shard_seed = seed if num_shards == 1 else seeds.fold_in(seed, first_shard + j)
+            outs.append(estimators.estimator_gradients(
+                est, xj, prior=model.prior, likelihood_fn=model.decoder,
+                posterior_fn=model.encoder, encoder_variables=enc_vars,
+                decoder_variables=dec_vars, num_samples=num_samples, seed=shard_seed))
+        grads = [tf.add_n(list(gs)) / local_shards if local_shards > 1 else gs[0]
+                 for gs in zip(*[list(o["decoder_grads"]) + list(o["encoder_grads"])
+                                 for o in outs])]
+        bound = tf.concat([o["bound"] for o in outs], axis=0)
+        lw = tf.stop_gradient(tf.concat([o["log_weights"] for o in outs], axis=1))
+        return grads, bound, lw
 
-        def apply():
-            optimizer.apply_gradients(zip(grads, variables))
-            return tf.constant(True)
-
-        tf.cond(finite, apply, lambda: tf.constant(False))
-        lw = tf.stop_gradient(out["log_weights"])
+    def metrics(bound, lw, grad_norm, finite):
+        bound = tf.reduce_mean(bound)
         return dict(loss=-bound, bound=bound,
                     iwae_bound=tf.reduce_mean(objectives.iwae_bound(lw)),
                     elbo=tf.reduce_mean(objectives.vae_bound(lw)),
                     ess=tf.reduce_mean(objectives.effective_sample_size(lw)),
                     grad_norm=grad_norm, finite=tf.cast(finite, tf.float32))
 
-    return tf.function(step, jit_compile=jit_compile)
+    def is_finite(grad_norm, bound):
+        return tf.math.logical_and(tf.math.is_finite(grad_norm),
+                                   tf.reduce_all(tf.math.is_finite(bound)))
+
+    if strategy is None:
+        def step(x, seed):
+            grads, bound, lw = shard_gradients(x, seed, 0)
+            grad_norm = tf.linalg.global_norm(grads)
+            finite = is_finite(grad_norm, bound)
+
+            def apply():
+                optimizer.apply_gradients(zip(grads, variables))
+                return tf.constant(True)
+
+            tf.cond(finite, apply, lambda: tf.constant(False))
+            return metrics(bound, lw, grad_norm, finite)
+
+        return tf.function(step, jit_compile=jit_compile)
+
+    compiled = tf.function(shard_gradients, jit_compile=jit_compile)
+
+    def replica_step(x, seed):
+        ctx = tf.distribute.get_replica_context()
+        rid = ctx.replica_id_in_sync_group
+        local = tf.shape(x)[0] // replicas
+        x_local = x[rid * local:(rid + 1) * local]
+        grads, bound, lw = compiled(x_local, seed, rid * local_shards)
+        mean_grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
+        grad_norm = tf.linalg.global_norm(mean_grads)
+        finite = tf.math.logical_and(
+            tf.math.is_finite(grad_norm),
+            ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(
+                tf.reduce_all(tf.math.is_finite(bound)), tf.float32)) > replicas - 0.5)
+        # The Keras optimizer sums gradients over replicas: hand it mean / R each.
+        scaled = [tf.where(finite, g, tf.zeros_like(g)) / replicas for g in mean_grads]
+        optimizer.apply_gradients(zip(scaled, variables))
+        return metrics(bound, lw, grad_norm, finite)
+
+    def step(x, seed):
+        per_replica = strategy.run(replica_step, args=(x, seed))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in per_replica.items()}
+
+    return tf.function(step)
 
 
 def step_seed(base_seed, step):
