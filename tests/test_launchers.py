@@ -242,3 +242,35 @@ def test_tensorboard_server_serves_the_scalars(trained_run):
     finally:
         tb.terminate()
         tb.wait(timeout=30)
+
+
+def test_multi_worker_two_processes_on_localhost_match_single_device(tmp_path):
+    # MultiWorkerMirroredStrategy with TF_CONFIG (README recipe): two worker processes on
+    # loopback, one CPU replica each; the chief's checkpoint equals a --num_shards=2 run.
+    import socket
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    args = ["--strategy=multi_worker", f"--logdir={tmp_path / 'mw'}", "--max_steps=40",
+            "--checkpoint_every=0", "--eval_every=0", *FAST]
+    procs = []
+    for i in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": i}}
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(tf_config))
+        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
+                                       *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert procs[0].returncode == 0, outs[0][1][-3000:]
+    assert "strategy multi_worker (2 replica(s))" in outs[0][0]
+    assert procs[1].returncode == 0, outs[1][1][-3000:]
+    single = run("train.py", f"--logdir={tmp_path / 's'}", "--num_shards=2", "--max_steps=40",
+                 "--checkpoint_every=0", "--eval_every=0", *FAST)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = checkpoint_values(str(tmp_path / "mw" / "checkpoints" / "ckpt-40"))
+    b = checkpoint_values(str(tmp_path / "s" / "checkpoints" / "ckpt-40"))
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)

@@ -302,6 +302,10 @@ def train(config, log=_log):
         manager.save(checkpoint_number=int(step))
     writer.flush()
     vwriter.flush()
+    if chief and config.strategy == "multi_worker":
+        # The chief leads the coordination service: let the other workers leave first,
+        # so they do not see a vanished leader while shutting down.
+        time.sleep(3.)
     return dict(step=int(step), checkpoint=manager.latest_checkpoint, **metrics)
 
 
