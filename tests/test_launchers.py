@@ -274,3 +274,47 @@ def test_multi_worker_two_processes_on_localhost_match_single_device(tmp_path):
     b = checkpoint_values(str(tmp_path / "s" / "checkpoints" / "ckpt-40"))
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+LOAD_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+x = tf.constant(np.load(sys.argv[2]))
+out = {"log_prob": m.signatures["log_prob"](x=x)["log_prob"].numpy().tolist(),
+       "h1_mean": m.signatures["encode"](x=x)["h1_mean"].numpy().tolist(),
+       "sample_shape": list(m.signatures["sample"](n=tf.constant(5))["x"].shape),
+       "imported": sorted(k for k in sys.modules if k.startswith(("tfp_iwae", "tensorflow_prob")))}
+print(json.dumps(out))
+"""
+
+
+def test_export_saved_model_loads_without_tfp_iwae_and_matches_live_model(trained_run,
+                                                                          tmp_path, mnist_5k):
+    logdir, _ = trained_run
+    out = tmp_path / "sm"
+    proc = run("export.py", f"--logdir={logdir}", f"--out={out}", "--num_samples=200",
+               "--seed=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    x = (mnist_5k[1][:6] > 0.5).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "load.py").write_text(LOAD_SCRIPT)
+    loaded = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(out),
+                             str(tmp_path / "x.npy")], capture_output=True, text=True,
+                            timeout=120, cwd=str(tmp_path),
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    res = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert res["imported"] == []  # plain TensorFlow: neither tfp_iwae nor TFP imported
+    assert res["sample_shape"] == [5, 784]
+    import tfp_iwae
+    from tfp_iwae import loop
+    config = loop.load_config(logdir)
+    model = loop.build_model(config)
+    tf.train.Checkpoint(model=model.checkpointable()).read(
+        tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))).expect_partial()
+    live = tfp_iwae.iwae_bound(model.log_weights(tf.constant(x), 200, seed=3)).numpy()
+    np.testing.assert_allclose(res["log_prob"], live, rtol=1e-4)
+    loc, _ = model.q_layers[0].parameters_for(tf.constant(x))
+    np.testing.assert_allclose(res["h1_mean"], loc.numpy(), rtol=1e-4, atol=1e-5)
