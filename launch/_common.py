@@ -34,6 +34,6 @@ def restore_run(logdir, checkpoint=None):
     try:
         tf.train.Checkpoint(model=model.checkpointable()).read(
             path).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
+    except loop.RESTORE_ERRORS as e:
         fail(f"checkpoint {path!r} could not be read (corrupt or incompatible): {e}")
     return config, model, path

@@ -12,33 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import FAST, ROOT, checkpoint_values, run
+
 pytestmark = pytest.mark.slow
-
-FAST = ["--batch_size=20", "--num_samples=5", "--log_every=50", "--eval_images=50",
-        "--eval_samples=100"]
-
-
-def run(script, *args, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "launch", script), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-
-
-def checkpoint_values(path):
-    reader = tf.train.load_checkpoint(path)
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if k.startswith("model/")}
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    logdir = str(tmp_path_factory.mktemp("run"))
-    proc = run("train.py", f"--logdir={logdir}", "--max_steps=300", "--eval_every=300",
-               "--checkpoint_every=100", "--diagnostics_every=300",
-               "--diagnostics_repeats=4", *FAST)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return logdir, proc.stdout
 
 
 def test_train_logs_progress_and_writes_checkpoint_and_summaries(trained_run):

@@ -23,6 +23,8 @@ __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
 
 CONFIG_FILE = "run_config.json"
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# What reading a corrupt, truncated or mismatched checkpoint raises.
+RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError)
 # Flags that define the model/run: a logdir holding a run with other values is refused.
 MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "num_samples",
                 "objective", "batch_size", "schedule", "seed", "std_parameterization")
@@ -231,19 +233,14 @@ def train(config, log=_log):
     ckpt = tf.train.Checkpoint(model=model.checkpointable(), optimizer=opt, step=step,
                                iterator=iterator)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    if manager.latest_checkpoint:
-        try:
-            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
-            raise TrainingError(f"Could not restore {manager.latest_checkpoint} (corrupt or "
-                                f"from another architecture?): {e}") from None
-        log(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
+    if manager.checkpoints:
+        _restore_newest_readable(ckpt, manager, step, log)
     elif config.init_from:
         src = tf.train.latest_checkpoint(config.init_from) or config.init_from
         try:
             tf.train.Checkpoint(model=model.checkpointable()).read(
                 src).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
+        except RESTORE_ERRORS as e:
             raise TrainingError(f"--init_from {config.init_from!r}: incompatible checkpoint "
                                 f"({type(e).__name__}: {str(e)[:300]})") from None
         log(f"initialised model weights from {src}")
@@ -307,6 +304,24 @@ def train(config, log=_log):
         # so they do not see a vanished leader while shutting down.
         time.sleep(3.)
     return dict(step=int(step), checkpoint=manager.latest_checkpoint, **metrics)
+
+
+def _restore_newest_readable(ckpt, manager, step, log):
+    """Restores the newest checkpoint that reads cleanly; a corrupt newer one is skipped
+    (and named), never deleted; if none reads, raises TrainingError."""
+    failures = []
+    for path in reversed(manager.checkpoints):
+        try:
+            ckpt.restore(path).assert_existing_objects_matched()
+        except RESTORE_ERRORS as e:
+            failures.append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            continue
+        for f in failures:
+            log(f"warning: skipped unreadable checkpoint {f}")
+        log(f"resumed from {path} at step {int(step)}")
+        return
+    raise TrainingError("Could not restore any checkpoint in the logdir (corrupt, or from "
+                        "another architecture?): " + "; ".join(failures))
 
 
 def _diagnostics_batch(config, x):
