@@ -30,6 +30,9 @@ flags.DEFINE_integer("num_samples", 5, "k, importance samples per example (M*K f
                      "miwae/piwae).")
 flags.DEFINE_string("objective", "iwae", "Estimator: " + ", ".join(estimators.ESTIMATOR_NAMES)
                     + " (e.g. --objective='miwae(8,8)' --num_samples=64).")
+flags.DEFINE_integer("M", None, "Groups for --objective=miwae or piwae (with --K).")
+flags.DEFINE_integer("K", None, "Samples per group for --objective=miwae or piwae.")
+flags.DEFINE_float("beta", None, "ELBO weight in [0, 1] for --objective=ciwae.")
 flags.DEFINE_integer("batch_size", 20, "Examples per batch (paper: 20).")
 flags.DEFINE_enum("schedule", "paper", ["paper", "constant"],
                   "paper: stages i=0..7 of 3^i passes at learning_rate*10^(-i/7) (3,280 "
@@ -66,6 +69,23 @@ flags.DEFINE_string("diagnostics_estimators", "iwae,stl,dreg", "Comma list of es
 flags.DEFINE_integer("diagnostics_repeats", 16, "Draws per estimator per diagnostic.")
 
 
+def objective_name(objective, m, k, beta):
+    """Folds --M/--K/--beta into the estimator name (e.g. miwae + M=8, K=8 -> miwae(8,8))."""
+    base = objective.strip().lower()
+    if base in ("miwae", "piwae"):
+        if m is None or k is None:
+            _common.fail(f"--objective={base} needs --M and --K (or write {base}(M,K)).")
+        return f"{base}({m},{k})"
+    if base == "ciwae":
+        if beta is None:
+            _common.fail("--objective=ciwae needs --beta (or write ciwae(beta)).")
+        return f"ciwae({beta})"
+    if m is not None or k is not None or beta is not None:
+        _common.fail(f"--M/--K/--beta apply to miwae, piwae and ciwae, not --objective="
+                     f"{objective}.")
+    return objective
+
+
 def main(argv):
     _common.quiet_absl()
     if len(argv) > 1:
@@ -79,6 +99,8 @@ def main(argv):
             cpu, [tf.config.LogicalDeviceConfiguration()] * F.cpu_devices)
     values = {f.name: f.value for f in F.get_flags_for_module(__name__)}
     values.pop("cpu_devices")
+    m, k, beta = values.pop("M"), values.pop("K"), values.pop("beta")
+    values["objective"] = objective_name(values["objective"], m, k, beta)
     config = loop.RunConfig(**values)
     try:
         result = loop.train(config)

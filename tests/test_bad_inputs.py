@@ -74,6 +74,8 @@ LAUNCHER_CASES = [
     (["--objective=piwae(4,4)", "--num_samples=5"], r"M\*K = 16 samples .* num_samples is 5"),
     (["--schedule=cosine"], r"--schedule"),
     (["--learning_rate=-1"], r"--learning_rate: expected a positive number"),
+    (["--objective=miwae", "--M=2"], r"--objective=miwae needs --M and --K"),
+    (["--objective=iwae", "--beta=0.5"], r"--M/--K/--beta apply to miwae, piwae and ciwae"),
     (["--dataset=fashion_mnist", "--data_dir=/nonexistent"],
      r"not prepared under data_dir='/nonexistent' \(flag --data_dir\)"),
 ]

@@ -168,6 +168,13 @@ def test_batch_size_not_divisible_across_replicas_is_refused(tmp_path):
     assert "--batch_size=21 must be divisible by the 2 replicas" in proc.stderr
 
 
+def test_grouped_estimator_from_M_and_K_flags(tmp_path):
+    proc = run("train.py", f"--logdir={tmp_path / 'r'}", "--objective=piwae", "--M=2", "--K=3",
+               "--num_samples=6", "--max_steps=20", "--log_every=10", "--eval_every=0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "objective piwae(2,3), k=6" in proc.stdout and "step 20/20" in proc.stdout
+
+
 def test_flagfile(tmp_path):
     flagfile = tmp_path / "run.flags"
     flagfile.write_text("--max_steps=20\n--log_every=10\n--eval_every=0\n--num_samples=3\n")
