@@ -321,8 +321,10 @@ def from_array(x, *, batch_size, shuffle, repeat, drop_remainder, seed, dynamic)
             key = tf.random.experimental.stateless_fold_in(base_seed, epoch)
             idx = tf.argsort(tf.random.stateless_uniform([n], key, alg="philox"))
             idx = tf.cast(idx, tf.int64)
-        ds = tf.data.Dataset.from_tensor_slices(idx)
-        return ds.batch(batch_size, drop_remainder=drop_remainder)
+        if drop_remainder:  # one [batch] row of indices per element: no per-image work
+            rows = tf.reshape(idx[:per_epoch * batch_size], [per_epoch, batch_size])
+            return tf.data.Dataset.from_tensor_slices(rows)
+        return tf.data.Dataset.from_tensor_slices(idx).batch(batch_size)
 
     epochs = tf.data.Dataset.range(2 ** 62 if repeat else 1)
     ds = epochs.flat_map(epoch_batches).enumerate()
