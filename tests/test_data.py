@@ -180,3 +180,24 @@ def test_bad_arguments():
         data.load("mnist_5k", "valid")
     with pytest.raises(data.DataError, match="fewer than one batch"):
         data.load("mnist_5k", "train", batch_size=5000)
+
+
+@pytest.mark.parametrize("name", ["mnist", "kmnist", "emnist/letters", "omniglot"])
+def test_tfds_transforms_with_tfds_mock_data_utilities(name):
+    # tfds' own testing utilities (tfds.testing.mock_data: random examples with the real
+    # builders' feature specs; no files, no network) exercise each dataset's conversion.
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+        x = data.load_array(name, "test", source="tfds")
+        raw = np.stack([e["image"] for e in tfds.as_numpy(
+            tfds.load(name, split="test", shuffle_files=False))])
+    assert x.shape == (5, 784) and x.dtype == np.float32
+    assert 0. <= x.min() and x.max() <= 1.
+    if name == "emnist/letters":  # EMNIST is stored transposed: we turn it upright
+        np.testing.assert_allclose(x.reshape(5, 28, 28), raw[..., 0].transpose(0, 2, 1) / 255.)
+    elif name == "omniglot":  # 105x105 RGB, dark strokes -> 28x28, strokes = 1
+        gray = tf.image.rgb_to_grayscale(tf.constant(raw, tf.float32)) / 255.
+        want = tf.image.resize(1. - gray, [28, 28], method="area").numpy().reshape(5, 784)
+        np.testing.assert_allclose(x, want, atol=1e-5)
+    else:
+        np.testing.assert_allclose(x, raw.reshape(5, 784) / 255.)
