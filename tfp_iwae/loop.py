@@ -195,8 +195,7 @@ def train(config, log=_log):
     _check_logdir(config)
     protocol = data.describe(config.dataset, config.binarization)
     train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir)
-    valid_x = data.load_array(config.dataset, "validation", data_dir=config.data_dir) \
-        if data.DATASETS[config.dataset][1] or config.dataset == "binarized_mnist" else None
+    valid_x = data.load_array(config.dataset, "validation", data_dir=config.data_dir)
     if len(train_x) < config.batch_size:
         raise TrainingError(f"--batch_size={config.batch_size} exceeds the {len(train_x)} "
                             f"training images of {config.dataset}.")
@@ -282,12 +281,12 @@ def train(config, log=_log):
                 f"train {config.objective} bound {metrics['bound']:.2f} nats "
                 f"(L_k {metrics['iwae_bound']:.2f}, ELBO {metrics['elbo']:.2f}, "
                 f"ESS {metrics['ess']:.2f}) {rate:.0f} ex/s ETA {eta:.0f}s [{protocol}]")
-        if config.eval_every and valid_x is not None and (s % config.eval_every == 0
+        if config.eval_every and (s % config.eval_every == 0
                                                           or s == total):
             _validate(model, config, valid_x, s, vwriter, log, protocol)
         if config.diagnostics_every and s % config.diagnostics_every == 0:
             diag_batch = diag_batch if diag_batch is not None else _diagnostics_batch(
-                config, valid_x if valid_x is not None else train_x)
+                config, valid_x)
             samplers = samplers or {n: diagnostics.make_gradient_sampler(
                 model, n, config.num_samples, jit_compile=config.xla)
                 for n in filter(None, config.diagnostics_estimators.split(","))}

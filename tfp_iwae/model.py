@@ -158,15 +158,9 @@ class IWAE(keras.Model):
             raise ValueError(f"`x` must have shape [..., {self.input_dim}] (flattened "
                              f"observations), got shape {x.shape}.")
         if self.validate_args:
-            checks = [tf.debugging.assert_all_finite(x, "x must be finite (found NaN/inf)")]
+            x = tf.debugging.assert_all_finite(x, "x must be finite (found NaN/inf)")
             if self.likelihood == "bernoulli":
-                checks += [
-                    tf.debugging.assert_greater_equal(
-                        x, 0., message="x must be in [0, 1] for a Bernoulli likelihood"),
-                    tf.debugging.assert_less_equal(
-                        x, 1., message="x must be in [0, 1] for a Bernoulli likelihood")]
-            with tf.control_dependencies(checks):
-                x = tf.identity(x)
+                x = networks.assert_unit_interval(x)
         return x
 
     def encoder(self, x):

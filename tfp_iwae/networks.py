@@ -178,11 +178,12 @@ class BernoulliLogits(tfd.Independent):
     def _log_prob(self, x):
         x = tf.convert_to_tensor(x, dtype=self._logits.dtype)
         if self.validate_args:
-            x = _assert_unit_interval(x)
+            x = assert_unit_interval(x)
         return tf.reduce_sum(x * self._logits - tf.nn.softplus(self._logits), axis=-1)
 
 
-def _assert_unit_interval(x):
+def assert_unit_interval(x):
+    """x, with run-time checks that it lies in [0, 1] (InvalidArgumentError otherwise)."""
     with tf.control_dependencies([
             tf.debugging.assert_greater_equal(
                 x, tf.zeros([], x.dtype),
