@@ -123,6 +123,8 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=3.0, help="timing per cell, split into "
                    "--rounds interleaved windows (median reported)")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--mixed_precision", action="store_true",
+                   help="time the mixed_bfloat16 model instead of float32")
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     names = args.estimators.split(",")
@@ -137,8 +139,10 @@ def main(argv=None):
     for layers in [int(s) for s in args.layers.split(",")]:
         for k in ks:
             ests = [estimator_name(name, k) for name in names]
+            policy = "mixed_bfloat16" if args.mixed_precision else None
             model = tfp_iwae.IWAE(layers)
-            built = {e: build_step(tfp_iwae.IWAE(layers), k, e, args.batch) for e in ests}
+            built = {e: build_step(tfp_iwae.IWAE(layers, dtype_policy=policy), k, e,
+                                   args.batch) for e in ests}
             rates = {e: [] for e in ests}
             for _ in range(args.rounds):  # interleaved, so drift hits every estimator alike
                 for e in ests:

@@ -52,6 +52,9 @@ flags.DEFINE_integer("log_every", 100, "Steps between progress lines and summari
 flags.DEFINE_string("init_from", None, "Start from another run's weights (its logdir/"
                     "checkpoints or a checkpoint prefix), e.g. VAE -> IWAE fine-tuning.")
 flags.DEFINE_bool("xla", True, "Compile the training step with XLA.")
+flags.DEFINE_bool("mixed_precision", False, "bfloat16 matmuls with float32 variables, "
+                  "distributions and bounds (Keras policy mixed_bfloat16; no loss scaling "
+                  "needed). For bf16-capable CPUs and GPUs (Ampere or newer).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: default (one device), mirrored (all local "
                   "GPUs, or the CPU devices of --cpu_devices), multi_worker "

@@ -175,6 +175,19 @@ def test_grouped_estimator_from_M_and_K_flags(tmp_path):
     assert "objective piwae(2,3), k=6" in proc.stdout and "step 20/20" in proc.stdout
 
 
+def test_mixed_precision_run_trains_and_evaluates(tmp_path):
+    logdir = str(tmp_path / "mp")
+    proc = run("train.py", f"--logdir={logdir}", "--mixed_precision", "--max_steps=40",
+               "--eval_every=0", *FAST)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    vals = checkpoint_values(tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints")))
+    assert all(v.dtype == np.float32 and np.all(np.isfinite(v)) for v in vals.values())
+    ev = run("evaluate.py", f"--logdir={logdir}", "--num_samples=20", "--max_images=20",
+             f"--output={tmp_path / 'r.json'}")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert -250 < json.loads((tmp_path / "r.json").read_text())["log_likelihood_nats"] < -50
+
+
 def test_flagfile(tmp_path):
     flagfile = tmp_path / "run.flags"
     flagfile.write_text("--max_steps=20\n--log_every=10\n--eval_every=0\n--num_samples=3\n")

@@ -77,6 +77,7 @@ class RunConfig:
     log_every: int = 100
     init_from: str = None
     xla: bool = True
+    mixed_precision: bool = False
     strategy: str = "default"
     num_shards: int = 0
     diagnostics_every: int = 0
@@ -159,7 +160,8 @@ def build_model(config, data_mean=None):
                           likelihood=config.likelihood,
                           std_parameterization=config.std_parameterization,
                           data_mean=data_mean if config.likelihood == "bernoulli" else None,
-                          seed=config.seed)
+                          seed=config.seed,
+                          dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
 
 
 def _check_logdir(config):

@@ -55,12 +55,14 @@ class IWAE(keras.Model):
         paper's code does.
       validate_args: check at run time that x lies in the likelihood's support.
       seed: optional int making the Glorot initialisation reproducible.
+      dtype_policy: Keras dtype policy of the networks, e.g. `mixed_bfloat16` (float32
+        variables, bfloat16 matmuls; distributions and bounds stay float32). None: float32.
     """
 
     def __init__(self, stochastic_layers=1, input_dim=784, latent_units=None,
                  hidden_units=None, activation="tanh", likelihood="bernoulli",
                  std_parameterization="exp", min_std=1e-4, data_mean=None,
-                 validate_args=False, seed=None, name="iwae", **kwargs):
+                 validate_args=False, seed=None, dtype_policy=None, name="iwae", **kwargs):
         super().__init__(name=name, **kwargs)
         default_latents, default_hidden = paper_architecture(stochastic_layers)
         latent_units = tuple(latent_units or default_latents)
@@ -85,7 +87,7 @@ class IWAE(keras.Model):
                             activation=activation, likelihood=likelihood,
                             std_parameterization=std_parameterization, min_std=min_std)
         gauss = dict(activation=activation, std_parameterization=std_parameterization,
-                     min_std=min_std)
+                     min_std=min_std, dtype=dtype_policy)
         # Inference network, bottom-up.
         sub = (lambda i: None) if seed is None else (lambda i: int(seed) * 10 + i)
         self.q_layers = [networks.GaussianLayer(hidden_units[0], latent_units[0],
@@ -103,6 +105,7 @@ class IWAE(keras.Model):
                                  f"got {bias.shape}.")
             self.p_x = networks.BernoulliLayer(hidden_units[0][::-1], self.input_dim,
                                                activation=activation, output_bias=bias,
+                                               dtype=dtype_policy,
                                                validate_args=validate_args, seed=sub(4),
                                                name="p_x")
         else:

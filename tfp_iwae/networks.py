@@ -42,9 +42,14 @@ def _sub_seed(seed, i):
     return None if seed is None else int(seed) * 1000 + i
 
 
-def _dense(units, name, seed=None, bias_initializer="zeros"):
+def _dense(units, name, seed=None, bias_initializer="zeros", dtype=None):
     return keras.layers.Dense(units, kernel_initializer=_glorot(seed),
-                              bias_initializer=bias_initializer, name=name)
+                              bias_initializer=bias_initializer, name=name, dtype=dtype)
+
+
+def _float32(t):
+    """Distribution parameters leave the (possibly mixed-precision) networks as float32."""
+    return tf.cast(t, tf.float32)
 
 
 class MLP(keras.layers.Layer):
@@ -54,7 +59,7 @@ class MLP(keras.layers.Layer):
         super().__init__(**kwargs)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = keras.activations.get(activation)
-        self.layers_ = [_dense(u, f"dense_{i}", _sub_seed(seed, i))
+        self.layers_ = [_dense(u, f"dense_{i}", _sub_seed(seed, i), dtype=self.dtype_policy)
                         for i, u in enumerate(self.hidden_units)]
 
     def build(self, input_shape):
@@ -127,9 +132,11 @@ class GaussianLayer(keras.layers.Layer):
         self.units = int(units)
         self.std_parameterization = std_parameterization
         self.min_std = float(min_std)
-        self.mlp = MLP(hidden_units, activation, seed=_sub_seed(seed, 1), name="mlp")
-        self.loc_layer = _dense(self.units, "loc", _sub_seed(seed, 2))
-        self.std_layer = _dense(self.units, "raw_std", _sub_seed(seed, 3))
+        self.mlp = MLP(hidden_units, activation, seed=_sub_seed(seed, 1), name="mlp",
+                       dtype=self.dtype_policy)
+        self.loc_layer = _dense(self.units, "loc", _sub_seed(seed, 2), dtype=self.dtype_policy)
+        self.std_layer = _dense(self.units, "raw_std", _sub_seed(seed, 3),
+                                dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.mlp.build(input_shape)
@@ -142,8 +149,8 @@ class GaussianLayer(keras.layers.Layer):
         """Returns (loc, std), each `[*lead, units]`."""
         flat, lead = _flatten_lead(x)
         h = self.mlp(flat)
-        loc = self.loc_layer(h)
-        std = _std(self.std_layer(h), self.std_parameterization, self.min_std)
+        loc = _float32(self.loc_layer(h))
+        std = _std(_float32(self.std_layer(h)), self.std_parameterization, self.min_std)
         return _unflatten_lead(loc, lead), _unflatten_lead(std, lead)
 
     def call(self, x):
@@ -202,11 +209,13 @@ class BernoulliLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = int(units)
         self.validate_args = validate_args
-        self.mlp = MLP(hidden_units, activation, seed=_sub_seed(seed, 1), name="mlp")
+        self.mlp = MLP(hidden_units, activation, seed=_sub_seed(seed, 1), name="mlp",
+                       dtype=self.dtype_policy)
         bias_init = "zeros"
         if output_bias is not None:
             bias_init = keras.initializers.Constant(np.asarray(output_bias, np.float32))
-        self.logits_layer = _dense(self.units, "logits", _sub_seed(seed, 2), bias_init)
+        self.logits_layer = _dense(self.units, "logits", _sub_seed(seed, 2), bias_init,
+                                   dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.mlp.build(input_shape)
@@ -216,7 +225,7 @@ class BernoulliLayer(keras.layers.Layer):
 
     def logits(self, z):
         flat, lead = _flatten_lead(z)
-        return _unflatten_lead(self.logits_layer(self.mlp(flat)), lead)
+        return _unflatten_lead(_float32(self.logits_layer(self.mlp(flat))), lead)
 
     def call(self, z):
         return BernoulliLogits(self.logits(z), validate_args=self.validate_args)
