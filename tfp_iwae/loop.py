@@ -258,18 +258,29 @@ def train(config, log=_log):
     t0, s0 = time.perf_counter(), int(step)
     metrics = {}
     diag_batch, samplers = None, None
-    while int(step) < total:
-        s = int(step)
+    pending = []  # (step, finite flag) not yet read back: lets steps run asynchronously
+
+    def check_finite():
+        for at, flag in pending:
+            if float(flag) != 1.:
+                raise TrainingError(
+                    f"non-finite loss or gradient at step {at} (weights not updated); last "
+                    f"good checkpoint: {manager.latest_checkpoint or 'none'}.")
+        pending.clear()
+
+    s, current_lr = int(step), None
+    while s < total:
         stage, lr = stage_at(plan, s)
-        opt.learning_rate.assign(lr)
+        if lr != current_lr:
+            opt.learning_rate.assign(lr)
+            current_lr = lr
         x = next(iterator)
         out = step_fn(x, training.step_seed(config.seed, s))
-        if float(out["finite"]) != 1.:
-            raise TrainingError(
-                f"non-finite loss or gradient at step {s} (weights not updated); last good "
-                f"checkpoint: {manager.latest_checkpoint or 'none'}.")
+        pending.append((s, out["finite"]))
         step.assign_add(1)
         s += 1
+        if len(pending) >= 50 or s == total:
+            check_finite()
         if config.log_every and (s % config.log_every == 0 or s == total):
             metrics = {k: float(v) for k, v in out.items()}
             rate = (s - s0) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
@@ -294,6 +305,7 @@ def train(config, log=_log):
                 for n in filter(None, config.diagnostics_estimators.split(","))}
             _gradient_diagnostics(samplers, diag_batch, config, s, writer, log)
         if config.checkpoint_every and (s % config.checkpoint_every == 0 or s == total):
+            check_finite()  # never checkpoint weights after an unchecked step
             manager.save(checkpoint_number=s)
     if manager.latest_checkpoint is None or int(step) != int(
             manager.latest_checkpoint.rsplit("-", 1)[-1]):
