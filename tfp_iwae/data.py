@@ -29,7 +29,7 @@ from tfp_iwae import sources
 from tfp_iwae.sources import DataError
 
 __all__ = ["load", "load_array", "describe", "DATASETS", "BINARIZATIONS", "SPLITS",
-           "DataError", "prepare_tfds_from_idx", "binarize", "input_dim"]
+           "DataError", "prepare_tfds_from_idx", "binarize"]
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
 SPLITS = ("train", "validation", "test", "train+validation")
@@ -79,11 +79,6 @@ def describe(name, binarization):
     label = {"dynamic": "dynamic binarisation", "fixed": "fixed binarisation",
              "none": "no binarisation, intensities in [0, 1]"}[binarization]
     return f"{name} [{label}]"
-
-
-def input_dim(name):
-    _check_name(name)
-    return 784
 
 
 def _validate(x, origin):
@@ -338,9 +333,7 @@ def from_array(x, *, batch_size, shuffle, repeat, drop_remainder, seed, dynamic)
         return batch
 
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    ds.steps_per_epoch = per_epoch  # informational
-    return ds
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def prepare_tfds_from_idx(name, idx_dir, data_dir):

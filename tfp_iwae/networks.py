@@ -239,9 +239,3 @@ def logit_of_mean(mean_pixels, eps=1e-3):
     """logit(clip(mean, eps, 1 - eps)): the paper code's decoder output-bias init."""
     m = np.clip(np.asarray(mean_pixels, np.float64), eps, 1. - eps)
     return (np.log(m) - np.log1p(-m)).astype(np.float32)
-
-
-def count_dense_params(sizes):
-    """Parameters of a chain of Dense layers with the given sizes (weights + biases)."""
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-

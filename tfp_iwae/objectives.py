@@ -4,7 +4,6 @@ All quantities are natural-log densities (nats). The sample axis is axis 0 unles
 stated: log weights have shape `[num_samples, *batch]`.
 """
 
-import math
 import numbers
 
 import tensorflow as tf
@@ -101,7 +100,3 @@ def effective_sample_size(log_weights, axis=0):
     log_w_norm = log_weights - tf.reduce_logsumexp(log_weights, axis=axis, keepdims=True)
     return tf.exp(-tf.reduce_logsumexp(2. * log_w_norm, axis=axis))
 
-
-def log_k(num_samples):
-    """`log k` as a Python float (convenience for reporting)."""
-    return math.log(num_samples)
