@@ -33,6 +33,13 @@ print(json.dumps({"seconds": secs, "peak_rss_mib": resource.getrusage(
 """
 
 
+def measure(images=1000, num_samples=5000, chunk=50, layers=1):
+    """{'seconds', 'peak_rss_mib', 'mean_ll'} of one evaluation in a fresh subprocess."""
+    out = subprocess.run([sys.executable, "-c", CHILD, ROOT, str(images), str(num_samples),
+                          str(chunk), str(layers)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,10 +52,7 @@ def main():
           f"{'x faster than 280 s':>19}")
     for layers in args.layers.split(","):
         for chunk in args.chunks.split(","):
-            out = subprocess.run([sys.executable, "-c", CHILD, ROOT, str(args.images),
-                                  str(args.num_samples), chunk, layers],
-                                 capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r = measure(args.images, args.num_samples, chunk, layers)
             print(f"{layers:>6} {chunk:>6} {r['seconds']:8.1f} {r['peak_rss_mib']:12.0f} "
                   f"{280 / r['seconds']:19.1f}", flush=True)
 

@@ -29,6 +29,10 @@ flags.DEFINE_integer("seed", 0, "Seed of the importance samples.")
 flags.DEFINE_integer("fixed_binarization_seed", 0,
                      "Seed of the one fixed binarisation of the evaluation images.")
 flags.DEFINE_string("output", None, "Results JSON path (default: in --logdir).")
+flags.DEFINE_list("curve_ks", [], "Also report the bound against k for these k (each <= "
+                  "--num_samples), averaged over disjoint blocks of the same draws, e.g. "
+                  "1,5,50,500,5000. Keeps all log weights on the host: 8 * N * "
+                  "--num_samples bytes.")
 
 
 def main(argv):
@@ -37,6 +41,13 @@ def main(argv):
         _common.fail(f"--num_samples: expected an integer >= 1, got {F.num_samples}.")
     if F.chunk_size < 0 or F.batch_size < 1:
         _common.fail("--chunk_size must be >= 0 and --batch_size >= 1.")
+    try:
+        curve_ks = sorted({int(k) for k in F.curve_ks})
+    except ValueError:
+        _common.fail(f"--curve_ks: expected integers, got {F.curve_ks}.")
+    if curve_ks and not 1 <= curve_ks[0] <= curve_ks[-1] <= F.num_samples:
+        _common.fail(f"--curve_ks: each k must be in [1, --num_samples={F.num_samples}], "
+                     f"got {curve_ks}.")
     config, model, path = _common.restore_run(F.logdir, F.checkpoint)
     try:
         x = data.load_array(config.dataset, F.split, data_dir=config.data_dir)
@@ -50,7 +61,15 @@ def main(argv):
     t0 = time.perf_counter()
     ll = evaluation.estimate_log_likelihood(model, xb, F.num_samples,
                                             chunk_size=F.chunk_size or None,
-                                            batch_size=F.batch_size, seed=F.seed)
+                                            batch_size=F.batch_size, seed=F.seed,
+                                            return_log_weights=bool(curve_ks))
+    curve = None
+    if curve_ks:
+        ll, lw = ll
+        bounds = evaluation.bound_curve(lw, curve_ks)
+        curve = {"k": curve_ks, "bound_nats": bounds.mean(axis=1).tolist(),
+                 "standard_error_nats": (bounds.std(axis=1, ddof=1) / np.sqrt(len(ll))
+                                         ).tolist() if len(ll) > 1 else None}
     seconds = time.perf_counter() - t0
     au = evaluation.active_units(model, data.load_array(
         config.dataset, "train", data_dir=config.data_dir)[:500])
@@ -69,6 +88,8 @@ def main(argv):
         "bits_per_dim": evaluation.bits_per_dim(nll), "active_units": au["counts"],
         "seconds": seconds,
     }
+    if curve is not None:
+        result["bound_curve"] = curve
     try:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         np.save(os.path.splitext(out)[0] + "_per_example.npy", ll)
@@ -77,6 +98,9 @@ def main(argv):
         os.replace(out + ".tmp", out)
     except OSError as e:
         _common.fail(f"--output: cannot write results to {out!r}: {e}")
+    if curve is not None:
+        print("bound against k: " + ", ".join(
+            f"L_{k} {b:.2f}" for k, b in zip(curve["k"], curve["bound_nats"])))
     print(f"{protocol} {F.split} ({len(x)} images): L_{F.num_samples} = {-nll:.2f} nats, "
           f"NLL {nll:.2f} nats = {result['bits_per_dim']:.4f} bits/dim; active units "
           f"{au['counts']}; {seconds:.1f}s. Results: {out}")

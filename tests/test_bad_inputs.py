@@ -165,3 +165,14 @@ def test_evaluate_a_checkpoint_of_another_architecture(trained_run, tmp_path):
     assert proc.returncode != 0
     assert re.search(r"checkpoint .* could not be read \(corrupt or incompatible\)",
                      proc.stderr), proc.stderr[-1500:]
+
+
+@pytest.mark.parametrize("curve, match", [
+    ("1,50", r"--curve_ks: each k must be in \[1, --num_samples=20\]"),
+    ("1,x", r"--curve_ks: expected integers")])
+def test_evaluate_curve_ks_outside_num_samples(trained_run, curve, match):
+    logdir, _ = trained_run
+    proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=20", "--max_images=5",
+               f"--curve_ks={curve}")
+    assert proc.returncode != 0
+    assert re.search(match, proc.stderr), proc.stderr[-1500:]

@@ -62,3 +62,30 @@ def test_active_units_statistic_matches_numpy(model_and_x):
 def test_bits_per_dim():
     assert evaluation.bits_per_dim(784 * math.log(2.)) == pytest.approx(1.)
     assert evaluation.bits_per_dim(84.78) == pytest.approx(84.78 / (784 * math.log(2)))
+
+
+def test_bound_curve_is_the_block_average_of_log_mean_exp():
+    # L_k from K draws = mean over floor(K/k) disjoint blocks of log (1/k) sum_block w;
+    # k = K is the plain L_K, k = 1 the mean log weight (the ELBO estimate).
+    rng = np.random.RandomState(0)
+    lw = rng.randn(30, 4) * 5. - 100.
+    curve = evaluation.bound_curve(lw, [1, 4, 7, 30])
+    assert curve.shape == (4, 4)
+    np.testing.assert_allclose(curve[0], lw.mean(0), atol=1e-12)
+    for row, k in zip(curve[1:], [4, 7, 30]):
+        blocks = [lw[i * k:(i + 1) * k] for i in range(30 // k)]  # 7: last 2 draws unused
+        ref = np.mean([np.log(np.mean(np.exp(b + 100.), 0)) - 100. for b in blocks], 0)
+        np.testing.assert_allclose(row, ref, atol=1e-9)
+    with pytest.raises(ValueError, match="ks: each k must be an integer in"):
+        evaluation.bound_curve(lw, [31])
+    with pytest.raises(ValueError, match="log_weights: expected shape"):
+        evaluation.bound_curve(lw[0], [1])
+
+
+def test_estimate_bound_curve_ends_at_the_streamed_estimate(model_and_x):
+    model, x = model_and_x
+    curve = evaluation.estimate_bound_curve(model, x[:8], [1, 10, 100], seed=4, chunk_size=30)
+    direct = evaluation.estimate_log_likelihood(model, x[:8], 100, chunk_size=30, seed=4)
+    np.testing.assert_allclose(curve[-1], direct, atol=1e-9)
+    with pytest.raises(ValueError, match="ks: expected a non-empty increasing list"):
+        evaluation.estimate_bound_curve(model, x[:8], [10, 1])

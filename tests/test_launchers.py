@@ -41,7 +41,7 @@ def test_evaluate_reports_nats_bits_and_protocol(trained_run, tmp_path):
     logdir, _ = trained_run
     out = tmp_path / "res.json"
     proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=500", "--chunk_size=77",
-               "--max_images=200", f"--output={out}")
+               "--max_images=200", f"--output={out}", "--curve_ks=1,5,50,500")
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["dataset"] == "mnist_5k" and res["binarization"] == "dynamic"
@@ -52,6 +52,13 @@ def test_evaluate_reports_nats_bits_and_protocol(trained_run, tmp_path):
     per = np.load(str(out).replace(".json", "_per_example.npy"))
     assert per.shape == (200,)
     assert "L_500" in proc.stdout and "bits/dim" in proc.stdout
+    # The bound against k for a trained model: E[L_k] grows with k (Burda et al., thm 1),
+    # and the block-averaged L_500 is the reported estimate itself.
+    curve = res["bound_curve"]
+    assert curve["k"] == [1, 5, 50, 500]
+    assert np.all(np.diff(curve["bound_nats"]) > 0), curve
+    assert curve["bound_nats"][-1] == pytest.approx(res["log_likelihood_nats"], abs=1e-9)
+    assert "bound against k: L_1" in proc.stdout
 
 
 def test_sample_writes_png(trained_run, tmp_path):

@@ -6,7 +6,8 @@ All log densities and bounds are in nats; log weights have shape
 """
 
 from tfp_iwae import data
-from tfp_iwae.evaluation import active_units, bits_per_dim, estimate_log_likelihood
+from tfp_iwae.evaluation import (active_units, bits_per_dim, bound_curve,
+                                 estimate_bound_curve, estimate_log_likelihood)
 from tfp_iwae.estimators import (ESTIMATOR_NAMES, estimator_gradients, get_estimator,
                                  surrogate_losses)
 from tfp_iwae.marginal import ImportanceWeightedMarginal
@@ -18,7 +19,8 @@ from tfp_iwae.training import make_optimizer, make_train_step, paper_schedule
 __version__ = "0.1.0"
 
 __all__ = [
-    "ESTIMATOR_NAMES", "IWAE", "active_units", "bits_per_dim", "data",
+    "ESTIMATOR_NAMES", "IWAE", "active_units", "bits_per_dim", "bound_curve", "data",
+    "estimate_bound_curve",
     "estimate_log_likelihood", "ImportanceWeightedMarginal", "effective_sample_size",
     "estimator_gradients", "get_estimator", "iwae_bound", "log_weights",
     "make_optimizer", "make_train_step", "normalized_weights", "paper_architecture",

@@ -1,0 +1,120 @@
+"""The whole benchmark in one table: training, evaluation and input-pipeline speed.
+
+    python bench/report.py                 # ~4 minutes on 2 CPU cores
+    python bench/report.py --quick         # smoke run (seconds; figures not meaningful)
+
+Rows:
+  * training step examples/s at k = 1, 5, 50 for the 1- and 2-stochastic-layer paper
+    models (batch 100, IWAE, XLA), next to the matmul roofline: the step's matmul FLOPs at
+    the sgemm rate measured in the same run (share = achieved / roofline; NumPy's and
+    TensorFlow's sgemm are both measured, the faster is the roofline);
+  * L_5000 over 1,000 test images (mnist_5k, 1 layer): seconds and peak resident memory per
+    chunk size, each in a fresh process, against the ~280 s of a plain PyTorch IWAE on the
+    same 2 cores;
+  * input pipeline examples/s (dynamic binarisation, batch 100) against the k = 1 step.
+Every ratio is taken between figures measured in this run on this machine.
+"""
+
+import argparse
+import os
+import platform
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfp_iwae  # noqa: E402
+from tfp_iwae import data  # noqa: E402
+import evaluate as eval_bench  # noqa: E402
+import input_pipeline  # noqa: E402
+import train_step  # noqa: E402
+
+PYTORCH_L5000_SECONDS = 280.  # reference from the evaluation issue, same 2-core machine
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def device_name():
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny timings: checks the script runs")
+    p.add_argument("--ks", default="1,5,50")
+    p.add_argument("--layers", default="1,2")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--chunks", default="50,500", help="chunk sizes of the L_5000 rows")
+    args = p.parse_args(argv)
+    ks = [int(k) for k in args.ks.split(",")]
+    layers = [int(v) for v in args.layers.split(",")]
+    seconds = 0.3 if args.quick else 3.0
+    images, num_samples = (50, 100) if args.quick else (1000, 5000)
+
+    rows = []
+    sgemm = train_step.sgemm_rate(args.batch * max(ks), 200, 784,
+                                  seconds=0.2 if args.quick else 1.0)
+    roof_rate = max(sgemm.values())
+    step_rate = {}
+    for n_layers in layers:
+        for k in ks:
+            model = tfp_iwae.IWAE(n_layers)
+            eps = train_step.time_step(model, k, "iwae", args.batch, seconds)
+            step_rate[(n_layers, k)] = eps
+            flops = train_step.step_matmul_flops(model, args.batch, k) / args.batch
+            roof = roof_rate / flops
+            rows.append((f"train step, {n_layers} layer{'s' * (n_layers > 1)}, k={k}, "
+                         f"batch {args.batch}", f"{eps:,.0f} ex/s",
+                         f"roofline {roof:,.0f} ex/s",
+                         f"{eps / roof:.1%} (of NumPy sgemm: {eps * flops / sgemm['numpy']:.1%})"))
+            print(*rows[-1], sep=" | ", flush=True)
+    for chunk in [int(c) for c in args.chunks.split(",")]:
+        r = eval_bench.measure(images, num_samples, chunk, 1)
+        ref = PYTORCH_L5000_SECONDS * images * num_samples / 5e6
+        rows.append((f"L_{num_samples}, {images:,} images, 1 layer, chunk {chunk}",
+                     f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB",
+                     f"PyTorch reference {ref:.0f} s", f"{ref / r['seconds']:.1f}x faster"))
+        print(*rows[-1], sep=" | ", flush=True)
+    base = step_rate.get((layers[0], min(ks)))
+    sources = [("mnist_5k", None)]
+    if os.path.isdir(FASHION_DIR):
+        sources.append(("fashion_mnist", FASHION_DIR))
+    for name, data_dir in sources:
+        ds = data.load(name, "train", batch_size=args.batch, data_dir=data_dir)
+        rate = input_pipeline.pipeline_rate(ds, 200 if args.quick else 3000)
+        rows.append((f"input pipeline, {data.describe(name, 'dynamic')}, batch {args.batch}",
+                     f"{rate:,.0f} ex/s", f"k={min(ks)} step {base:,.0f} ex/s",
+                     f"{rate / base:.1f}x the step"))
+        print(*rows[-1], sep=" | ", flush=True)
+
+    print()
+    print(f"Device: {device_name()}; TensorFlow {tf.__version__}; sgemm at "
+          f"[{args.batch * max(ks)}x200]x[200x784]: NumPy {sgemm['numpy'] / 1e9:.0f}, "
+          f"TensorFlow {sgemm['tensorflow'] / 1e9:.0f} GFLOP/s" +
+          (" (--quick: figures not meaningful)" if args.quick else ""))
+    print()
+    print("| measurement | result | reference (same run) | share / ratio |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return rows
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
