@@ -30,11 +30,13 @@ def test_train_logs_progress_and_writes_checkpoint_and_summaries(trained_run):
         for e in tf.compat.v1.train.summary_iterator(f):
             tags |= {v.tag for v in e.summary.value}
     for tag in ("bound", "iwae_bound", "elbo", "ess", "learning_rate", "examples_per_second",
-                "L_100", "active_units/layer1", "log_weights", "samples", "reconstructions",
+                "bits_per_dim", "L_100", "L_100_bits_per_dim", "active_units/layer1", "log_weights", "samples", "reconstructions",
                 "gradient_snr/encoder/iwae", "gradient_snr/encoder/dreg",
                 "gradient_variance/encoder/stl"):
         assert tag in tags, (tag, tags)
     assert first < -100  # the run starts far from a good model
+    bpd = float(lines[0].split("nats = ")[1].split()[0])
+    assert bpd == pytest.approx(-first / (784 * np.log(2)), abs=1e-4)
 
 
 def test_evaluate_reports_nats_bits_and_protocol(trained_run, tmp_path):

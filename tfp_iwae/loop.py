@@ -288,10 +288,13 @@ def train(config, log=_log):
             with writer.as_default(step=s):
                 for k in ("bound", "iwae_bound", "elbo", "ess", "grad_norm"):
                     tf.summary.scalar(k, metrics[k])
+                tf.summary.scalar("bits_per_dim", evaluation.bits_per_dim(
+                    -metrics["bound"], model.input_dim))
                 tf.summary.scalar("learning_rate", lr)
                 tf.summary.scalar("examples_per_second", rate)
             log(f"step {s}/{total} epoch {s / steps_per_epoch:.2f} stage {stage} lr {lr:.2e} "
                 f"train {config.objective} bound {metrics['bound']:.2f} nats "
+                f"= {evaluation.bits_per_dim(-metrics['bound'], model.input_dim):.4f} bits/dim "
                 f"(L_k {metrics['iwae_bound']:.2f}, ELBO {metrics['elbo']:.2f}, "
                 f"ESS {metrics['ess']:.2f}) {rate:.0f} ex/s ETA {eta:.0f}s [{protocol}]")
         if config.eval_every and (s % config.eval_every == 0
@@ -366,6 +369,8 @@ def _validate(model, config, valid_x, s, writer, log, protocol):
     with writer.as_default(step=s):
         tf.summary.scalar("iwae_bound", float(np.mean(lk)))
         tf.summary.scalar(f"L_{config.eval_samples}", float(np.mean(l5000)))
+        tf.summary.scalar(f"L_{config.eval_samples}_bits_per_dim",
+                          evaluation.bits_per_dim(-float(np.mean(l5000)), model.input_dim))
         tf.summary.scalar("elbo", float(tf.reduce_mean(objectives.vae_bound(lw))))
         tf.summary.scalar("ess", float(tf.reduce_mean(objectives.effective_sample_size(lw))))
         for i, c in enumerate(au["counts"]):
@@ -380,5 +385,6 @@ def _validate(model, config, valid_x, s, writer, log, protocol):
                              max_outputs=16)
     log(f"validation step {s}: L_{config.num_samples} {np.mean(lk):.2f} nats, "
         f"L_{config.eval_samples} {np.mean(l5000):.2f} nats "
-        f"({evaluation.bits_per_dim(-np.mean(l5000)):.4f} bits/dim), active units "
+        f"({evaluation.bits_per_dim(-np.mean(l5000), model.input_dim):.4f} bits/dim), "
+        f"active units "
         f"{au['counts']} on {len(xv)} images [{protocol}, validation fixed-binarised]")
