@@ -2,7 +2,7 @@
 
     python bench/evaluate.py [--images 1000] [--num_samples 5000] [--chunks 50,200,500]
 
-Each chunk size runs in a fresh subprocess so its peak RSS (ru_maxrss) is its own.
+Each chunk size runs in a fresh subprocess so its peak RSS (VmHWM) is its own.
 Reference: a plain PyTorch IWAE took ~280 s for L_5000 over 1,000 images on 2 cores.
 """
 
@@ -28,8 +28,14 @@ evaluation.estimate_log_likelihood(model, x[:100], chunk, chunk_size=chunk)  # c
 t0 = time.perf_counter()
 ll = evaluation.estimate_log_likelihood(model, x, k, chunk_size=chunk, seed=0)
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "peak_rss_mib": resource.getrusage(
-    resource.RUSAGE_SELF).ru_maxrss / 1024, "mean_ll": float(np.mean(ll))}))
+# Peak RSS of this process image: VmHWM (reset at exec). ru_maxrss would also count the
+# parent's pages shared at fork time (a large parent, e.g. bench/report.py, inflates it).
+try:
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": secs, "peak_rss_mib": peak, "mean_ll": float(np.mean(ll))}))
 """
 
 

@@ -2,17 +2,21 @@
 
     python experiments/results.py                      # embedded MNIST digits (mnist_5k)
     python experiments/results.py --dataset=fashion_mnist \
-        --data_dir=/usr/share/datasets/fashion-mnist --epochs=5 --finetune_epochs=3
+        --data_dir=/usr/share/datasets/fashion-mnist --layers=1 --extras= --epochs=10 \
+        --eval_images=2000
+    python experiments/results.py --name=mnist_5k_300_passes --layers=1 --ks=50 \
+        --extras= --epochs=300                         # the k=50 pair, 3x longer
 
 Every number comes from the command-line tools (`launch/train.py`, `launch/evaluate.py`,
 `launch/sample.py`) run as subprocesses; the exact commands are written next to the
-results. Runs go to `--runs_dir/<dataset>/<name>` and are resumed/skipped when re-run
+results. Runs go to `--runs_dir/<name>/<run>` and are resumed/skipped when re-run
 (delete a run's `result.json` to redo its evaluation, its directory to redo it all).
 
-Writes `docs/results/<dataset>.json` (every figure, command and timing),
-`docs/results/<dataset>.md` (the tables), `docs/bound_vs_k_<dataset>.png`,
-`docs/samples_<dataset>.png`, and replaces the README section between
-`<!-- results:<dataset>:start -->` and `<!-- results:<dataset>:end -->` when present.
+Writes `docs/results/<name>.json` (every figure, command and timing),
+`docs/results/<name>.md` (the tables), `docs/bound_vs_k_<name>.png`,
+`docs/samples_<name>.png`, and replaces the README section between
+`<!-- results:<name>:start -->` and `<!-- results:<name>:end -->` when present
+(`--name` defaults to the dataset).
 """
 
 import argparse
@@ -23,6 +27,8 @@ import shlex
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,6 +42,9 @@ CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="mnist_5k")
+    p.add_argument("--name", default=None,
+                   help="Names this set of results (runs subdirectory, docs files, README "
+                        "markers); default: the dataset.")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--epochs", type=int, default=100,
                    help="Passes over the training split per configuration (constant lr).")
@@ -69,6 +78,7 @@ def parse_args(argv=None):
     if not set(args.layers) <= {1, 2} or min(args.ks) < 1:
         p.error(f"--layers must be in {{1, 2}} and --ks >= 1, got {args.layers}, {args.ks}")
     args.extras = [e for e in args.extras.split(",") if e]
+    args.name = args.name or args.dataset
     unknown = set(args.extras) - {"binarization", "finetune"}
     if unknown:
         p.error(f"--extras: unknown {sorted(unknown)}; expected binarization, finetune")
@@ -106,7 +116,7 @@ def plan(args):
 
 
 def run_dir(args, name):
-    return os.path.join(args.runs_dir, args.dataset, name)
+    return os.path.join(args.runs_dir, args.name, name)
 
 
 def commands(args, run):
@@ -130,13 +140,12 @@ def commands(args, run):
                 "--curve_ks=" + ",".join(str(k) for k in CURVE_KS if k <= args.eval_samples)]
     if args.eval_images:
         evaluate.append(f"--max_images={args.eval_images}")
-    out = {"train": train, "evaluate": evaluate}
-    if run["binarization"] == "fixed" or run["name"] == f"l1_iwae_k{max(args.ks)}":
-        # Train-set bound on the first 1,000 training images, binarised exactly as the
-        # fixed-binarisation run saw them (seed 0): the overfitting gap.
-        out["evaluate_train"] = [sys.executable, "launch/evaluate.py", f"--logdir={logdir}",
-                                 f"--num_samples={args.eval_samples}", "--split=train",
-                                 "--max_images=1000", "--fixed_binarization_seed=0"]
+    # Train-set bound on the first 1,000 training images, binarised once with seed 0
+    # (exactly the fixed-binarisation run's training data): train - test is overfitting.
+    train_eval = [sys.executable, "launch/evaluate.py", f"--logdir={logdir}",
+                  f"--num_samples={args.eval_samples}", "--split=train",
+                  "--max_images=1000", "--fixed_binarization_seed=0"]
+    out = {"train": train, "evaluate": evaluate, "evaluate_train": train_eval}
     return out
 
 
@@ -159,12 +168,16 @@ def execute(cmd, log_path):
 
 
 def do_run(args, run):
+    """Trains and evaluates one run, doing only what its result.json does not hold yet."""
     logdir = run_dir(args, run["name"])
     done = os.path.join(logdir, "result.json")
     cmds = commands(args, run)
+    result = dict(run, commands={k: show(c) for k, c in cmds.items()})
     if os.path.exists(done):
         with open(done) as f:
-            return json.load(f)
+            result = json.load(f)
+        if "train" in result:
+            return result
     print(f"[{run['name']}]", flush=True)
     if args.dry_run:
         for cmd in cmds.values():
@@ -172,22 +185,22 @@ def do_run(args, run):
         return None
     os.makedirs(logdir, exist_ok=True)
     log_path = os.path.join(logdir, "console.log")
-    result = dict(run, commands={k: show(c) for k, c in cmds.items()})
-    result["train_seconds"] = execute(cmds["train"], log_path)
-    result["evaluate_seconds"] = execute(cmds["evaluate"], log_path)
-    with open(os.path.join(logdir, f"eval_test_k{args.eval_samples}.json")) as f:
-        result["test"] = json.load(f)
-    if "evaluate_train" in cmds:
-        execute(cmds["evaluate_train"], log_path)
-        with open(os.path.join(logdir, f"eval_train_k{args.eval_samples}.json")) as f:
-            result["train"] = json.load(f)
+    if "test" not in result:
+        result["train_seconds"] = execute(cmds["train"], log_path)
+        result["evaluate_seconds"] = execute(cmds["evaluate"], log_path)
+        with open(os.path.join(logdir, f"eval_test_k{args.eval_samples}.json")) as f:
+            result["test"] = json.load(f)
+    execute(cmds["evaluate_train"], log_path)
+    with open(os.path.join(logdir, f"eval_train_k{args.eval_samples}.json")) as f:
+        result["train"] = json.load(f)
+    result["commands"] = {k: show(c) for k, c in cmds.items()}
     with open(done + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(done + ".tmp", done)
     t = result["test"]
-    print(f"  -> test NLL {t['nll_nats']:.2f} nats ({t['bits_per_dim']:.4f} bits/dim), "
-          f"active units {t['active_units']}, train {result['train_seconds'] / 60:.1f} min",
-          flush=True)
+    print(f"  -> test NLL {t['nll_nats']:.2f} nats ({t['bits_per_dim']:.4f} bits/dim), train "
+          f"NLL {-result['train']['log_likelihood_nats']:.2f}, active units "
+          f"{t['active_units']}, train {result['train_seconds'] / 60:.1f} min", flush=True)
     return result
 
 
@@ -198,6 +211,15 @@ def nll_cell(r):
     au = "+".join(str(c) for c in t["active_units"])
     return (f"{t['nll_nats']:.2f} ± {t['nll_standard_error_nats']:.2f}",
             f"{t['bits_per_dim']:.4f}", au)
+
+
+def paired(args, a, b):
+    """NLL(b) - NLL(a) in nats over the same test images, ± its paired standard error."""
+    ll = [np.load(os.path.join(run_dir(args, name),
+                               f"eval_test_k{args.eval_samples}_per_example.npy"))
+          for name in (a, b)]
+    d = ll[0] - ll[1]
+    return f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}"
 
 
 def tables(args, results):
@@ -216,8 +238,9 @@ def tables(args, results):
         f"et al. (2015) table 1, full dynamically binarised MNIST after 3,280 passes.",
         "",
         "| layers | k | VAE NLL (nats) | VAE bits/dim | VAE active | IWAE NLL (nats) | "
-        "IWAE bits/dim | IWAE active | train min (VAE / IWAE) | paper VAE | paper IWAE |",
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
+        "IWAE bits/dim | IWAE active | IWAE - VAE NLL (paired) | train min (VAE / IWAE) | "
+        "paper VAE | paper IWAE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for layers in args.layers:
         for k in args.ks:
             vae = r.get(f"l{layers}_vae_k{k}")
@@ -225,9 +248,24 @@ def tables(args, results):
             paper = PAPER_NLL.get((layers, k), ("-", "-"))
             mins = " / ".join(f"{x['train_seconds'] / 60:.1f}" if x else "-"
                               for x in (vae, iwae))
+            diff = paired(args, f"l{layers}_vae_k{k}", f"l{layers}_iwae_k{k}") \
+                if k > 1 and vae and iwae else "-"
             lines.append(f"| {layers} | {k} | " + " | ".join(nll_cell(vae)) + " | " +
-                         " | ".join(nll_cell(iwae)) + f" | {mins} | {paper[0]} | "
+                         " | ".join(nll_cell(iwae)) + f" | {diff} | {mins} | {paper[0]} | "
                          f"{paper[1]} |")
+    lines += ["", "Train against test (train: the first 1,000 training images, binarised "
+              "once with seed 0):", "",
+              "| layers | k | objective | train NLL (nats) | test NLL (nats) | test - train |",
+              "|---|---|---|---|---|---|"]
+    for layers in args.layers:
+        for k in args.ks:
+            for objective in ("vae", "iwae") if k > 1 else ("vae",):
+                x = r.get(f"l{layers}_{objective}_k{k}")
+                if x:
+                    tr, te = -x["train"]["log_likelihood_nats"], x["test"]["nll_nats"]
+                    label = objective.upper() if k > 1 else "VAE = IWAE"
+                    lines.append(f"| {layers} | {k} | {label} | {tr:.2f} | {te:.2f} | "
+                                 f"{te - tr:+.2f} |")
     top = max(args.ks)
     dyn, fixed = r.get(f"l1_iwae_k{top}"), r.get(f"l1_iwae_k{top}_fixed")
     if dyn and fixed:
@@ -235,29 +273,36 @@ def tables(args, results):
                   f"training images binarised with seed 0, which is exactly the fixed run's "
                   f"training data):", "",
                   f"| training data | train L_{args.eval_samples} | test NLL (nats) | bits/dim "
-                  "| active | test NLL - train NLL | paper test NLL |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| active | test NLL - train NLL | fixed - dynamic test NLL (paired) | "
+                  "paper test NLL |",
+                  "|---|---|---|---|---|---|---|---|"]
         for label, x, paper in (("dynamic", dyn, PAPER_NLL.get((1, top), ("-", "-"))[1]),
                                 ("fixed", fixed, PAPER_FIXED_IWAE.get(top, "-"))):
             nll, bpd, au = nll_cell(x)
             tr = x["train"]["log_likelihood_nats"]
             gap = x["test"]["nll_nats"] + tr
+            diff = paired(args, f"l1_iwae_k{top}", f"l1_iwae_k{top}_fixed") \
+                if label == "fixed" else "-"
             lines.append(f"| {label} | {tr:.2f} | {nll} | {bpd} | {au} | {gap:.2f} | "
-                         f"{paper} |")
+                         f"{diff} | {paper} |")
     ft = [(f"l1_{a}_k{top}", f"l1_{a}_k{top}_then_{b}") for a in ("vae", "iwae")
           for b in ("iwae", "vae")]
     if all(base in r and then in r for base, then in ft):
         lines += ["", f"Fine-tuning (paper sec. 5.2), 1 layer, k={top}: each trained model "
                   f"continued for {args.finetune_epochs} more passes (fresh Adam state) with "
                   f"the other objective, and with its own as the control:", "",
-                  "| model | test NLL (nats) | bits/dim | active units |", "|---|---|---|---|"]
+                  "| model | test NLL (nats) | bits/dim | active units | vs the control "
+                  "(paired) |", "|---|---|---|---|---|"]
         for base in ("vae", "iwae"):
+            name = f"l1_{base}_k{top}"
             lines.append(f"| {base.upper()} ({args.epochs} passes) | " +
-                         " | ".join(nll_cell(r[f"l1_{base}_k{top}"])) + " |")
+                         " | ".join(nll_cell(r[name])) + " | - |")
             for then in ("iwae", "vae"):
+                diff = "control" if then == base else paired(
+                    args, f"{name}_then_{base}", f"{name}_then_{then}")
                 lines.append(f"| {base.upper()} → {then.upper()} ({args.epochs} + "
                              f"{args.finetune_epochs} passes) | " + " | ".join(
-                                 nll_cell(r[f"l1_{base}_k{top}_then_{then}"])) + " |")
+                                 nll_cell(r[f"{name}_then_{then}"])) + f" | {diff} |")
     lines += ["", "Commands (one configuration each; `experiments/results.py` runs them all):",
               "", "```"]
     for name, res in r.items():
@@ -288,7 +333,7 @@ def plot_curves(args, results, path):
     ax.set_xscale("log")
     ax.set_xlabel("k (importance samples at evaluation)")
     ax.set_ylabel("test L_k (nats), mean over images")
-    ax.set_title(f"Test bound against k ({args.dataset})")
+    ax.set_title(f"Test bound against k ({args.name})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -317,7 +362,7 @@ def main(argv=None):
     from tfp_iwae import data
     args.train_size = len(data.load_array(args.dataset, "train", data_dir=args.data_dir))
     runs = plan(args)
-    print(f"{len(runs)} runs for {args.dataset} into {os.path.join(args.runs_dir, args.dataset)}",
+    print(f"{len(runs)} runs for {args.name} into {os.path.join(args.runs_dir, args.name)}",
           flush=True)
     t0 = time.perf_counter()
     results = {}
@@ -328,22 +373,22 @@ def main(argv=None):
     os.makedirs(os.path.join(args.docs, "results"), exist_ok=True)
     top = max(args.ks)
     best = f"l{max(args.layers)}_iwae_k{top}" if top > 1 else f"l{max(args.layers)}_vae_k1"
-    samples_png = os.path.join(args.docs, f"samples_{args.dataset}.png")
+    samples_png = os.path.join(args.docs, f"samples_{args.name}.png")
     execute([sys.executable, "launch/sample.py", f"--logdir={run_dir(args, best)}",
              f"--out={samples_png}"], os.path.join(run_dir(args, best), "console.log"))
-    curve_png = os.path.join(args.docs, f"bound_vs_k_{args.dataset}.png")
+    curve_png = os.path.join(args.docs, f"bound_vs_k_{args.name}.png")
     plot_curves(args, results, curve_png)
     text = tables(args, results)
     rel = os.path.relpath(args.docs, ROOT)
-    text += (f"\n![test bound against k]({rel}/bound_vs_k_{args.dataset}.png)\n"
-             f"![samples and reconstructions of {best}]({rel}/samples_{args.dataset}.png)\n")
-    with open(os.path.join(args.docs, "results", f"{args.dataset}.md"), "w") as f:
+    text += (f"\n![test bound against k]({rel}/bound_vs_k_{args.name}.png)\n"
+             f"![samples and reconstructions of {best}]({rel}/samples_{args.name}.png)\n")
+    with open(os.path.join(args.docs, "results", f"{args.name}.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(args.docs, "results", f"{args.dataset}.json"), "w") as f:
+    with open(os.path.join(args.docs, "results", f"{args.name}.json"), "w") as f:
         json.dump({"args": {k: v for k, v in vars(args).items()
                             if k not in ("runs_dir", "docs", "readme", "dry_run")},
                    "runs": results}, f, indent=1)
-    update_readme(args.readme, args.dataset, text)
+    update_readme(args.readme, args.name, text)
     print(text)
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
 
