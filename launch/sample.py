@@ -35,7 +35,9 @@ def main(argv):
     config, model, _ = _common.restore_run(F.logdir)
     n = F.rows * F.rows
     samples = model.sample(n, seed=F.seed, mean=F.mean).numpy()
-    x = data.load_array(config.dataset, "test", data_dir=config.data_dir)[:F.rows * F.rows // 2]
+    test = data.load_array(config.dataset, "test", data_dir=config.data_dir)
+    # Evenly spaced test images: splits stored sorted by class (mnist_5k) show every class.
+    x = test[np.linspace(0, len(test) - 1, F.rows * F.rows // 2).astype(int)]
     recon = model.reconstruct(tf.constant(x), seed=F.seed).numpy()
     pairs = np.stack([x, recon], 1).reshape(-1, x.shape[-1])
     sep = np.ones([F.rows * 28, 28])

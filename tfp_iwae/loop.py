@@ -379,7 +379,8 @@ def _validate(model, config, valid_x, s, writer, log, protocol):
         side = int(math.sqrt(model.input_dim))
         if side * side == model.input_dim:
             samples = model.sample(16, seed=s, mean=True)
-            recon = model.reconstruct(tf.constant(xb[:16]), seed=s)
+            spread = np.linspace(0, len(xb) - 1, 16).astype(int)  # every class when sorted
+            recon = model.reconstruct(tf.constant(xb[spread]), seed=s)
             tf.summary.image("samples", tf.reshape(samples, [-1, side, side, 1]), max_outputs=16)
             tf.summary.image("reconstructions", tf.reshape(recon, [-1, side, side, 1]),
                              max_outputs=16)
