@@ -1,6 +1,6 @@
 """The whole benchmark in one table: training, evaluation and input-pipeline speed.
 
-    python bench/report.py                 # ~4 minutes on 2 CPU cores
+    python bench/report.py                 # ~5 minutes on 2 CPU cores
     python bench/report.py --quick         # smoke run (seconds; figures not meaningful)
 
 Rows:
@@ -8,9 +8,9 @@ Rows:
     models (batch 100, IWAE, XLA), next to the matmul roofline: the step's matmul FLOPs at
     the sgemm rate measured in the same run (share = achieved / roofline; NumPy's and
     TensorFlow's sgemm are both measured, the faster is the roofline);
-  * L_5000 over 1,000 test images (mnist_5k, 1 layer): seconds and peak resident memory per
-    chunk size, each in a fresh process, against the ~280 s of a plain PyTorch IWAE on the
-    same 2 cores;
+  * L_5000 over 1,000 test images (mnist_5k, 1 and 2 layers): seconds and peak resident
+    memory (VmHWM) per chunk size, each in a fresh process, against the ~280 s of a plain
+    PyTorch IWAE (1 layer) on the same 2 cores;
   * input pipeline examples/s (dynamic binarisation, batch 100) against the k = 1 step.
 Every ratio is taken between figures measured in this run on this machine.
 """
@@ -83,12 +83,13 @@ def main(argv=None):
                          f"roofline {roof:,.0f} ex/s",
                          f"{eps / roof:.1%} (of NumPy sgemm: {eps * flops / sgemm['numpy']:.1%})"))
             print(*rows[-1], sep=" | ", flush=True)
-    for chunk in [int(c) for c in args.chunks.split(",")]:
-        r = eval_bench.measure(images, num_samples, chunk, 1)
+    for n_layers, chunk in [(n, int(c)) for n in layers for c in args.chunks.split(",")]:
+        r = eval_bench.measure(images, num_samples, chunk, n_layers)
         ref = PYTORCH_L5000_SECONDS * images * num_samples / 5e6
-        rows.append((f"L_{num_samples}, {images:,} images, 1 layer, chunk {chunk}",
+        rows.append((f"L_{num_samples}, {images:,} images, {n_layers} layer"
+                     f"{'s' * (n_layers > 1)}, chunk {chunk}",
                      f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB",
-                     f"PyTorch reference {ref:.0f} s", f"{ref / r['seconds']:.1f}x faster"))
+                     f"PyTorch {'1-layer ' * (n_layers > 1)}reference {ref:.0f} s", f"{ref / r['seconds']:.1f}x faster"))
         print(*rows[-1], sep=" | ", flush=True)
     base = step_rate.get((layers[0], min(ks)))
     sources = [("mnist_5k", None)]
