@@ -25,6 +25,12 @@ def bits_per_dim(nll_nats, dims=784):
     return nll_nats / (dims * math.log(2.))
 
 
+def _log_sum_exp(a, axis):
+    """Max-shifted log-sum-exp of a float64 NumPy array over `axis` (exact, no overflow)."""
+    m = a.max(axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
 def _batches(x_or_dataset, batch_size):
     if isinstance(x_or_dataset, tf.data.Dataset):
         for x in x_or_dataset:
@@ -76,9 +82,7 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
             n = min(chunk, k - start)
             lw = chunk_log_weights(x, seeds.fold_in(base, j), n)
             lw64 = lw.numpy().astype(np.float64)
-            m = lw64.max(axis=0)
-            lse = m + np.log(np.sum(np.exp(lw64 - m), axis=0))
-            acc = np.logaddexp(acc, lse)
+            acc = np.logaddexp(acc, _log_sum_exp(lw64, axis=0))
             if return_log_weights:
                 lws.append(lw64)
         results.append(acc - math.log(k))
@@ -114,9 +118,7 @@ def bound_curve(log_weights, ks):
             raise ValueError(f"ks: each k must be an integer in [1, {total}], got {k!r}.")
         k = int(k)
         blocks = lw[:(total // k) * k].reshape(total // k, k, -1)
-        m = blocks.max(axis=1, keepdims=True)
-        lse = m[:, 0] + np.log(np.sum(np.exp(blocks - m), axis=1))
-        out.append(lse.mean(axis=0) - math.log(k))
+        out.append(_log_sum_exp(blocks, axis=1).mean(axis=0) - math.log(k))
     return np.stack(out)
 
 

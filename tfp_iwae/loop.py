@@ -285,16 +285,16 @@ def train(config, log=_log):
             metrics = {k: float(v) for k, v in out.items()}
             rate = (s - s0) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
             eta = (total - s) * config.batch_size / max(rate, 1e-9)
+            bpd = evaluation.bits_per_dim(-metrics["bound"], model.input_dim)
             with writer.as_default(step=s):
                 for k in ("bound", "iwae_bound", "elbo", "ess", "grad_norm"):
                     tf.summary.scalar(k, metrics[k])
-                tf.summary.scalar("bits_per_dim", evaluation.bits_per_dim(
-                    -metrics["bound"], model.input_dim))
+                tf.summary.scalar("bits_per_dim", bpd)
                 tf.summary.scalar("learning_rate", lr)
                 tf.summary.scalar("examples_per_second", rate)
             log(f"step {s}/{total} epoch {s / steps_per_epoch:.2f} stage {stage} lr {lr:.2e} "
                 f"train {config.objective} bound {metrics['bound']:.2f} nats "
-                f"= {evaluation.bits_per_dim(-metrics['bound'], model.input_dim):.4f} bits/dim "
+                f"= {bpd:.4f} bits/dim "
                 f"(L_k {metrics['iwae_bound']:.2f}, ELBO {metrics['elbo']:.2f}, "
                 f"ESS {metrics['ess']:.2f}) {rate:.0f} ex/s ETA {eta:.0f}s [{protocol}]")
         if config.eval_every and (s % config.eval_every == 0
@@ -387,5 +387,5 @@ def _validate(model, config, valid_x, s, writer, log, protocol):
     log(f"validation step {s}: L_{config.num_samples} {np.mean(lk):.2f} nats, "
         f"L_{config.eval_samples} {np.mean(l5000):.2f} nats "
         f"({evaluation.bits_per_dim(-np.mean(l5000), model.input_dim):.4f} bits/dim), "
-        f"active units "
-        f"{au['counts']} on {len(xv)} images [{protocol}, validation fixed-binarised]")
+        f"active units {au['counts']} on {len(xv)} images [{protocol}, validation "
+        f"fixed-binarised]")
