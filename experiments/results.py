@@ -89,37 +89,36 @@ def parse_args(argv=None):
 
 def plan(args):
     """The runs: dicts with name, layers, objective, k, binarization, epochs, init_from."""
-    runs = []
+    runs = {}
 
-    def add(name, layers, objective, k, binarization="dynamic", epochs=None, init=None):
-        runs.append(dict(name=name, layers=layers, objective=objective, k=k,
-                         binarization=binarization, epochs=epochs or args.epochs,
-                         init_from=init))
+    def add(layers, objective, k, name=None, binarization="dynamic", epochs=None, init=None):
+        """Adds a run (default name l<layers>_<objective>_k<k>) once; returns its name."""
+        name = name or f"l{layers}_{objective}_k{k}"
+        runs.setdefault(name, dict(name=name, layers=layers, objective=objective, k=k,
+                                   binarization=binarization, epochs=epochs or args.epochs,
+                                   init_from=init))
+        return name
 
     for layers in args.layers:
         for k in args.ks:
-            add(f"l{layers}_vae_k{k}", layers, "vae", k)
+            add(layers, "vae", k)
             if k > 1:  # at k = 1 the IWAE objective is the VAE's
-                add(f"l{layers}_iwae_k{k}", layers, "iwae", k)
+                add(layers, "iwae", k)
     top = max(args.ks)
     if "binarization" in args.extras:
-        if f"l1_iwae_k{top}" not in {r["name"] for r in runs}:
-            add(f"l1_iwae_k{top}", 1, "iwae", top)
-        add(f"l1_iwae_k{top}_fixed", 1, "iwae", top, binarization="fixed")
+        add(1, "iwae", top)
+        add(1, "iwae", top, f"l1_iwae_k{top}_fixed", binarization="fixed")
     if "dreg" in args.extras and top > 1:
-        for base in ("vae", "iwae"):
-            if f"l1_{base}_k{top}" not in {r["name"] for r in runs}:
-                add(f"l1_{base}_k{top}", 1, base, top)
-        add(f"l1_dreg_k{top}", 1, "dreg", top)
+        add(1, "vae", top)
+        add(1, "iwae", top)
+        add(1, "dreg", top)
     if "finetune" in args.extras and top > 1:
         for base in ("vae", "iwae"):
-            name = f"l1_{base}_k{top}"
-            if name not in {r["name"] for r in runs}:
-                add(name, 1, base, top)
+            name = add(1, base, top)
             for then in ("iwae", "vae"):
-                add(f"{name}_then_{then}", 1, then, top, epochs=args.finetune_epochs,
+                add(1, then, top, f"{name}_then_{then}", epochs=args.finetune_epochs,
                     init=name)
-    return runs
+    return list(runs.values())
 
 
 def run_dir(args, name):
