@@ -156,8 +156,8 @@ def commands(args, run):
 
 
 def show(cmd):
-    return " ".join(shlex.quote(c) for c in [os.path.basename(cmd[0])] + cmd[1:]).replace(
-        os.path.basename(sys.executable), "python", 1).replace(ROOT + os.sep, "")
+    """The command as a user would type it from the repository root."""
+    return " ".join(["python"] + [shlex.quote(c) for c in cmd[1:]]).replace(ROOT + os.sep, "")
 
 
 def execute(cmd, log_path):
@@ -178,7 +178,7 @@ def do_run(args, run):
     logdir = run_dir(args, run["name"])
     done = os.path.join(logdir, "result.json")
     cmds = commands(args, run)
-    result = dict(run, commands={k: show(c) for k, c in cmds.items()})
+    result = dict(run)
     if os.path.exists(done):
         with open(done) as f:
             result = json.load(f)
