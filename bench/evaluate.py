@@ -12,16 +12,14 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 CHILD = r"""
 import json, os, resource, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-sys.path.insert(0, sys.argv[1])
 import numpy as np
 import tfp_iwae
 from tfp_iwae import data, evaluation
-images, k, chunk, layers = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+images, k, chunk, layers = (int(a) for a in sys.argv[1:5])
 x = data.fixed_binarization(data.load_array("mnist_5k", "test")[:images], 0)
 model = tfp_iwae.IWAE(layers, seed=0)
 evaluation.estimate_log_likelihood(model, x[:100], chunk, chunk_size=chunk)  # compile
@@ -41,7 +39,7 @@ print(json.dumps({"seconds": secs, "peak_rss_mib": peak, "mean_ll": float(np.mea
 
 def measure(images=1000, num_samples=5000, chunk=50, layers=1):
     """{'seconds', 'peak_rss_mib', 'mean_ll'} of one evaluation in a fresh subprocess."""
-    out = subprocess.run([sys.executable, "-c", CHILD, ROOT, str(images), str(num_samples),
+    out = subprocess.run([sys.executable, "-c", CHILD, str(images), str(num_samples),
                           str(chunk), str(layers)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

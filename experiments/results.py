@@ -382,7 +382,6 @@ def update_readme(path, dataset, text):
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, ROOT)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tfp_iwae import data
     args.train_size = len(data.load_array(args.dataset, "train", data_dir=args.data_dir))
