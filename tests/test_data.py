@@ -347,3 +347,32 @@ def test_evaluate_counts_active_units_on_binarised_images_and_records_seed_and_n
     xb = data.active_units_images("mnist_5k", "dynamic", seed=3)
     assert res["active_units"] == evaluation.active_units(model, xb)["counts"]
 
+
+def test_results_tables_mark_results_measured_before_the_data_fixes():
+    # experiments/results.py: an evaluation JSON without `active_units_binarization_seed`
+    # predates binarised active-unit images (and, on mnist_5k, the class-mixed split
+    # order): its header says so and that the numbers are to be re-measured; a current
+    # one states the images and seed instead.
+    import sys
+    from helpers import ROOT
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    import results
+
+    def table(dataset, **extra):
+        test = dict(protocol=f"{dataset} [dynamic binarisation]", images=40, nll_nats=100.,
+                    nll_standard_error_nats=1., bits_per_dim=0.18, active_units=[20], **extra)
+        run = dict(test=test, train={"log_likelihood_nats": -90.}, train_seconds=60.,
+                   commands={"train": "python launch/train.py", "evaluate": "python e"})
+        args = results.parse_args([f"--dataset={dataset}", "--layers=1", "--ks=1", "--extras="])
+        return results.tables(args, {"l1_vae_k1": run})
+
+    old = table("mnist_5k")
+    assert "**Measured before two data fixes, to be re-measured:**" in old
+    assert "350 zeros and 150 ones" in old and "grey-level images" in old
+    assert "seed 0; a class-biased subset before the fix, digits 0-2 only" in old
+    fashion = table("fashion_mnist")
+    assert "**Measured before a fix, to be re-measured:**" in fashion
+    assert "grey-level" in fashion and "class-biased" not in fashion
+    new = table("mnist_5k", active_units_binarization_seed=0)
+    assert "re-measured" not in new and "class-biased" not in new
+    assert "the first 500 training images (binarised once with seed 0)" in new
