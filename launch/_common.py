@@ -29,7 +29,8 @@ def restore_run(logdir, checkpoint=None):
     path = checkpoint or tf.train.latest_checkpoint(f"{logdir}/checkpoints")
     if not path:
         fail(f"--logdir {logdir!r}: no checkpoint found in {logdir}/checkpoints.")
-    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir)
+    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
+                              download=config.download)
     model = loop.build_model(config, data_mean=train_x.mean(0))
     try:
         tf.train.Checkpoint(model=model.checkpointable()).read(

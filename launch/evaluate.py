@@ -50,7 +50,8 @@ def main(argv):
                      f"got {curve_ks}.")
     config, model, path = _common.restore_run(F.logdir, F.checkpoint)
     try:
-        x = data.load_array(config.dataset, F.split, data_dir=config.data_dir)
+        x = data.load_array(config.dataset, F.split, data_dir=config.data_dir,
+                            download=config.download)
     except data.DataError as e:
         _common.fail(str(e))
     if F.max_images:
@@ -71,12 +72,14 @@ def main(argv):
                  "standard_error_nats": (bounds.std(axis=1, ddof=1) / np.sqrt(len(ll))
                                          ).tolist() if len(ll) > 1 else None}
     seconds = time.perf_counter() - t0
-    au = evaluation.active_units(model, data.load_array(
-        config.dataset, "train", data_dir=config.data_dir)[:500])
+    au = evaluation.active_units(model, data.active_units_images(
+        config.dataset, config.binarization, seed=F.fixed_binarization_seed,
+        data_dir=config.data_dir, download=config.download))
     nll = -float(np.mean(ll))
     out = F.output or os.path.join(F.logdir, f"eval_{F.split}_k{F.num_samples}.json")
     result = {
         "dataset": config.dataset, "binarization": config.binarization, "protocol": protocol,
+        "protocol_note": data.protocol_note(config.dataset),
         "evaluation_binarization": f"fixed once (seed {F.fixed_binarization_seed})"
         if config.binarization != "none" else "none",
         "split": F.split, "images": int(len(x)), "checkpoint": path,
@@ -86,6 +89,11 @@ def main(argv):
         "nll_standard_error_nats": float(np.std(ll, ddof=1) / np.sqrt(len(ll)))
         if len(ll) > 1 else None,
         "bits_per_dim": evaluation.bits_per_dim(nll), "active_units": au["counts"],
+        "active_units_images": f"the first {data.ACTIVE_UNITS_IMAGES} training images, " + (
+            f"binarised once (seed {F.fixed_binarization_seed})"
+            if config.binarization != "none" else "intensities"),
+        "active_units_binarization_seed": F.fixed_binarization_seed
+        if config.binarization != "none" else None,
         "seconds": seconds,
     }
     if curve is not None:

