@@ -4,6 +4,7 @@ real TensorBoard server reading two runs and an evaluation over HTTP."""
 import contextlib
 import dataclasses
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -163,6 +164,25 @@ def test_hparams_lookup_reads_a_file_cut_short_by_a_kill(tmp_path):
     with open(path, "r+b") as f:  # a cut inside the hparams records: write them again
         f.truncate(60)
     assert not summaries.has_hparams(logdir)
+
+
+# ---- experiments/results.py ----------------------------------------------------------
+
+def test_results_runs_share_one_parent_logdir_named_in_the_tensorboard_command(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "results_script", os.path.join(ROOT, "experiments", "results.py"))
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    args = results.parse_args([f"--runs_dir={tmp_path}"])
+    args.train_size = 3500
+    parent = results.tensorboard_logdir(args)
+    assert parent == os.path.join(str(tmp_path), "mnist_5k")
+    runs = results.plan(args)
+    assert len(runs) == 16
+    for run in runs:
+        for cmd in results.commands(args, run).values():
+            logdir = next(a for a in cmd if a.startswith("--logdir=")).split("=", 1)[1]
+            assert os.path.dirname(logdir) == parent, cmd
 
 
 # ---- a real TensorBoard --------------------------------------------------------------
