@@ -11,6 +11,8 @@ Every number comes from the command-line tools (`launch/train.py`, `launch/evalu
 `launch/sample.py`) run as subprocesses; the exact commands are written next to the
 results. Runs go to `--runs_dir/<name>/<run>` and are resumed/skipped when re-run
 (delete a run's `result.json` to redo its evaluation, its directory to redo it all).
+`--runs_dir/<name>` is one TensorBoard logdir: `tensorboard --logdir runs/results/mnist_5k`
+shows every run of the set side by side (HParams table with test NLL, overlaid curves).
 
 Writes `docs/results/<name>.json` (every figure, command and timing),
 `docs/results/<name>.md` (the tables), `docs/bound_vs_k_<name>.png`,
@@ -121,8 +123,13 @@ def plan(args):
     return list(runs.values())
 
 
+def tensorboard_logdir(args):
+    """The parent of every run of this set: one TensorBoard logdir for all of them."""
+    return os.path.join(args.runs_dir, args.name)
+
+
 def run_dir(args, name):
-    return os.path.join(args.runs_dir, args.name, name)
+    return os.path.join(tensorboard_logdir(args), name)
 
 
 def commands(args, run):
@@ -440,7 +447,8 @@ def main(argv=None):
                    "runs": results}, f, indent=1)
     update_readme(args.readme, args.name, text)
     print(text)
-    print(f"done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; compare the runs in "
+          f"TensorBoard: tensorboard --logdir {tensorboard_logdir(args)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,19 +2,22 @@
 
     python launch/evaluate.py --logdir=runs/default [--num_samples=5000] [--split=test]
 
-Writes `<logdir>/eval_<split>_k<k>.json` (and per-example log-likelihoods as .npy).
+Writes `<logdir>/eval_<split>_k<k>.json` (and per-example log-likelihoods as .npy), and
+the same numbers as TensorBoard summaries into `<logdir>/eval_<split>/`.
 """
 
 import json
 import os
+import sys
 import time
 
 import _common
 from absl import app
 from absl import flags
 import numpy as np
+import tensorflow as tf
 
-from tfp_iwae import data, evaluation
+from tfp_iwae import data, evaluation, summaries
 
 F = flags.FLAGS
 flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.")
@@ -106,6 +109,14 @@ def main(argv):
         os.replace(out + ".tmp", out)
     except OSError as e:
         _common.fail(f"--output: cannot write results to {out!r}: {e}")
+    try:  # into the run's logdir, beside its training curves (HParams table, scalars)
+        summaries.write_evaluation(F.logdir, F.split, path, log_likelihood=-nll, nll=nll,
+                                   bits_per_dim=result["bits_per_dim"],
+                                   active_units=au["counts"], num_samples=F.num_samples,
+                                   num_images=len(x))
+    except (OSError, tf.errors.OpError) as e:  # e.g. a read-only logdir: results stand
+        print(f"warning: no TensorBoard summaries written to --logdir {F.logdir!r}: {e}",
+              file=sys.stderr)
     if curve is not None:
         print("bound against k: " + ", ".join(
             f"L_{k} {b:.2f}" for k, b in zip(curve["k"], curve["bound_nats"])))

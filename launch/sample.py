@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_iwae import data
+from tfp_iwae.summaries import image_grid as grid  # the TensorBoard grids' tiling
 
 F = flags.FLAGS
 flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.")
@@ -20,12 +21,6 @@ flags.DEFINE_integer("rows", 8, "Grid rows (samples: rows x rows; reconstruction
                      "rows pairs of data / reconstruction).")
 flags.DEFINE_bool("mean", True, "Show E[x|z] (Bernoulli means) instead of binary samples.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
-
-
-def grid(images, rows, cols):
-    side = int(np.sqrt(images.shape[-1]))
-    tiles = images.reshape(rows, cols, side, side)
-    return tiles.transpose(0, 2, 1, 3).reshape(rows * side, cols * side)
 
 
 def main(argv):

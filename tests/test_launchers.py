@@ -29,10 +29,12 @@ def test_train_logs_progress_and_writes_checkpoint_and_summaries(trained_run):
     for f in glob.glob(os.path.join(logdir, "*", "events.out.tfevents*")):
         for e in tf.compat.v1.train.summary_iterator(f):
             tags |= {v.tag for v in e.summary.value}
-    for tag in ("bound", "iwae_bound", "elbo", "ess", "learning_rate", "examples_per_second",
-                "bits_per_dim", "L_100", "L_100_bits_per_dim", "active_units/layer1", "log_weights", "samples", "reconstructions",
-                "gradient_snr/encoder/iwae", "gradient_snr/encoder/dreg",
-                "gradient_variance/encoder/stl"):
+    for tag in ("bound/objective", "bound/L_k", "bound/elbo", "posterior/ess",
+                "optimizer/learning_rate", "optimizer/grad_norm", "speed/examples_per_second",
+                "bound/bits_per_dim", "bound/log_likelihood", "posterior/active_units/layer1",
+                "posterior/log_weights", "images/samples", "images/reconstructions",
+                "estimator/encoder_snr/iwae", "estimator/encoder_snr/dreg",
+                "estimator/encoder_variance/stl"):
         assert tag in tags, (tag, tags)
     assert first < -100  # the run starts far from a good model
     bpd = float(lines[0].split("nats = ")[1].split()[0])
@@ -224,7 +226,8 @@ def test_tensorboard_server_serves_the_scalars(trained_run):
                            "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
                            "--reload_interval=1"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=train&tag=bound"
+    url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=train"
+           f"&tag=bound/objective")
     try:
         deadline, points = time.time() + 90, None
         while time.time() < deadline:
@@ -236,14 +239,15 @@ def test_tensorboard_server_serves_the_scalars(trained_run):
             except (OSError, ValueError):
                 pass
             time.sleep(1)
-        assert points, "TensorBoard served no scalars for run=train tag=bound"
+        assert points, "TensorBoard served no scalars for run=train tag=bound/objective"
         steps = [p[1] for p in points]
         assert steps == [50, 100, 150, 200, 250, 300]
         assert all(-1000 < p[2] < 0 for p in points)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags",
                                     timeout=5) as r:
             tags = json.loads(r.read())
-        assert "L_100" in tags["validation"] and "learning_rate" in tags["train"]
+        assert "bound/log_likelihood" in tags["validation"]
+        assert "optimizer/learning_rate" in tags["train"]
     finally:
         tb.terminate()
         tb.wait(timeout=30)

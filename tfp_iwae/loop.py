@@ -3,7 +3,6 @@
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import time
 
@@ -16,6 +15,7 @@ from tfp_iwae import estimators
 from tfp_iwae import evaluation
 from tfp_iwae import model as model_lib
 from tfp_iwae import objectives
+from tfp_iwae import summaries
 from tfp_iwae import training
 
 __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
@@ -250,11 +250,13 @@ def train(config, log=_log):
                                 f"({type(e).__name__}: {str(e)[:300]})") from None
         log(f"initialised model weights from {src}")
 
-    writer = tf.summary.create_file_writer(os.path.join(config.logdir, "train"))
-    vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, "validation"))
+    writer = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.TRAIN))
+    vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.VALIDATION))
     if not chief:
         log = (lambda msg: None)  # noqa: E731
         writer = vwriter = tf.summary.create_noop_writer()
+    else:
+        summaries.write_hparams(config.logdir, dataclasses.asdict(config))
     log(f"run: {protocol}; {config.stochastic_layers} stochastic layer(s); "
         f"objective {config.objective}, k={config.num_samples}; batch {config.batch_size}; "
         f"{steps_per_epoch} steps/epoch; {total} steps; strategy {config.strategy} "
@@ -290,12 +292,10 @@ def train(config, log=_log):
             rate = (s - s0) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
             eta = (total - s) * config.batch_size / max(rate, 1e-9)
             bpd = evaluation.bits_per_dim(-metrics["bound"], model.input_dim)
-            with writer.as_default(step=s):
-                for k in ("bound", "iwae_bound", "elbo", "ess", "grad_norm"):
-                    tf.summary.scalar(k, metrics[k])
-                tf.summary.scalar("bits_per_dim", bpd)
-                tf.summary.scalar("learning_rate", lr)
-                tf.summary.scalar("examples_per_second", rate)
+            summaries.write_training(writer, s, metrics, bits_per_dim=bpd, learning_rate=lr,
+                                     examples_per_second=rate,
+                                     num_samples=config.num_samples,
+                                     objective=config.objective)
             log(f"step {s}/{total} epoch {s / steps_per_epoch:.2f} stage {stage} lr {lr:.2e} "
                 f"train {config.objective} bound {metrics['bound']:.2f} nats "
                 f"= {bpd:.4f} bits/dim "
@@ -352,13 +352,12 @@ def _diagnostics_batch(config, x):
 
 def _gradient_diagnostics(samplers, x, config, s, writer, log):
     """Encoder-gradient SNR and variance per estimator on a fixed batch (repeated draws)."""
-    parts = []
-    with writer.as_default(step=s):
-        for name, sampler in samplers.items():
-            st = diagnostics.gradient_statistics(sampler, x, config.diagnostics_repeats, seed=s)
-            tf.summary.scalar(f"gradient_snr/encoder/{name}", st["snr"])
-            tf.summary.scalar(f"gradient_variance/encoder/{name}", st["variance"])
-            parts.append(f"{name} SNR {st['snr']:.3f} var {st['variance']:.3g}")
+    parts, stats = [], {}
+    for name, sampler in samplers.items():
+        st = stats[name] = diagnostics.gradient_statistics(sampler, x,
+                                                           config.diagnostics_repeats, seed=s)
+        parts.append(f"{name} SNR {st['snr']:.3f} var {st['variance']:.3g}")
+    summaries.write_gradient_diagnostics(writer, s, stats)
     log(f"diagnostics step {s} (encoder gradient, {config.diagnostics_repeats} draws on a "
         f"fixed batch): " + "; ".join(parts))
 
@@ -370,24 +369,19 @@ def _validate(model, config, valid_x, s, writer, log, protocol):
     l5000 = evaluation.estimate_log_likelihood(model, xb, config.eval_samples, seed=s)
     au = evaluation.active_units(model, xb)  # the pixels the model sees, not grey levels
     lw = model.log_weights(tf.constant(xb[:100]), config.num_samples, seed=s)
-    with writer.as_default(step=s):
-        tf.summary.scalar("iwae_bound", float(np.mean(lk)))
-        tf.summary.scalar(f"L_{config.eval_samples}", float(np.mean(l5000)))
-        tf.summary.scalar(f"L_{config.eval_samples}_bits_per_dim",
-                          evaluation.bits_per_dim(-float(np.mean(l5000)), model.input_dim))
-        tf.summary.scalar("elbo", float(tf.reduce_mean(objectives.vae_bound(lw))))
-        tf.summary.scalar("ess", float(tf.reduce_mean(objectives.effective_sample_size(lw))))
-        for i, c in enumerate(au["counts"]):
-            tf.summary.scalar(f"active_units/layer{i + 1}", c)
-        tf.summary.histogram("log_weights", lw)
-        side = int(math.sqrt(model.input_dim))
-        if side * side == model.input_dim:
-            samples = model.sample(16, seed=s, mean=True)
-            spread = np.linspace(0, len(xb) - 1, 16).astype(int)  # every class when sorted
-            recon = model.reconstruct(tf.constant(xb[spread]), seed=s)
-            tf.summary.image("samples", tf.reshape(samples, [-1, side, side, 1]), max_outputs=16)
-            tf.summary.image("reconstructions", tf.reshape(recon, [-1, side, side, 1]),
-                             max_outputs=16)
+    summaries.write_validation(
+        writer, s, l_k=float(np.mean(lk)), log_likelihood=float(np.mean(l5000)),
+        bits_per_dim=evaluation.bits_per_dim(-float(np.mean(l5000)), model.input_dim),
+        elbo=float(tf.reduce_mean(objectives.vae_bound(lw))),
+        ess=float(tf.reduce_mean(objectives.effective_sample_size(lw))),
+        active_units=au["counts"], log_weights=lw, num_samples=config.num_samples,
+        eval_samples=config.eval_samples, num_images=len(xv))
+    if summaries.image_side(model.input_dim):
+        samples = model.sample(16, seed=s, mean=True)
+        spread = np.linspace(0, len(xb) - 1, 16).astype(int)  # every class when sorted
+        recon = model.reconstruct(tf.constant(xb[spread]), seed=s)
+        summaries.write_images(writer, s, inputs=xb[spread], reconstructions=recon,
+                               samples=samples)
     log(f"validation step {s}: L_{config.num_samples} {np.mean(lk):.2f} nats, "
         f"L_{config.eval_samples} {np.mean(l5000):.2f} nats "
         f"({evaluation.bits_per_dim(-np.mean(l5000), model.input_dim):.4f} bits/dim), "

@@ -1,0 +1,315 @@
+"""TensorBoard output (`tfp_iwae/summaries.py`): grouped tags, HParams, image grids, and a
+real TensorBoard server reading two runs and an evaluation over HTTP."""
+
+import contextlib
+import dataclasses
+import glob
+import importlib.util
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.plugins.hparams import metadata as hp_metadata
+
+from helpers import ROOT
+from tfp_iwae import loop, summaries
+
+
+def read_tags(directory):
+    """{tag: [steps]} of the events files directly in `directory`."""
+    tags = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    return tags
+
+
+# ---- image grids ---------------------------------------------------------------------
+
+def test_image_grid_puts_image_i_at_row_i_div_cols_and_column_i_mod_cols():
+    side, rows, cols = 3, 2, 4
+    images = np.arange(rows * cols)[:, None] * 100. + np.arange(side * side)  # [8, 9]
+    grid = summaries.image_grid(images, rows, cols)
+    assert grid.shape == (rows * side, cols * side)
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        np.testing.assert_array_equal(
+            grid[r * side:(r + 1) * side, c * side:(c + 1) * side],
+            images[i].reshape(side, side))  # each tile is its image, row-major inside
+
+
+def test_image_grid_rejects_a_wrong_count_or_non_square_images():
+    with pytest.raises(ValueError, match="a 2 x 4 grid needs 8 images, got 7"):
+        summaries.image_grid(np.zeros([7, 784]), 2, 4)
+    with pytest.raises(ValueError, match="flattened square images, got 780 pixels"):
+        summaries.image_grid(np.zeros([8, 780]), 2, 4)
+
+
+def test_reconstruction_grid_is_rows_of_inputs_over_rows_of_their_reconstructions():
+    n, cols, side = 16, 8, 28
+    inputs = np.repeat(np.arange(n, dtype=np.float32)[:, None], side * side, 1)
+    grid = summaries.reconstruction_grid(inputs, -inputs, cols)
+    assert grid.shape == (2 * (n // cols) * side, cols * side)  # 112 x 224 pixels
+    tiles = grid.reshape(2 * n // cols, side, cols, side)[:, 0, :, 0]  # one pixel per tile
+    # rows: inputs 0-7, their reconstructions, inputs 8-15, theirs
+    np.testing.assert_array_equal(tiles, [np.arange(8), -np.arange(8), np.arange(8, 16),
+                                          -np.arange(8, 16)])
+    with pytest.raises(ValueError, match="multiple of 8"):
+        summaries.reconstruction_grid(inputs[:12], inputs[:12], cols)
+
+
+def test_sample_launcher_tiles_with_the_same_grid_function():
+    # launch/sample.py's PNG and the TensorBoard grids come from one tiling function.
+    with open(os.path.join(ROOT, "launch", "sample.py")) as f:
+        source = f.read()
+    assert "from tfp_iwae.summaries import image_grid as grid" in source
+    assert not re.search(r"^def grid\(", source, re.M)
+
+
+# ---- tags ----------------------------------------------------------------------------
+
+def test_written_tags_are_exactly_the_documented_table(tmp_path):
+    # Every writer, once, with one stochastic layer and one diagnosed estimator: each run
+    # holds exactly the tags `summaries.TAGS` lists for it, at the step written.
+    train, valid = tmp_path / "train", tmp_path / "validation"
+    w, v = (tf.summary.create_file_writer(str(d)) for d in (train, valid))
+    metrics = dict(bound=-100., iwae_bound=-99., elbo=-101., ess=2., grad_norm=3.)
+    summaries.write_training(w, 10, metrics, bits_per_dim=0.18, learning_rate=1e-3,
+                             examples_per_second=500., num_samples=5, objective="iwae")
+    summaries.write_gradient_diagnostics(w, 10, {"iwae": {"snr": 0.1, "variance": 2.}})
+    summaries.write_validation(v, 10, l_k=-99., log_likelihood=-95., bits_per_dim=0.17,
+                               elbo=-101., ess=2., active_units=[20],
+                               log_weights=tf.zeros([5, 3]), num_samples=5,
+                               eval_samples=50, num_images=3)
+    summaries.write_images(v, 10, inputs=np.zeros([16, 784]),
+                           reconstructions=np.zeros([16, 784]), samples=np.ones([16, 784]))
+    w.close()
+    v.close()
+    ckpt = tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64)).write(
+        str(tmp_path / "ckpt" / "ckpt-7"))
+    out = summaries.write_evaluation(str(tmp_path), "test", ckpt, log_likelihood=-96.,
+                                     nll=96., bits_per_dim=0.177, active_units=[20],
+                                     num_samples=20, num_images=4)
+    assert out == str(tmp_path / "eval_test")
+    documented = {}
+    for run, tag, _ in summaries.TAGS:
+        documented.setdefault(run.replace("<split>", "test"), set()).add(
+            tag.replace("layer{}", "layer1").replace("/{}", "/iwae"))
+    written = {run: read_tags(str(tmp_path / run)) for run in documented}
+    assert {run: set(tags) for run, tags in written.items()} == documented
+    assert all(steps == [10] for steps in written["train"].values())
+    assert all(steps == [7] for steps in written["eval_test"].values())  # the checkpoint's
+
+
+def test_readme_tensorboard_table_lists_every_tag_with_its_runs():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("### TensorBoard", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines()
+            if line.startswith("| `")}
+    for run, tag, _ in summaries.TAGS:
+        shown = tag.replace("layer{}", "layer<i>").replace("/{}", "/<estimator>")
+        assert shown in rows, shown
+        assert f"`{run}`" in rows[shown], (run, rows[shown])
+
+
+# ---- hparams -------------------------------------------------------------------------
+
+def session_start_infos(logdir):
+    infos = []
+    for path in glob.glob(os.path.join(logdir, "events.out.tfevents*")):
+        for record in tf.data.TFRecordDataset(path):
+            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+                if value.tag == hp_metadata.SESSION_START_INFO_TAG:
+                    infos.append(hp_metadata.parse_session_start_info_plugin_data(
+                        value.metadata.plugin_data.content))
+    return infos
+
+
+def test_hparams_are_written_once_per_run_with_the_flags_it_started_with(tmp_path):
+    logdir = str(tmp_path / "run")
+    os.makedirs(logdir)
+    config = dataclasses.asdict(loop.RunConfig(logdir=logdir, objective="dreg",
+                                               num_samples=50, stochastic_layers=2))
+    assert summaries.write_hparams(logdir, config)
+    # A resumed run (here with another --epochs) finds them and adds nothing.
+    assert not summaries.write_hparams(logdir, dict(config, epochs=99))
+    infos = session_start_infos(logdir)
+    assert len(infos) == 1
+    values = {k: getattr(v, v.WhichOneof("kind")) for k, v in infos[0].hparams.items()}
+    assert values["objective"] == "dreg" and values["num_samples"] == 50.
+    assert values["stochastic_layers"] == 2. and values["epochs"] == 10.
+    assert values["init_from"] == ""  # None is written as the empty string
+    assert set(values) == {h.name for h in summaries.HPARAMS}
+    assert infos[0].group_name == os.path.abspath(logdir)  # one HParams row per run
+
+
+def test_hparams_lookup_reads_a_file_cut_short_by_a_kill(tmp_path):
+    logdir = str(tmp_path)
+    summaries.write_hparams(logdir, dataclasses.asdict(loop.RunConfig(logdir=logdir)))
+    (path,) = glob.glob(os.path.join(logdir, "events.out.tfevents*"))
+    with open(path, "ab") as f:
+        f.write(b"\x30\x00\x00\x00\x00")  # the start of a record that never finished
+    assert summaries.has_hparams(logdir)
+    with open(path, "r+b") as f:  # a cut inside the hparams records: write them again
+        f.truncate(60)
+    assert not summaries.has_hparams(logdir)
+
+
+# ---- experiments/results.py ----------------------------------------------------------
+
+def test_results_runs_share_one_parent_logdir_named_in_the_tensorboard_command(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "results_script", os.path.join(ROOT, "experiments", "results.py"))
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    args = results.parse_args([f"--runs_dir={tmp_path}"])
+    args.train_size = 3500
+    parent = results.tensorboard_logdir(args)
+    assert parent == os.path.join(str(tmp_path), "mnist_5k")
+    runs = results.plan(args)
+    assert len(runs) == 16
+    for run in runs:
+        for cmd in results.commands(args, run).values():
+            logdir = next(a for a in cmd if a.startswith("--logdir=")).split("=", 1)[1]
+            assert os.path.dirname(logdir) == parent, cmd
+
+
+# ---- a real TensorBoard --------------------------------------------------------------
+
+# Loopback only: never through a proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@contextlib.contextmanager
+def tensorboard(logdir):
+    """A TensorBoard server on 127.0.0.1 over `logdir`: yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}",
+                             "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
+                             "--reload_interval=1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fetch(url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with _OPENER.open(request, timeout=10) as r:
+        return r.read()
+
+
+def poll(fn, timeout=90):
+    """fn() until it returns something truthy (connection errors retried)."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except (OSError, ValueError) as e:
+            last = e
+        time.sleep(0.5)
+    raise AssertionError(f"TensorBoard did not serve the data in {timeout}s: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two tiny launcher runs (VAE and IWAE objectives) under one parent logdir, and a
+    test-set evaluation of the IWAE one: (parent, evaluation results). --noxla: for 20
+    steps compiling the step costs more than it saves."""
+    parent = tmp_path_factory.mktemp("runs")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    procs = [subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--logdir={parent / o}",
+         f"--objective={o}", "--max_steps=20", "--eval_every=20", "--eval_images=20",
+         "--eval_samples=50", "--log_every=10", "--noxla"], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for o in ("vae", "iwae")]
+    for p in procs:  # the two share the machine's cores
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    ev = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "evaluate.py"),
+                         f"--logdir={parent / 'iwae'}", "--num_samples=20", "--max_images=50"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    with open(parent / "iwae" / "eval_test_k20.json") as f:
+        return parent, json.load(f)
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_hparams_grouped_scalars_and_image_grids(two_runs):
+    parent, evaluated = two_runs
+    with tensorboard(parent) as url:
+        hparams = f"{url}/data/plugin/hparams"
+        request = {"experimentName": "", "startIndex": 0, "sliceSize": 100,
+                   "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS",
+                                       "STATUS_FAILURE", "STATUS_RUNNING"],
+                   "colParams": [{"metric": {"group": "eval_test", "tag": "bound/nll"},
+                                  "order": "ORDER_ASC", "missingValuesFirst": False}]}
+
+        def both_sessions_with_test_metric():
+            groups = json.loads(fetch(f"{hparams}/session_groups", request))["sessionGroups"]
+            return groups if len(groups) == 2 and any(
+                m["name"]["group"] == "eval_test" for g in groups
+                for m in g["metricValues"]) else None
+
+        groups = poll(both_sessions_with_test_metric)
+        experiment = json.loads(fetch(f"{hparams}/experiment", {"experimentName": ""}))
+        # The experiment: the flags as columns, the metrics declared.
+        names = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"objective", "num_samples", "stochastic_layers", "batch_size",
+                "schedule", "learning_rate"} <= names
+        metrics = [(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]]
+        assert metrics[:3] == [("eval_test", "bound/nll"), ("eval_test", "bound/bits_per_dim"),
+                               ("validation", "bound/log_likelihood")]
+        # One row per run, with its own objective; sorted by test NLL, the evaluated first.
+        assert [g["sessions"][0]["name"] for g in groups] == ["iwae", "vae"]
+        assert [g["hparams"]["objective"] for g in groups] == ["iwae", "vae"]
+        assert all(g["hparams"]["num_samples"] == 5 for g in groups)
+        values = [{(m["name"]["group"], m["name"]["tag"]): m["value"]
+                   for m in g["metricValues"]} for g in groups]
+        assert values[0][("eval_test", "bound/nll")] == pytest.approx(
+            evaluated["nll_nats"], rel=1e-6)
+        assert values[0][("eval_test", "bound/bits_per_dim")] == pytest.approx(
+            evaluated["bits_per_dim"], rel=1e-6)
+        assert ("eval_test", "bound/nll") not in values[1]  # the VAE was not evaluated
+        for v in values:  # validation L_50 >= L_5 on the same images, on average
+            assert -300 < v[("validation", "bound/L_k")] < -100
+            assert v[("validation", "bound/log_likelihood")] > v[("validation", "bound/L_k")]
+            assert v[("validation", "posterior/active_units/layer1")] >= 0
+
+        # A grouped scalar tag.
+        points = json.loads(fetch(f"{url}/data/plugin/scalars/scalars?run=vae/train"
+                                  f"&tag=bound/objective"))
+        assert [p[1] for p in points] == [10, 20] and all(-300 < p[2] < 0 for p in points)
+
+        # The grids: one image per validation step, 16 inputs over their reconstructions
+        # in rows of 8 (112 x 224 pixels) and 16 samples (56 x 224).
+        for tag, shape in (("images/reconstructions", (112, 224, 1)),
+                           ("images/samples", (56, 224, 1))):
+            listing = json.loads(fetch(f"{url}/data/plugin/images/images?run=iwae/"
+                                       f"validation&tag={tag}"))
+            assert [im["step"] for im in listing] == [20]
+            png = fetch(f"{url}/data/plugin/images/individualImage?{listing[0]['query']}")
+            assert tf.io.decode_png(png).shape == shape, tag
