@@ -80,3 +80,19 @@ def test_piwae_gradients_on_the_two_layer_model_at_init_are_finite_and_exact():
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
     for got, want in zip(dec, grads("iwae")[0]):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_training_step_ess_stays_in_1_k_when_log_weights_are_huge():
+    # A diverged decoder (output logits +-1e9) makes every log weight ~ -1e11 nats, where
+    # float32 spacing (~8e3) ties all k = 5 of them: the true ESS is k. The step's
+    # batch-mean `ess` must lie in [1, k] (it read 1/k = 0.2 before), and be NaN, not a
+    # number, for a batch with non-finite log weights.
+    m = tfp_iwae.IWAE(1, seed=0)
+    m.p_x.logits_layer.bias.assign(np.where(np.arange(784) % 2 == 0, 1e9, -1e9).astype(
+        np.float32))
+    step = training.make_train_step(m, training.make_optimizer(), 5)
+    out = step(tf.constant(binary(10)), tf.constant([0, 1]))
+    assert float(out["elbo"]) < -1e10
+    np.testing.assert_allclose(float(out["ess"]), 5., rtol=1e-6)
+    out = step(tf.fill([10, 784], np.nan), tf.constant([0, 1]))
+    assert float(out["finite"]) == 0. and np.isnan(float(out["ess"]))

@@ -95,8 +95,27 @@ def normalized_weights(log_weights, axis=0):
 
 
 def effective_sample_size(log_weights, axis=0):
-    """Effective sample size `1 / sum_i w~_i^2` along `axis`, in [1, k]. Shape `[*batch]`."""
+    """Effective sample size `1 / sum_i w~_i^2 = (sum_i w_i)^2 / sum_i w_i^2` along `axis`.
+
+    Args:
+      log_weights: Tensor `[num_samples, *batch]` (samples along `axis`), in nats.
+      axis: the sample axis.
+
+    Returns:
+      Tensor `[*batch]` in [1, k] (a count of samples, no unit). The weights are first
+      divided by the largest one, u_i = exp(log w_i - max_j log w_j) in [0, 1], so the
+      result is right however large |log w| is (at -1e9 nats float32 rounding hides
+      log k, and normalising by a log-sum-exp first gave 1/k for k tied weights).
+
+      Non-finite log weights: a -inf log weight is a zero weight and is allowed. An
+      example whose log weights contain NaN or +inf, or are all -inf, has no normalised
+      weights; its ESS is NaN (never a number outside [1, k]).
+    """
     log_weights = tf.convert_to_tensor(log_weights)
-    log_w_norm = log_weights - tf.reduce_logsumexp(log_weights, axis=axis, keepdims=True)
-    return tf.exp(-tf.reduce_logsumexp(2. * log_w_norm, axis=axis))
+    valid = tf.math.logical_and(
+        tf.reduce_all(log_weights < float("inf"), axis=axis),  # False for NaN and +inf
+        tf.reduce_any(log_weights > float("-inf"), axis=axis))
+    u = tf.exp(log_weights - tf.reduce_max(log_weights, axis=axis, keepdims=True))
+    ess = tf.square(tf.reduce_sum(u, axis=axis)) / tf.reduce_sum(tf.square(u), axis=axis)
+    return tf.where(valid, ess, tf.constant(float("nan"), ess.dtype))
 

@@ -93,6 +93,10 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
         return grads, bound, lw
 
     def metrics(bound, lw, grad_norm, finite):
+        # `ess` is the batch mean of the per-example ESS, in [1, k]. It is NaN when some
+        # example's log weights are NaN, +inf or all -inf: that example's bound is then
+        # non-finite too, so the step is reported non-finite and not applied, and a mean
+        # over the other examples would describe a batch that was not used.
         bound = tf.reduce_mean(bound)
         return dict(loss=-bound, bound=bound,
                     iwae_bound=tf.reduce_mean(objectives.iwae_bound(lw)),
