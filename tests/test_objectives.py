@@ -156,3 +156,29 @@ def test_effective_sample_size_of_non_finite_log_weights():
     ess = tfp_iwae.effective_sample_size(lw).numpy()
     np.testing.assert_allclose(ess[[0, 4]], [2., 1.], rtol=1e-6)
     assert np.all(np.isnan(ess[1:4])), ess
+
+
+REDUCTIONS = [tfp_iwae.iwae_bound, tfp_iwae.vae_bound, tfp_iwae.effective_sample_size,
+              tfp_iwae.normalized_weights]
+
+
+@pytest.mark.parametrize("fn", REDUCTIONS, ids=lambda f: f.__name__)
+def test_fewer_than_one_sample_is_a_clear_error(fn):
+    # No samples: L_k, the ELBO and the ESS are undefined (mean over nothing): they used
+    # to come back NaN (or empty) silently; a scalar has no sample axis at all.
+    with pytest.raises(ValueError, match=rf"{fn.__name__}: `log_weights` needs at least "
+                                         r"one sample along axis 0 .*shape \(0, 3\)"):
+        fn(tf.zeros([0, 3]))
+    with pytest.raises(ValueError, match=r"needs at least one sample along axis 1"):
+        fn(tf.zeros([3, 0]), axis=1)
+    with pytest.raises(ValueError, match=rf"{fn.__name__}: `log_weights` must have a "
+                                         r"sample axis, shape \[num_samples, \*batch\]"):
+        fn(tf.constant(1.))
+    # Unknown length inside tf.function: checked when the function runs.
+    traced = tf.function(fn, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    assert traced(tf.zeros([4, 2])).shape[-1] == 2
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"{fn.__name__}: `log_weights` needs at least one sample"):
+        traced(tf.zeros([0, 2]))
+    # One sample is enough.
+    assert np.all(np.isfinite(fn(tf.zeros([1, 3])).numpy()))

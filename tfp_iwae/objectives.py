@@ -60,6 +60,43 @@ def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None):
     return log_pz + log_px_given_z - log_q
 
 
+def _checked_log_weights(log_weights, axis, fn_name):
+    """`log_weights` as a Tensor with at least one sample along `axis`, else a clear error.
+
+    A known (static) shape is checked at once (ValueError); a sample axis of unknown
+    length (e.g. inside a `tf.function` traced with `[None, None]`) gets a run-time
+    assertion (InvalidArgumentError) naming the same problem. XLA (`jit_compile=True`)
+    drops run-time assertions, so there only static shapes are checked; the training
+    step's shapes are static, so its compiled graph holds no assertion.
+    """
+    log_weights = tf.convert_to_tensor(log_weights)
+    what = f"{fn_name}: `log_weights`"
+    rank = log_weights.shape.rank
+    if rank is None:
+        with tf.control_dependencies([tf.debugging.assert_rank_at_least(
+                log_weights, 1, message=f"{what} must have a sample axis, shape "
+                                        f"[num_samples, *batch]; got a scalar")]):
+            log_weights = tf.identity(log_weights)
+    elif rank == 0:
+        raise ValueError(f"{what} must have a sample axis, shape [num_samples, *batch]; "
+                         f"got a scalar.")
+    elif not -rank <= axis < rank:
+        raise ValueError(f"{what} has shape {log_weights.shape}: `axis`={axis} is out of "
+                         f"range.")
+    else:
+        size = log_weights.shape[axis]
+        if size is not None:
+            if size < 1:
+                raise ValueError(f"{what} needs at least one sample along axis {axis} "
+                                 f"(the sample axis), got shape {log_weights.shape}.")
+            return log_weights
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            tf.shape(log_weights)[axis],
+            message=f"{what} needs at least one sample along axis {axis} (the sample "
+                    f"axis)")]):
+        return tf.identity(log_weights)
+
+
 def iwae_bound(log_weights, axis=0):
     """The k-sample importance weighted bound `L_k = logsumexp(log w, axis) - log k`.
 
@@ -70,8 +107,12 @@ def iwae_bound(log_weights, axis=0):
     Returns:
       Tensor `[*batch]`, in nats. Computed with a max-shifted log-sum-exp, so it stays
       finite for very negative log weights (e.g. -1e4) and large k.
+
+    Raises:
+      ValueError: a scalar, or no samples along `axis` (InvalidArgumentError at run
+        time when that length is only known then).
     """
-    log_weights = tf.convert_to_tensor(log_weights)
+    log_weights = _checked_log_weights(log_weights, axis, "iwae_bound")
     k = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
     return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(k)
 
@@ -85,12 +126,21 @@ def vae_bound(log_weights, axis=0):
 
     Returns:
       Tensor `[*batch]`, in nats: a Monte-Carlo estimate of the ELBO.
+
+    Raises:
+      ValueError: a scalar, or no samples along `axis` (as for `iwae_bound`).
     """
+    log_weights = _checked_log_weights(log_weights, axis, "vae_bound")
     return tf.reduce_mean(log_weights, axis=axis)
 
 
 def normalized_weights(log_weights, axis=0):
-    """Self-normalised importance weights `w~ = softmax(log w)` along `axis`."""
+    """Self-normalised importance weights `w~ = softmax(log w)` along `axis`.
+
+    Same shape as `log_weights` (`[num_samples, *batch]`); sums to 1 along `axis`.
+    Raises ValueError for a scalar or no samples along `axis` (as for `iwae_bound`).
+    """
+    log_weights = _checked_log_weights(log_weights, axis, "normalized_weights")
     return tf.nn.softmax(log_weights, axis=axis)
 
 
@@ -110,8 +160,11 @@ def effective_sample_size(log_weights, axis=0):
       Non-finite log weights: a -inf log weight is a zero weight and is allowed. An
       example whose log weights contain NaN or +inf, or are all -inf, has no normalised
       weights; its ESS is NaN (never a number outside [1, k]).
+
+    Raises:
+      ValueError: a scalar, or no samples along `axis` (as for `iwae_bound`).
     """
-    log_weights = tf.convert_to_tensor(log_weights)
+    log_weights = _checked_log_weights(log_weights, axis, "effective_sample_size")
     valid = tf.math.logical_and(
         tf.reduce_all(log_weights < float("inf"), axis=axis),  # False for NaN and +inf
         tf.reduce_any(log_weights > float("-inf"), axis=axis))
