@@ -197,9 +197,12 @@ class IWAE(keras.Model):
     def sample(self, n, seed=None, mean=False):
         """Ancestral samples x ~ p(z) p(x|z), shape `[n, input_dim]`.
 
-        With `mean=True`, returns E[x|z] (Bernoulli probabilities) instead of a sample.
+        `n` is a Python int >= 1 or a scalar integer Tensor (also one only known when a
+        `tf.function` runs; checked then). With `mean=True`, returns E[x|z] (Bernoulli
+        probabilities) instead of a sample.
         """
-        n = objectives.check_num_samples(n, "n")
+        n = objectives.check_num_samples(n, "n", "the number of samples to draw",
+                                         allow_tensor=True)
         seed_z, seed_x = seeds.split_seed(seed, 2)
         z = self.prior.sample(n, seed=seed_z)
         px = self.decoder(z)

@@ -20,14 +20,45 @@ __all__ = [
 ]
 
 
-def check_num_samples(num_samples, name="num_samples"):
-    """Returns `num_samples` as a Python int >= 1, or raises ValueError naming it."""
+_DESCRIPTIONS = {"num_samples": "the number of importance samples k"}
+
+
+def check_num_samples(num_samples, name="num_samples", description=None,
+                      allow_tensor=False):
+    """Returns a count >= 1 (e.g. k), or raises ValueError naming the argument.
+
+    Args:
+      num_samples: the value to check.
+      name: the argument's name, used in the message (e.g. `num_samples`, `n`).
+      description: what the count is, shown in parentheses in the message (e.g. "the
+        number of samples to draw"); default: "the number of importance samples k" for
+        `num_samples`, nothing for other names.
+      allow_tensor: also accept a scalar integer Tensor. One whose value is known at
+        trace time is checked now and returned as a Python int; otherwise it is returned
+        as an int32 Tensor with a run-time check (InvalidArgumentError if < 1).
+
+    Returns:
+      A Python int >= 1 (or, with `allow_tensor`, an int32 scalar Tensor).
+    """
+    if description is None:
+        description = _DESCRIPTIONS.get(name)
+    about = f" ({description})" if description else ""
+    if allow_tensor and tf.is_tensor(num_samples):
+        if not num_samples.dtype.is_integer or num_samples.shape.rank not in (0, None):
+            raise ValueError(f"`{name}` must be a positive integer or a scalar integer "
+                             f"Tensor{about}, got {num_samples!r}.")
+        static = tf.get_static_value(num_samples)
+        if static is None:
+            n = tf.cast(num_samples, tf.int32)
+            with tf.control_dependencies([tf.debugging.assert_positive(
+                    n, message=f"`{name}` must be >= 1{about}")]):
+                return tf.identity(n)
+        num_samples = static.item() if hasattr(static, "item") else static
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
-        raise ValueError(f"`{name}` must be a positive Python integer (the number of "
-                         f"importance samples k), got {num_samples!r}.")
+        kind = "integer or a scalar integer Tensor" if allow_tensor else "Python integer"
+        raise ValueError(f"`{name}` must be a positive {kind}{about}, got {num_samples!r}.")
     if num_samples < 1:
-        raise ValueError(f"`{name}` must be >= 1 (the number of importance samples k), "
-                         f"got {num_samples}.")
+        raise ValueError(f"`{name}` must be >= 1{about}, got {num_samples}.")
     return int(num_samples)
 
 
