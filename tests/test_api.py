@@ -68,3 +68,39 @@ def test_count_errors_name_what_the_count_is():
     with pytest.raises(ValueError, match=r"`n` must be a positive integer or a scalar "
                                          r"integer Tensor \(the number of samples to draw\)"):
         tfp_iwae.IWAE(1).sample(tf.constant([2, 3]))
+
+
+def _bernoulli_logits():
+    from tfp_iwae import networks
+    logits = tf.reshape(tf.range(-6., 6.), [3, 4])
+    return networks.BernoulliLogits(logits), "logits", logits
+
+
+def _diagonal_gaussian():
+    from tfp_iwae import networks
+    loc = tf.reshape(tf.range(6.), [3, 2])
+    return networks.DiagonalGaussian(loc, tf.exp(loc / 10.)), "loc", loc
+
+
+@pytest.mark.parametrize("make", [_bernoulli_logits, _diagonal_gaussian],
+                         ids=["BernoulliLogits", "DiagonalGaussian"])
+def test_network_distributions_copy_and_slice_their_batch(make):
+    # Batch [3], event [units]. d[i] is the distribution of batch member i: batch shape
+    # [] and log_prob(x[i]) = d.log_prob(x)[i]; d[:2] keeps the first two; copy() is the
+    # same distribution. (BernoulliLogits raised TypeError; DiagonalGaussian's d[0] kept
+    # batch shape [3].)
+    d, name, param = make()
+    cls = type(d)
+    x = d.sample(seed=1)
+    lp = d.log_prob(x).numpy()
+    c = d.copy()
+    assert type(c) is cls and c.batch_shape == [3]
+    np.testing.assert_array_equal(c.log_prob(x).numpy(), lp)
+    one = d[0]
+    assert type(one) is cls and one.batch_shape == [] and one.event_shape == d.event_shape
+    np.testing.assert_allclose(one.log_prob(x[0]).numpy(), lp[0], rtol=1e-6)
+    two = d[:2]
+    assert type(two) is cls and two.batch_shape == [2]
+    np.testing.assert_allclose(two.log_prob(x[:2]).numpy(), lp[:2], rtol=1e-6)
+    assert set(d.parameters) >= {"validate_args", "name"}
+    np.testing.assert_array_equal(getattr(one, name).numpy(), param[0].numpy())

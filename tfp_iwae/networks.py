@@ -101,7 +101,12 @@ def uniform(shape, seed, dtype=tf.float32):
 
 
 class DiagonalGaussian(tfd.Independent):
-    """`Independent(Normal(loc, scale), 1)` with fast reparameterised Philox sampling."""
+    """`Independent(Normal(loc, scale), 1)` with fast reparameterised Philox sampling.
+
+    loc, scale: `[*batch, units]`; batch shape `[*batch]`, event shape `[units]`. Its
+    parameters are `loc`, `scale`, `validate_args`, `name`, so `copy()` and batch
+    slicing (`d[0]`, `d[:2]`) work as for any TFP distribution.
+    """
 
     def __init__(self, loc, scale, validate_args=False, name="DiagonalGaussian"):
         parameters = dict(locals())
@@ -110,6 +115,23 @@ class DiagonalGaussian(tfd.Independent):
                          name=name)
         self._parameters = parameters
         self._loc, self._scale = loc, scale
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(
+            loc=tfp.util.ParameterProperties(event_ndims=1),
+            scale=tfp.util.ParameterProperties(
+                event_ndims=1,
+                default_constraining_bijector_fn=lambda: tfp.bijectors.Softplus(
+                    low=np.finfo(np.dtype(getattr(dtype, "as_numpy_dtype", dtype))).eps)))
+
+    @property
+    def loc(self):
+        return self._loc
+
+    @property
+    def scale(self):
+        return self._scale
 
     def _sample_n(self, n, seed=None):
         shape = tf.concat([[n], tf.shape(self._loc)], axis=0)
@@ -163,15 +185,26 @@ class BernoulliLogits(tfd.Independent):
 
     `log_prob(x) = sum_j x_j l_j - softplus(l_j)` for x in [0, 1] (real-valued x gives
     the continuous relaxation used by the paper's code for non-binary pixels). Samples
-    are float32 {0, 1}.
+    are float32 {0, 1}. logits: `[*batch, units]`; batch shape `[*batch]`, event shape
+    `[units]`; parameters `logits`, `validate_args`, `name` (`copy()` and batch slicing
+    work).
     """
 
     def __init__(self, logits, validate_args=False, name="BernoulliLogits"):
+        parameters = dict(locals())
+        logits = tf.convert_to_tensor(logits, dtype_hint=tf.float32)
         super().__init__(tfd.Bernoulli(logits=logits, dtype=logits.dtype,
                                        validate_args=validate_args),
                          reinterpreted_batch_ndims=1, validate_args=validate_args,
                          name=name)
+        # Record this class's own parameters (not Independent's), so that `copy()` and
+        # batch slicing (`d[0]`, `d[:2]`) rebuild a BernoulliLogits.
+        self._parameters = parameters
         self._logits = logits
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(logits=tfp.util.ParameterProperties(event_ndims=1))
 
     @property
     def logits(self):
