@@ -104,3 +104,93 @@ def test_network_distributions_copy_and_slice_their_batch(make):
     np.testing.assert_allclose(two.log_prob(x[:2]).numpy(), lp[:2], rtol=1e-6)
     assert set(d.parameters) >= {"validate_args", "name"}
     np.testing.assert_array_equal(getattr(one, name).numpy(), param[0].numpy())
+
+
+def _binary(n, seed=0):
+    return (np.random.RandomState(seed).rand(n, 784) < 0.3).astype(np.float32)
+
+
+def test_marginal_validate_args_checks_the_support_even_if_the_model_does_not():
+    # The Bernoulli support is {0, 1}^784. ImportanceWeightedMarginal(validate_args=True)
+    # refuses x outside it although the model was built without validate_args (5.0 used
+    # to return a number, and 0.5 still does without validate_args: the relaxation).
+    m = tfp_iwae.IWAE(1, seed=0)
+    checked = tfp_iwae.ImportanceWeightedMarginal(m, num_samples=3, seed=0,
+                                                  validate_args=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"x must be in \[0, 1\] for a Bernoulli likelihood"):
+        checked.log_prob(5. * tf.ones([2, 784]))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"(?s)x must be binary \(every pixel 0 or 1\) for a "
+                             r"Bernoulli likelihood with validate_args.*the largest:.*0\.5"):
+        checked.log_prob(tf.fill([2, 784], 0.5))
+    x = tf.constant(_binary(2))
+    np.testing.assert_allclose(checked.log_prob(x).numpy(),
+                               tfp_iwae.iwae_bound(m.log_weights(x, 3, seed=0)).numpy(),
+                               rtol=1e-6)
+    unchecked = tfp_iwae.ImportanceWeightedMarginal(m, num_samples=3, seed=0)
+    assert np.all(np.isfinite(unchecked.log_prob(tf.fill([2, 784], 0.5)).numpy()))
+
+
+def test_bernoulli_validate_args_means_binary_pixels():
+    # With validate_args the model, and its BernoulliLogits likelihood on its own, refuse
+    # 0.5 and 255 (positive log weights for 0/255 images), eagerly and inside a
+    # tf.function with unknown shapes; binary pixels pass.
+    from tfp_iwae import networks
+    m = tfp_iwae.IWAE(1, seed=0, validate_args=True)
+    lw = tf.function(lambda x: m.log_weights(x, 2, seed=0),
+                     input_signature=[tf.TensorSpec([None, 784], tf.float32)])
+    for fn in (lambda x: m.log_weights(x, 2, seed=0), lw):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="x must be binary"):
+            fn(tf.fill([2, 784], 0.5))
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must be in \[0, 1\]"):
+            fn(tf.fill([2, 784], 255.))
+        assert fn(tf.constant(_binary(2))).shape == (2, 2)
+    px = networks.BernoulliLogits(tf.zeros([2, 784]), validate_args=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x must be binary"):
+        px.log_prob(tf.fill([2, 784], 0.5))
+    np.testing.assert_allclose(px.log_prob(tf.constant(_binary(2))).numpy(),
+                               [784 * np.log(0.5)] * 2, rtol=1e-6)
+
+
+def test_input_dtypes_are_converted_or_refused_by_name():
+    # float64 and bool hold pixel values exactly: converted to float32, same log weights.
+    # Integer dtypes (uint8 0-255 images) would be scored as Bernoulli data: refused,
+    # naming x, the expected float32 and the dtype given (TF's conversion error before).
+    m = tfp_iwae.IWAE(1, seed=0)
+    x = _binary(3)
+    want = m.log_weights(tf.constant(x), 2, seed=0).numpy()
+    for same in (tf.constant(x, tf.float64), x.astype(np.float64), x.astype(bool)):
+        np.testing.assert_array_equal(m.log_weights(same, 2, seed=0).numpy(), want)
+    p_x = tfp_iwae.ImportanceWeightedMarginal(m, num_samples=2, seed=0)
+    np.testing.assert_allclose(p_x.log_prob(tf.constant(x, tf.float64)).numpy(),
+                               tfp_iwae.iwae_bound(want).numpy(), rtol=1e-6)
+    match = (r"`x` must be float32 \(other floating dtypes and bool are converted\), got "
+             r"{}\. Integer images \(e\.g\. uint8 0-255\) are not Bernoulli data")
+    for bad, name in ((tf.constant(x * 255, tf.uint8), "uint8"),
+                      ((x * 255).astype(np.uint8), "uint8"), (tf.constant(x, tf.int32), "int32")):
+        for call in (lambda v: m.log_weights(v, 2), m.encoder, p_x.log_prob, p_x.prob):
+            with pytest.raises(ValueError, match=match.format(name)):
+                call(bad)
+
+
+def test_exported_saved_model_names_the_expected_input_shape(tmp_path):
+    # A loaded SavedModel's signatures check only the dtype of x, not its shape: [2, 783]
+    # reached the first matmul and failed naming a fused network node (Tanh/BiasAdd).
+    from tfp_iwae import export
+    m = tfp_iwae.IWAE(1, seed=0)
+    path = export.export_saved_model(m, str(tmp_path / "sm"), num_samples=3, seed=0)
+    loaded = tf.saved_model.load(path)
+    for name in ("log_prob", "encode"):
+        for shape in ([2, 783], [784], [1, 2, 784]):
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match=rf"{name}: `x` must have shape \[None, 784\] .*got "
+                                     rf"shape\] \[{' '.join(map(str, shape))}\]"):
+                loaded.signatures[name](x=tf.zeros(shape))
+    x = tf.constant(_binary(2))
+    np.testing.assert_allclose(loaded.signatures["log_prob"](x=x)["log_prob"].numpy(),
+                               tfp_iwae.iwae_bound(m.log_weights(x, 3, seed=0)).numpy(),
+                               rtol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"sample: `n` must be >= 0"):
+        loaded.signatures["sample"](n=tf.constant(-1))
+    assert loaded.signatures["sample"](n=tf.constant(2))["x"].shape == (2, 784)

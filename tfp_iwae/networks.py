@@ -13,7 +13,8 @@ import tensorflow_probability as tfp
 tfd = tfp.distributions
 
 __all__ = ["MLP", "DiagonalGaussian", "GaussianLayer", "BernoulliLayer", "GaussianObservationLayer",
-           "BernoulliLogits", "STD_PARAMETERIZATIONS", "LOG_STD_BOUND"]
+           "BernoulliLogits", "STD_PARAMETERIZATIONS", "LOG_STD_BOUND", "assert_binary",
+           "assert_unit_interval"]
 
 STD_PARAMETERIZATIONS = ("exp", "softplus")
 
@@ -184,7 +185,8 @@ class BernoulliLogits(tfd.Independent):
     """Independent Bernoulli over the last axis, with a fused, fast `log_prob`.
 
     `log_prob(x) = sum_j x_j l_j - softplus(l_j)` for x in [0, 1] (real-valued x gives
-    the continuous relaxation used by the paper's code for non-binary pixels). Samples
+    the continuous relaxation used by the paper's code for non-binary pixels; with
+    `validate_args` x must be binary, every entry 0 or 1, the Bernoulli support). Samples
     are float32 {0, 1}. logits: `[*batch, units]`; batch shape `[*batch]`, event shape
     `[units]`; parameters `logits`, `validate_args`, `name` (`copy()` and batch slicing
     work).
@@ -218,7 +220,7 @@ class BernoulliLogits(tfd.Independent):
     def _log_prob(self, x):
         x = tf.convert_to_tensor(x, dtype=self._logits.dtype)
         if self.validate_args:
-            x = assert_unit_interval(x)
+            x = assert_binary(x)
         return tf.reduce_sum(x * self._logits - tf.nn.softplus(self._logits), axis=-1)
 
 
@@ -231,6 +233,26 @@ def assert_unit_interval(x):
             tf.debugging.assert_less_equal(
                 x, tf.ones([], x.dtype),
                 message="x must be in [0, 1] for a Bernoulli likelihood")]):
+        return tf.identity(x)
+
+
+def assert_binary(x):
+    """x, with run-time checks that every entry is 0 or 1: the Bernoulli support.
+
+    A value outside [0, 1] (e.g. a 0-255 pixel) fails the `assert_unit_interval` check;
+    a value strictly between 0 and 1 (e.g. 0.5, an unbinarised intensity, which the
+    relaxation `x l - softplus(l)` would score without complaint) fails with a message
+    saying x must be binary. InvalidArgumentError in both cases.
+    """
+    x = assert_unit_interval(x)
+    inside = tf.math.logical_and(x > 0., x < 1.)
+    largest = tf.reduce_max(tf.where(inside, x, tf.zeros_like(x)))
+    with tf.control_dependencies([tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(inside)),
+            ["x must be binary (every pixel 0 or 1) for a Bernoulli likelihood with "
+             "validate_args; found values strictly between 0 and 1, the largest:", largest,
+             "(binarise the data first; without validate_args such values are scored "
+             "with the continuous [0, 1] relaxation)"])]):
         return tf.identity(x)
 
 
