@@ -83,9 +83,13 @@ def _std(raw, parameterization, min_std):
 
 
 # Counter-based RNG used for every sample drawn here. XLA on CPU implements TF's default
-# ("auto_select") stateless RNG about 20x slower than Philox, and the default picks a
-# different generator with and without XLA; Philox is fast and gives the same numbers
-# compiled or not.
+# ("auto_select") stateless RNG about 20x slower than Philox, and its compiled draws
+# differ from its uncompiled ones even for a constant seed; Philox is fast. Its numbers
+# are the same with and without XLA only when the seed is a compile-time constant
+# (TensorFlow then folds the op before XLA compiles it); given the seed as a runtime
+# argument, as the training step and the evaluation do, XLA's Philox kernel draws a
+# different stream from TensorFlow's (each reproducible on its own; tested in
+# tests/test_model.py).
 RNG_ALG = "philox"
 
 
