@@ -53,16 +53,20 @@ def test_non_finite_step_is_detected_and_not_applied():
 def test_piwae_gradients_on_the_two_layer_model_at_init_are_finite_and_exact():
     # On the paper's 2-layer model at initialisation (data-mean output bias), some digits
     # have one group of K=8 log weights ~100 nats below the best group of the same
-    # example (here 99.4 nats). PIWAE(8,8)'s decoder follows IWAE(64) and its encoder
+    # example (here 100.5 nats). PIWAE(8,8)'s decoder follows IWAE(64) and its encoder
     # MIWAE(8,8) (coefficient softmax within the group / M, finite at any gap), so from
     # the same draws its gradients must equal those two; writing the encoder coefficient
     # as the IWAE one (0 there) times their ratio (inf) made them NaN.
+    import hashlib
     from tfp_iwae import sources
     train = sources.embedded_mnist("train")[0]
+    # Images in an order of their own (by content hash), whatever order the split uses.
+    train = train[np.argsort([hashlib.sha1(r.tobytes()).hexdigest() for r in train],
+                             kind="stable")]
     rng = np.random.RandomState(0)
-    x = tf.constant((rng.rand(60, 784) < train[:60]).astype(np.float32)[40:])  # batch 20
-    m = tfp_iwae.IWAE(2, seed=2, data_mean=train.mean(0))
-    lw = m.log_weights(x, 64, seed=[2, 0])
+    x = tf.constant((rng.rand(240, 784) < train[:240]).astype(np.float32)[220:])  # batch 20
+    m = tfp_iwae.IWAE(2, seed=0, data_mean=train.mean(0))
+    lw = m.log_weights(x, 64, seed=[11, 0])
     group_lse = tf.reduce_logsumexp(tf.reshape(lw, [8, 8, 20]), axis=1)
     assert float(tf.reduce_max(tf.reduce_max(group_lse, 0) - tf.reduce_min(group_lse, 0))) > 95
 
@@ -70,7 +74,7 @@ def test_piwae_gradients_on_the_two_layer_model_at_init_are_finite_and_exact():
         out = tfp_iwae.estimator_gradients(
             name, x, prior=m.prior, likelihood_fn=m.decoder, posterior_fn=m.encoder,
             encoder_variables=m.encoder_variables, decoder_variables=m.decoder_variables,
-            num_samples=64, seed=[2, 0])
+            num_samples=64, seed=[11, 0])
         return out["decoder_grads"], out["encoder_grads"]
 
     dec, enc = grads("piwae(8,8)")
