@@ -20,25 +20,28 @@ tfd = tfp.distributions
 
 
 class TrainableLG:
-    def __init__(self, d=2, D=3, s=0.6, seed=0, optimal=False):
+    def __init__(self, d=2, D=3, s=0.6, seed=0, optimal=False, dtype=np.float64):
         rng = np.random.RandomState(seed)
+        var = lambda a: tf.Variable(np.asarray(a, dtype))  # noqa: E731
         # Orthogonal columns make the exact posterior diagonal (so q can match it).
         q_mat, _ = np.linalg.qr(rng.randn(D, d))
         w = q_mat * np.array([1.5, 0.8][:d])
         self.s = s
-        self.W = tf.Variable(w)
-        self.b = tf.Variable(rng.randn(D))
+        self.dtype = dtype
+        self.W = var(w)
+        b = rng.randn(D)
+        self.b = var(b)
         if optimal:
             lam = np.sum(w ** 2, axis=0)
             post_var = 1. / (1. + lam / s ** 2)
             a = (post_var[:, None] * w.T) / s ** 2
-            self.A = tf.Variable(a)
-            self.c = tf.Variable(-a @ self.b.numpy())
-            self.d = tf.Variable(0.5 * np.log(post_var))
+            self.A = var(a)
+            self.c = var(-a @ b)
+            self.d = var(0.5 * np.log(post_var))
         else:
-            self.A = tf.Variable(rng.randn(d, D) * 0.3)
-            self.c = tf.Variable(rng.randn(d) * 0.3)
-            self.d = tf.Variable(rng.randn(d) * 0.3 - 0.5)
+            self.A = var(rng.randn(d, D) * 0.3)
+            self.c = var(rng.randn(d) * 0.3)
+            self.d = var(rng.randn(d) * 0.3 - 0.5)
         self.dim = d
 
     @property
@@ -51,11 +54,11 @@ class TrainableLG:
 
     @property
     def prior(self):
-        return tfd.MultivariateNormalDiag(tf.zeros(self.dim, tf.float64))
+        return tfd.MultivariateNormalDiag(tf.zeros(self.dim, self.dtype))
 
     def likelihood(self, z):
         return tfd.MultivariateNormalDiag(tf.linalg.matvec(self.W, z) + self.b,
-                                          self.s * tf.ones(3, tf.float64))
+                                          self.s * tf.ones(3, self.dtype))
 
     def posterior_params(self, x):
         return tf.linalg.matvec(self.A, x) + self.c, tf.exp(self.d) * tf.ones_like(
@@ -191,6 +194,61 @@ def test_surrogate_losses_have_the_same_gradients(name, per_sample_reference):
                                                              model.encoder_variables)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(bound.numpy(), out["bound"].numpy(), rtol=1e-12)
+
+
+class _Shifted:
+    """p(x|z) with a constant shift_i (no gradient) added to sample i's log density.
+
+    Moves whole groups of log weights any number of nats apart without changing any
+    gradient of log w_i.
+    """
+
+    def __init__(self, dist, shift):
+        self.dist, self.shift = dist, shift
+
+    def log_prob(self, x):
+        return self.dist.log_prob(x) + self.shift
+
+
+@pytest.fixture(scope="module")
+def float32_reference():
+    model = TrainableLG(seed=1, dtype=np.float32)
+    x = np.random.RandomState(9).randn(2, 3).astype(np.float32)
+    return model, x, model.per_sample(x, 6, seed=[5, 6])
+
+
+@pytest.mark.parametrize("gap", [95., 110., 200.])
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_gradients_stay_exact_when_a_group_lags_by_gap_nats(name, gap,
+                                                                    float32_reference):
+    # Samples 3-5 (PIWAE's and MIWAE's second group of K=3) are moved `gap` nats below
+    # samples 0-2. Their IWAE coefficient softmax(log w)_i ~ e^-gap is then below float32's
+    # smallest normal number (e^-87.3) and exactly 0 beyond e^-103.9, while PIWAE's
+    # encoder coefficient softmax_group(log w)_i / M is unchanged (~1/2 for the group's
+    # best sample). Every estimator must still give its defining gradient (computed in
+    # float64 from per-sample gradients); computing PIWAE's as c_i (= 0) times
+    # c'_i / c_i (= inf) gave 0 * inf = NaN.
+    model, x, (lw, full, path, score, dec) = float32_reference
+    shift = np.repeat([0., -gap], 3)[:, None]
+    out = tfp_iwae.estimator_gradients(
+        name, x, prior=model.prior,
+        likelihood_fn=lambda z: _Shifted(model.likelihood(z), tf.constant(shift, tf.float32)),
+        posterior_fn=model.posterior, encoder_variables=model.encoder_variables,
+        decoder_variables=model.decoder_variables, num_samples=6, seed=[5, 6])
+    np.testing.assert_allclose(out["log_weights"].numpy(), lw + shift, rtol=1e-5)
+    want_dec, want_enc = definitions(name, lw + shift, full, path, score, dec)
+    for got, want in zip(out["decoder_grads"] + out["encoder_grads"], want_dec + want_enc):
+        assert np.all(np.isfinite(got.numpy())), (name, gap)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4,
+                                   atol=1e-5 * max(1., np.abs(want).max()))
+    if name == "piwae(2,3)":
+        # The encoder follows MIWAE(2,3), which a constant shift of one group's log
+        # weights does not change: its gradient is the unshifted one, far from zero.
+        _, enc0 = definitions("miwae(2,3)", lw, full, path, score, dec)
+        for got, want in zip(out["encoder_grads"], enc0):
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-4,
+                                       atol=1e-5 * max(1., np.abs(want).max()))
+        assert max(np.abs(w).max() for w in enc0) > 1e-2
 
 
 def test_special_cases_of_the_grouped_and_combined_bounds():

@@ -48,3 +48,55 @@ def test_non_finite_step_is_detected_and_not_applied():
     out = step(tf.constant(binary(10)), tf.constant([0, 1]))
     assert float(out["finite"]) == 1.
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, m.variables))
+
+
+def test_piwae_gradients_on_the_two_layer_model_at_init_are_finite_and_exact():
+    # On the paper's 2-layer model at initialisation (data-mean output bias), some digits
+    # have one group of K=8 log weights ~100 nats below the best group of the same
+    # example (here 100.5 nats). PIWAE(8,8)'s decoder follows IWAE(64) and its encoder
+    # MIWAE(8,8) (coefficient softmax within the group / M, finite at any gap), so from
+    # the same draws its gradients must equal those two; writing the encoder coefficient
+    # as the IWAE one (0 there) times their ratio (inf) made them NaN.
+    import hashlib
+    from tfp_iwae import sources
+    train = sources.embedded_mnist("train")[0]
+    # Images in an order of their own (by content hash), whatever order the split uses.
+    train = train[np.argsort([hashlib.sha1(r.tobytes()).hexdigest() for r in train],
+                             kind="stable")]
+    rng = np.random.RandomState(0)
+    x = tf.constant((rng.rand(240, 784) < train[:240]).astype(np.float32)[220:])  # batch 20
+    m = tfp_iwae.IWAE(2, seed=0, data_mean=train.mean(0))
+    lw = m.log_weights(x, 64, seed=[11, 0])
+    group_lse = tf.reduce_logsumexp(tf.reshape(lw, [8, 8, 20]), axis=1)
+    assert float(tf.reduce_max(tf.reduce_max(group_lse, 0) - tf.reduce_min(group_lse, 0))) > 95
+
+    def grads(name):
+        out = tfp_iwae.estimator_gradients(
+            name, x, prior=m.prior, likelihood_fn=m.decoder, posterior_fn=m.encoder,
+            encoder_variables=m.encoder_variables, decoder_variables=m.decoder_variables,
+            num_samples=64, seed=[11, 0])
+        return out["decoder_grads"], out["encoder_grads"]
+
+    dec, enc = grads("piwae(8,8)")
+    for g in dec + enc:
+        assert np.all(np.isfinite(g.numpy()))
+    for got, want in zip(enc, grads("miwae(8,8)")[1]):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    for got, want in zip(dec, grads("iwae")[0]):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_training_step_ess_stays_in_1_k_when_log_weights_are_huge():
+    # A diverged decoder (output logits +-1e9) makes every log weight ~ -1e11 nats, where
+    # float32 spacing (~8e3) ties all k = 5 of them: the true ESS is k. The step's
+    # batch-mean `ess` must lie in [1, k] (it read 1/k = 0.2 before), and be NaN, not a
+    # number, for a batch with non-finite log weights.
+    m = tfp_iwae.IWAE(1, seed=0)
+    m.p_x.logits_layer.bias.assign(np.where(np.arange(784) % 2 == 0, 1e9, -1e9).astype(
+        np.float32))
+    step = training.make_train_step(m, training.make_optimizer(), 5)
+    out = step(tf.constant(binary(10)), tf.constant([0, 1]))
+    assert float(out["elbo"]) < -1e10
+    np.testing.assert_allclose(float(out["ess"]), 5., rtol=1e-6)
+    out = step(tf.fill([10, 784], np.nan), tf.constant([0, 1]))
+    assert float(out["finite"]) == 0. and np.isnan(float(out["ess"]))

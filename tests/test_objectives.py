@@ -132,3 +132,53 @@ def test_same_int_seed_same_log_weights(linear_gaussian):
     c = tfp_iwae.log_weights(x, seed=8, **kw).numpy()
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_effective_sample_size_is_exact_for_log_weights_of_huge_magnitude():
+    # At -2^28 nats float32 spacing is 32 nats: the offsets below are exact, and ESS =
+    # (sum w)^2 / sum w^2 depends only on them. Subtracting a log-sum-exp first rounds
+    # log k away (-2^28 + log 5 == -2^28 in float32) and gave 1/k = 0.2 for tied weights.
+    base = -2. ** 28
+    offsets = np.array([[0., 0., 0.], [0., -32., -64.], [0., -32., -32.], [0., -32., 0.],
+                        [0., -64., -32.]])  # [k=5, batch 3]
+    ess = tfp_iwae.effective_sample_size(tf.constant(base + offsets, tf.float32)).numpy()
+    u = np.exp(offsets - offsets.max(0))
+    np.testing.assert_allclose(ess, u.sum(0) ** 2 / (u ** 2).sum(0), rtol=1e-6)
+    np.testing.assert_allclose(ess, [5., 1., 2.], rtol=1e-6)
+
+
+def test_effective_sample_size_of_non_finite_log_weights():
+    # -inf is a zero weight; NaN, +inf or all -inf leave the weights undefined: NaN.
+    inf, nan = np.inf, np.nan
+    lw = tf.constant(np.array([[0., nan, inf, -inf, -inf],
+                               [0., 0., 0., -inf, -inf],
+                               [-inf, 0., 0., -inf, 0.]], np.float32))
+    ess = tfp_iwae.effective_sample_size(lw).numpy()
+    np.testing.assert_allclose(ess[[0, 4]], [2., 1.], rtol=1e-6)
+    assert np.all(np.isnan(ess[1:4])), ess
+
+
+REDUCTIONS = [tfp_iwae.iwae_bound, tfp_iwae.vae_bound, tfp_iwae.effective_sample_size,
+              tfp_iwae.normalized_weights]
+
+
+@pytest.mark.parametrize("fn", REDUCTIONS, ids=lambda f: f.__name__)
+def test_fewer_than_one_sample_is_a_clear_error(fn):
+    # No samples: L_k, the ELBO and the ESS are undefined (mean over nothing): they used
+    # to come back NaN (or empty) silently; a scalar has no sample axis at all.
+    with pytest.raises(ValueError, match=rf"{fn.__name__}: `log_weights` needs at least "
+                                         r"one sample along axis 0 .*shape \(0, 3\)"):
+        fn(tf.zeros([0, 3]))
+    with pytest.raises(ValueError, match=r"needs at least one sample along axis 1"):
+        fn(tf.zeros([3, 0]), axis=1)
+    with pytest.raises(ValueError, match=rf"{fn.__name__}: `log_weights` must have a "
+                                         r"sample axis, shape \[num_samples, \*batch\]"):
+        fn(tf.constant(1.))
+    # Unknown length inside tf.function: checked when the function runs.
+    traced = tf.function(fn, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    assert traced(tf.zeros([4, 2])).shape[-1] == 2
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"{fn.__name__}: `log_weights` needs at least one sample"):
+        traced(tf.zeros([0, 2]))
+    # One sample is enough.
+    assert np.all(np.isfinite(fn(tf.zeros([1, 3])).numpy()))

@@ -6,21 +6,31 @@ Every estimator is a function of the (stop-gradiented) log weights `log w`
 - `bound`   `[batch]`: the objective value to report, in nats;
 - `decoder` `[S, batch]`: coefficients c_i; the decoder (generative model, theta) gets
   grad_theta sum_i c_i log w_i;
-- `path`    `[S, batch]`: per-sample scale r_i of the reparameterised (pathwise) part of
-  the encoder gradient, which is sum_i c_i r_i (d log w_i / d z_i)(d z_i / d phi);
+- `path`    `[S, batch]`: coefficients a_i of the reparameterised (pathwise) part of the
+  encoder gradient, sum_i a_i (d log w_i / d z_i)(d z_i / d phi);
 - `score`   `[S, batch]`: coefficients s_i of the direct (score) part of the encoder
-  gradient, -sum_i s_i d log q(z_i|x; phi) / d phi with z_i held fixed.
+  gradient, -sum_i s_i d log q(z_i|x; phi) / d phi with z_i held fixed;
+- `path_scale` `[S, batch]` or None: r_i with a_i = c_i r_i and 0 <= r_i <= 1, when the
+  pathwise coefficients are such a fraction of the decoder's (then the decoder's backward
+  pass already holds c_i d log w_i / d z_i and the encoder reuses it, scaled by r_i);
+  None when they are not (PIWAE with M > 1, whose a_i / c_i can exceed the float32
+  range: the pathwise part then takes its own backward pass through the decoder).
+
+Every field is computed directly, never as a product of an underflowing and an
+overflowing factor: e.g. PIWAE's a_i = softmax_group(log w)_i / M is finite for every
+gap between groups, whereas c_i = softmax(log w)_i underflows to 0 and a_i / c_i
+overflows once a group lies ~88 nats below the best one (0 * inf = NaN).
 
 Written as surrogates (maximised; `sg` = stop_gradient):
 
     decoder: sum_i sg(c_i) log w_i
-    encoder: sum_i sg(c_i r_i) [log p(x, z_i) - log q(z_i | x; sg(phi))]
+    encoder: sum_i sg(a_i) [log p(x, z_i) - log q(z_i | x; sg(phi))]
              - sum_i sg(s_i) log q(sg(z_i) | x; phi)
 
 `surrogate_losses` builds exactly these (used to check the definitions);
 `estimator_gradients` obtains the same gradients with one decoder backward pass and one
-encoder backward pass, by asking the tape for d/dz and feeding r * d/dz back through
-the encoder.
+encoder backward pass (two decoder passes when `path_scale` is None), by asking the tape
+for d/dz and feeding a_i d log w_i / d z_i back through the encoder.
 
 Names: `iwae`, `vae`, `stl`, `dreg`, `rws`, `miwae(M,K)`, `ciwae(beta)`, `piwae(M,K)`.
 References: Burda et al. 2015 (IWAE); Roeder et al. 2017 (STL); Tucker et al. 2018
@@ -38,8 +48,9 @@ from tfp_iwae import seeds
 __all__ = ["EstimatorWeights", "Estimator", "get_estimator", "ESTIMATOR_NAMES",
            "surrogate_losses", "estimator_gradients"]
 
-EstimatorWeights = collections.namedtuple("EstimatorWeights",
-                                          ["bound", "decoder", "path", "score"])
+EstimatorWeights = collections.namedtuple(
+    "EstimatorWeights", ["bound", "decoder", "path", "score", "path_scale"],
+    defaults=(None,))
 
 ESTIMATOR_NAMES = ("iwae", "vae", "stl", "dreg", "rws", "miwae(M,K)", "ciwae(beta)",
                    "piwae(M,K)")
@@ -51,7 +62,7 @@ class Estimator(collections.namedtuple(
 
     Fields: `name` (canonical, e.g. `miwae(8,8)`), `weights_fn` (log w -> EstimatorWeights),
     `num_samples` (total samples it needs, or None if any k works), `plain` (True when
-    r = 1 and s = c, so one ordinary backward pass of sum c log w gives every gradient).
+    a = s = c, so one ordinary backward pass of sum c log w gives every gradient).
     """
 
     def __call__(self, log_weights):
@@ -62,31 +73,38 @@ def _ones(lw):
     return tf.ones_like(lw)
 
 
+def _plain(bound, c):
+    """Weights of an estimator whose encoder follows the decoder's coefficients c."""
+    return EstimatorWeights(bound, c, c, c, tf.ones_like(c))
+
+
 def _iwae(lw):
-    w = tf.nn.softmax(lw, axis=0)
-    return EstimatorWeights(objectives.iwae_bound(lw), w, _ones(lw), w)
+    return _plain(objectives.iwae_bound(lw), tf.nn.softmax(lw, axis=0))
 
 
 def _vae(lw):
-    c = _ones(lw) / tf.cast(tf.shape(lw)[0], lw.dtype)
-    return EstimatorWeights(objectives.vae_bound(lw), c, _ones(lw), c)
+    return _plain(objectives.vae_bound(lw),
+                  _ones(lw) / tf.cast(tf.shape(lw)[0], lw.dtype))
 
 
 def _stl(lw):
     w = tf.nn.softmax(lw, axis=0)
-    return EstimatorWeights(objectives.iwae_bound(lw), w, _ones(lw), tf.zeros_like(lw))
+    return EstimatorWeights(objectives.iwae_bound(lw), w, w, tf.zeros_like(lw), _ones(lw))
 
 
 def _dreg(lw):
+    # a_i = w~_i^2 = c_i * w~_i: both factors are <= 1, so no overflow.
     w = tf.nn.softmax(lw, axis=0)
-    return EstimatorWeights(objectives.iwae_bound(lw), w, w, tf.zeros_like(lw))
+    return EstimatorWeights(objectives.iwae_bound(lw), w, tf.square(w), tf.zeros_like(lw),
+                            w)
 
 
 def _rws(lw):
     # wake-p: the decoder follows the IWAE gradient; wake-q: the encoder maximises
     # sum_i w~_i log q(sg(z_i)|x), so no pathwise term and score coefficient -w~.
     w = tf.nn.softmax(lw, axis=0)
-    return EstimatorWeights(objectives.iwae_bound(lw), w, tf.zeros_like(lw), -w)
+    zeros = tf.zeros_like(lw)
+    return EstimatorWeights(objectives.iwae_bound(lw), w, zeros, -w, zeros)
 
 
 def _grouped(lw, m, k):
@@ -98,8 +116,7 @@ def _miwae(m, k):
     def fn(lw):
         g = _grouped(lw, m, k)
         bound = tf.reduce_mean(objectives.iwae_bound(g, axis=1), axis=0)
-        c = tf.reshape(tf.nn.softmax(g, axis=1) / m, tf.shape(lw))
-        return EstimatorWeights(bound, c, _ones(lw), c)
+        return _plain(bound, tf.reshape(tf.nn.softmax(g, axis=1) / m, tf.shape(lw)))
     return fn
 
 
@@ -107,23 +124,23 @@ def _ciwae(beta):
     def fn(lw):
         k = tf.cast(tf.shape(lw)[0], lw.dtype)
         bound = beta * objectives.vae_bound(lw) + (1. - beta) * objectives.iwae_bound(lw)
-        c = beta / k + (1. - beta) * tf.nn.softmax(lw, axis=0)
-        return EstimatorWeights(bound, c, _ones(lw), c)
+        return _plain(bound, beta / k + (1. - beta) * tf.nn.softmax(lw, axis=0))
     return fn
 
 
 def _piwae(m, k):
     def fn(lw):
-        # Decoder: IWAE over all M*K samples. Encoder: MIWAE(M, K), whose coefficient
-        # c'_i = softmax_group(lw)_i / M; path scale r = c'/c computed in log space:
-        # r_i = exp(LSE_all - LSE_group(i)) / M (finite even when c_i underflows).
+        # Decoder: IWAE over all M*K samples, c_i = softmax(lw)_i. Encoder: MIWAE(M, K),
+        # whose coefficient a_i = softmax_group(lw)_i / M is used as it is, for the
+        # pathwise and the score part. The ratio a_i / c_i = exp(LSE_all - LSE_group) / M
+        # overflows (and c_i underflows to 0) for a group ~88 nats behind the best one,
+        # so it is not used: the pathwise part gets its own backward pass (path_scale
+        # None), except for M = 1 where a = c.
         g = _grouped(lw, m, k)
         c = tf.nn.softmax(lw, axis=0)
         c_enc = tf.reshape(tf.nn.softmax(g, axis=1) / m, tf.shape(lw))
-        lse_all = tf.reduce_logsumexp(lw, axis=0)
-        lse_group = tf.reduce_logsumexp(g, axis=1, keepdims=True) * tf.ones_like(g)
-        r = tf.exp(lse_all - tf.reshape(lse_group, tf.shape(lw))) / m
-        return EstimatorWeights(objectives.iwae_bound(lw), c, r, c_enc)
+        return EstimatorWeights(objectives.iwae_bound(lw), c, c_enc, c_enc,
+                                _ones(lw) if m == 1 else None)
     return fn
 
 
@@ -209,7 +226,7 @@ def surrogate_losses(estimator, log_weights, log_weights_path, log_q_score):
     wts = est(log_weights)
     n = tf.cast(tf.shape(log_weights)[1], log_weights.dtype)
     dec = -tf.reduce_sum(wts.decoder * log_weights) / n
-    enc = -(tf.reduce_sum(wts.decoder * wts.path * log_weights_path)
+    enc = -(tf.reduce_sum(wts.path * log_weights_path)
             - tf.reduce_sum(wts.score * log_q_score)) / n
     return wts.bound, dec, enc
 
@@ -221,8 +238,10 @@ def estimator_gradients(estimator, x, *, prior, likelihood_fn, posterior_fn,
     One forward pass, one backward pass through the decoder and one through the
     encoder. For `plain` estimators that is one ordinary gradient of sum_i c_i log w_i.
     Otherwise the tape is asked for d(sum_i c_i log w_i)/d(theta, z) with z cut from
-    the encoder; then r * d/dz (pathwise part) and the score coefficients s (at the
-    cut z) are sent back through the encoder.
+    the encoder; the pathwise part a_i d log w_i / d z_i is that d/dz scaled by
+    `path_scale` r_i (or, when the estimator gives no bounded r, a second backward pass
+    of sum_i a_i log w_i to z only); it and the score coefficients s (at the cut z) are
+    sent back through the encoder.
 
     Args:
       estimator: a name or `Estimator`.
@@ -263,12 +282,17 @@ def estimator_gradients(estimator, x, *, prior, likelihood_fn, posterior_fn,
         enc_grads = grads[len(decoder_variables):]
     else:
         flat_z, flat_cut = tf.nest.flatten(z), tf.nest.flatten(z_cut)
-        grads = tape.gradient(loss, decoder_variables + flat_cut)
-        dec_grads = grads[:len(decoder_variables)]
-        r = wts.path
-        path_grads = [g * tf.reshape(r, tf.concat(
-            [tf.shape(r), tf.ones([zi.shape.rank - 2], tf.int32)], 0))
-            for g, zi in zip(grads[len(decoder_variables):], flat_z)]
+        if wts.path_scale is not None:
+            grads = tape.gradient(loss, decoder_variables + flat_cut)
+            dec_grads = grads[:len(decoder_variables)]
+            r = wts.path_scale
+            path_grads = [g * tf.reshape(r, tf.concat(
+                [tf.shape(r), tf.ones([zi.shape.rank - 2], tf.int32)], 0))
+                for g, zi in zip(grads[len(decoder_variables):], flat_z)]
+        else:
+            # a_i is not a bounded multiple of c_i: take d(sum_i a_i log w_i)/dz directly.
+            dec_grads = tape.gradient(loss, decoder_variables)
+            path_grads = tape.gradient(log_w, flat_cut, output_gradients=-wts.path / n)
         enc_grads = tape.gradient(flat_z + [log_q], encoder_variables,
                                   output_gradients=path_grads + [wts.score / n])
         del tape

@@ -8,6 +8,23 @@ from tfp_iwae import seeds
 __all__ = ["export_saved_model"]
 
 
+def _checked_rows(x, dim, signature):
+    """x, with a run-time check that its shape is [N, dim].
+
+    A loaded SavedModel's signature functions do not check an input's shape against
+    their `TensorSpec([None, dim])` (only its dtype), so a wrong shape would reach the
+    first matmul and fail there, naming a fused network node (e.g. `.../Tanh` or
+    `.../BiasAdd`) instead of the input. This check runs before the networks.
+    """
+    shape = tf.shape(x)
+    padded = tf.concat([shape, [-1, -1]], axis=0)  # rank < 2 cannot index out of range
+    ok = tf.logical_and(tf.equal(tf.size(shape), 2), tf.equal(padded[1], dim))
+    with tf.control_dependencies([tf.debugging.Assert(ok, [
+            f"{signature}: `x` must have shape [None, {dim}] (float32, one flattened "
+            f"observation of {dim} values per row); got shape", shape])]):
+        return tf.identity(x)
+
+
 class _Serving(tf.Module):
     def __init__(self, model, num_samples, seed):
         super().__init__(name="iwae_serving")
@@ -19,11 +36,15 @@ class _Serving(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="x")])
         def log_prob(x):
+            x = _checked_rows(x, dim, "log_prob")
             lw = self._model.log_weights(x, self._k, seed=self._seed)
             return {"log_prob": objectives.iwae_bound(lw)}
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="n")])
         def sample(n):
+            with tf.control_dependencies([tf.debugging.Assert(
+                    n >= 0, ["sample: `n` must be >= 0 (the number of samples), got", n])]):
+                n = tf.identity(n)
             seed_z, seed_x = tf.unstack(tf.random.experimental.stateless_split(
                 self._seed, 2))
             z = self._model.prior.sample(n, seed=seed_z)
@@ -32,6 +53,7 @@ class _Serving(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="x")])
         def encode(x):
+            x = _checked_rows(x, dim, "encode")
             loc, scale = self._model.q_layers[0].parameters_for(x)
             out = {"h1_mean": loc, "h1_stddev": scale}
             if len(self._model.q_layers) == 2:
@@ -50,7 +72,10 @@ def export_saved_model(model, path, num_samples=1000, seed=0):
     - `sample(n int32) -> {"x": [n, 784] binary, "mean": [n, 784] Bernoulli means}`.
     - `encode(x) -> {"h1_mean", "h1_stddev"}` (+ h2 at h1's mean for 2 layers).
 
-    Load with plain `tf.saved_model.load(path).signatures["log_prob"](x=...)`.
+    Load with plain `tf.saved_model.load(path).signatures["log_prob"](x=...)`. x must be
+    float32 `[N, 784]` (`input_dim` columns): another shape fails with an
+    InvalidArgumentError naming the signature and the expected `[None, 784]`, another
+    dtype with TensorFlow's message that a float tensor was expected; n must be >= 0.
     """
     module = _Serving(model, num_samples, seed)
     tf.saved_model.save(module, path, signatures={

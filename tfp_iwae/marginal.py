@@ -24,7 +24,10 @@ class ImportanceWeightedMarginal(tfd.Distribution):
       num_samples: k >= 1.
       seed: None, an int or `[2]` stateless seed used by `log_prob` (the same seed gives
         the same estimate); None draws fresh samples on every call.
-      validate_args: check that x lies in the likelihood's support.
+      validate_args: check at run time that x lies in the likelihood's support (finite;
+        Bernoulli: every pixel 0 or 1), whether or not `model` was built with
+        `validate_args`. `log_prob` always checks x's dtype (float32 expected; see
+        `IWAE.check_inputs`) and trailing dimension.
     """
 
     def __init__(self, model, num_samples=5000, seed=None, validate_args=False,
@@ -62,13 +65,24 @@ class ImportanceWeightedMarginal(tfd.Distribution):
     def _batch_shape_tensor(self):
         return tf.constant([], tf.int32)
 
+    def log_prob(self, value, name="log_prob", **kwargs):
+        """L_k(x) `[*s]` in nats for x `[*s, input_dim]` float32 (see the class docstring).
+
+        x's dtype is checked here, before `tfd.Distribution.log_prob` would cast a NumPy
+        array to float32: a uint8 0-255 image is refused (ValueError), not scored.
+        """
+        return super().log_prob(self._model.check_inputs(value, validate_args=False),
+                                name=name, **kwargs)
+
+    def prob(self, value, name="prob", **kwargs):
+        """exp(L_k(x)) `[*s]`; x as for `log_prob`."""
+        return super().prob(self._model.check_inputs(value, validate_args=False),
+                            name=name, **kwargs)
+
     def _log_prob(self, x):
-        x = tf.convert_to_tensor(x, tf.float32)
-        if x.shape.rank is not None and x.shape[-1] not in (None, self._model.input_dim):
-            raise ValueError(f"`x` must have shape [..., {self._model.input_dim}], "
-                             f"got {x.shape}.")
-        if self.validate_args:
-            x = self._model.check_inputs(x)
+        # dtype and shape are always checked; the support (finite, Bernoulli: binary)
+        # when this distribution or its model has validate_args.
+        x = self._model.check_inputs(x, validate_args=self.validate_args or None)
         lead = tf.shape(x)[:-1]
         flat = tf.reshape(x, [-1, self._model.input_dim])
         lw = self._model.log_weights(flat, self._num_samples, seed=seeds.stateless_seed(

@@ -47,13 +47,16 @@ class IWAE(keras.Model):
       hidden_units: per stochastic layer, the deterministic hidden sizes of the network
         that maps the layer below to it (encoder order; the decoder mirrors them).
       activation: hidden activation (paper: tanh).
-      likelihood: `bernoulli` (binary or [0, 1] pixels) or `gaussian` (continuous x).
+      likelihood: `bernoulli` (binary pixels; [0, 1] intensities are scored with the
+        continuous relaxation unless `validate_args`) or `gaussian` (continuous x).
       std_parameterization: `exp` (paper) or `softplus` for every Gaussian layer.
       min_std: floor added to softplus standard deviations.
       data_mean: optional mean training image `[input_dim]`; initialises the Bernoulli
         decoder's output bias to its logit (clipped to [1e-3, 1 - 1e-3]), as the
         paper's code does.
-      validate_args: check at run time that x lies in the likelihood's support.
+      validate_args: check at run time that x lies in the likelihood's support: finite,
+        and for `bernoulli` binary (every pixel 0 or 1). Without it a Bernoulli model
+        scores x in [0, 1] with the continuous relaxation of the paper's code.
       seed: optional int making the Glorot initialisation reproducible.
       dtype_policy: Keras dtype policy of the networks, e.g. `mixed_bfloat16` (float32
         variables, bfloat16 matmuls; distributions and bounds stay float32). None: float32.
@@ -153,22 +156,61 @@ class IWAE(keras.Model):
         return tfd.JointDistributionNamed(dict(h1=lambda h2: self.p_h1(h2), h2=top),
                                           validate_args=self.validate_args)
 
-    def check_inputs(self, x):
-        """Converts x to float32 and checks its trailing dimension (and support)."""
-        x = tf.convert_to_tensor(x, dtype=tf.float32)
+    def check_inputs(self, x, validate_args=None):
+        """x as a float32 Tensor `[*batch, input_dim]`, checked.
+
+        dtype: float32 expected. Other floating dtypes (float64, float16, bfloat16) and
+        bool are cast to float32 (exact for the values a pixel takes); integer dtypes
+        are refused, since a uint8 image holds 0-255, which a Bernoulli likelihood would
+        score as data (convert to [0, 1] and binarise first). Python numbers and lists
+        are converted to float32.
+
+        Args:
+          x: observations, `[*batch, input_dim]`.
+          validate_args: also check at run time that x is finite and, for the
+            Bernoulli likelihood, binary (every entry 0 or 1). Default: the model's
+            `validate_args`.
+
+        Raises:
+          ValueError: an integer or non-numeric dtype, or a trailing dimension other
+            than `input_dim` (both named with what was given).
+          InvalidArgumentError: (run time, with validate_args) NaN/inf or, Bernoulli, a
+            value outside [0, 1] or strictly between 0 and 1.
+        """
+        validate = self.validate_args if validate_args is None else validate_args
+        dtype = getattr(x, "dtype", None)
+        if dtype is not None:
+            try:
+                dtype = tf.as_dtype(dtype)
+            except TypeError:
+                raise ValueError(f"`x` must be float32 observations [..., {self.input_dim}]"
+                                 f", got dtype {dtype!r}.") from None
+            if not (dtype.is_floating or dtype == tf.bool):
+                hint = ("Integer images (e.g. uint8 0-255) are not Bernoulli data as they "
+                        "are: scale them to [0, 1] (tf.cast(x, tf.float32) / 255.) and "
+                        "binarise them first." if self.likelihood == "bernoulli" else
+                        "Convert x explicitly, scaled as the training data was.")
+                raise ValueError(f"`x` must be float32 (other floating dtypes and bool are "
+                                 f"converted), got {dtype.name}. {hint}")
+            x = tf.cast(x, tf.float32)
+        else:
+            x = tf.convert_to_tensor(x, dtype=tf.float32)
         if x.shape.rank is not None and (x.shape.rank < 1 or
                                          x.shape[-1] not in (None, self.input_dim)):
             raise ValueError(f"`x` must have shape [..., {self.input_dim}] (flattened "
                              f"observations), got shape {x.shape}.")
-        if self.validate_args:
+        if validate:
             x = tf.debugging.assert_all_finite(x, "x must be finite (found NaN/inf)")
             if self.likelihood == "bernoulli":
-                x = networks.assert_unit_interval(x)
+                x = networks.assert_binary(x)
         return x
 
     def encoder(self, x):
         """q(z|x) for x `[*batch, input_dim]`: batch shape `[*batch]`."""
-        x = self.check_inputs(x)
+        return self._posterior(self.check_inputs(x))
+
+    def _posterior(self, x):
+        """q(z|x) for an already checked float32 x."""
         q1 = self.q_layers[0](x)
         if self.stochastic_layers == 1:
             return q1
@@ -182,9 +224,13 @@ class IWAE(keras.Model):
 
     # -- Bounds ---------------------------------------------------------------------
     def log_weights(self, x, num_samples, seed=None):
-        """`log p(x, z_i) - log q(z_i|x)`, shape `[num_samples, batch]`, in nats."""
+        """`log p(x, z_i) - log q(z_i|x)`, shape `[num_samples, batch]`, in nats.
+
+        x: `[batch, input_dim]`, float32 (see `check_inputs` for dtypes and checks).
+        """
+        x = self.check_inputs(x)
         return objectives.log_weights(x, prior=self.prior, likelihood_fn=self.decoder,
-                                      posterior=self.encoder(x), num_samples=num_samples,
+                                      posterior=self._posterior(x), num_samples=num_samples,
                                       seed=seed)
 
     def bound(self, x, num_samples, objective="iwae", seed=None):
@@ -197,9 +243,12 @@ class IWAE(keras.Model):
     def sample(self, n, seed=None, mean=False):
         """Ancestral samples x ~ p(z) p(x|z), shape `[n, input_dim]`.
 
-        With `mean=True`, returns E[x|z] (Bernoulli probabilities) instead of a sample.
+        `n` is a Python int >= 1 or a scalar integer Tensor (also one only known when a
+        `tf.function` runs; checked then). With `mean=True`, returns E[x|z] (Bernoulli
+        probabilities) instead of a sample.
         """
-        n = objectives.check_num_samples(n, "n")
+        n = objectives.check_num_samples(n, "n", "the number of samples to draw",
+                                         allow_tensor=True)
         seed_z, seed_x = seeds.split_seed(seed, 2)
         z = self.prior.sample(n, seed=seed_z)
         px = self.decoder(z)

@@ -13,7 +13,8 @@ import tensorflow_probability as tfp
 tfd = tfp.distributions
 
 __all__ = ["MLP", "DiagonalGaussian", "GaussianLayer", "BernoulliLayer", "GaussianObservationLayer",
-           "BernoulliLogits", "STD_PARAMETERIZATIONS", "LOG_STD_BOUND"]
+           "BernoulliLogits", "STD_PARAMETERIZATIONS", "LOG_STD_BOUND", "assert_binary",
+           "assert_unit_interval"]
 
 STD_PARAMETERIZATIONS = ("exp", "softplus")
 
@@ -82,9 +83,13 @@ def _std(raw, parameterization, min_std):
 
 
 # Counter-based RNG used for every sample drawn here. XLA on CPU implements TF's default
-# ("auto_select") stateless RNG about 20x slower than Philox, and the default picks a
-# different generator with and without XLA; Philox is fast and gives the same numbers
-# compiled or not.
+# ("auto_select") stateless RNG about 20x slower than Philox, and its compiled draws
+# differ from its uncompiled ones even for a constant seed; Philox is fast. Its numbers
+# are the same with and without XLA only when the seed is a compile-time constant
+# (TensorFlow then folds the op before XLA compiles it); given the seed as a runtime
+# argument, as the training step and the evaluation do, XLA's Philox kernel draws a
+# different stream from TensorFlow's (each reproducible on its own; tested in
+# tests/test_model.py).
 RNG_ALG = "philox"
 
 
@@ -101,7 +106,12 @@ def uniform(shape, seed, dtype=tf.float32):
 
 
 class DiagonalGaussian(tfd.Independent):
-    """`Independent(Normal(loc, scale), 1)` with fast reparameterised Philox sampling."""
+    """`Independent(Normal(loc, scale), 1)` with fast reparameterised Philox sampling.
+
+    loc, scale: `[*batch, units]`; batch shape `[*batch]`, event shape `[units]`. Its
+    parameters are `loc`, `scale`, `validate_args`, `name`, so `copy()` and batch
+    slicing (`d[0]`, `d[:2]`) work as for any TFP distribution.
+    """
 
     def __init__(self, loc, scale, validate_args=False, name="DiagonalGaussian"):
         parameters = dict(locals())
@@ -110,6 +120,23 @@ class DiagonalGaussian(tfd.Independent):
                          name=name)
         self._parameters = parameters
         self._loc, self._scale = loc, scale
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(
+            loc=tfp.util.ParameterProperties(event_ndims=1),
+            scale=tfp.util.ParameterProperties(
+                event_ndims=1,
+                default_constraining_bijector_fn=lambda: tfp.bijectors.Softplus(
+                    low=np.finfo(np.dtype(getattr(dtype, "as_numpy_dtype", dtype))).eps)))
+
+    @property
+    def loc(self):
+        return self._loc
+
+    @property
+    def scale(self):
+        return self._scale
 
     def _sample_n(self, n, seed=None):
         shape = tf.concat([[n], tf.shape(self._loc)], axis=0)
@@ -162,16 +189,28 @@ class BernoulliLogits(tfd.Independent):
     """Independent Bernoulli over the last axis, with a fused, fast `log_prob`.
 
     `log_prob(x) = sum_j x_j l_j - softplus(l_j)` for x in [0, 1] (real-valued x gives
-    the continuous relaxation used by the paper's code for non-binary pixels). Samples
-    are float32 {0, 1}.
+    the continuous relaxation used by the paper's code for non-binary pixels; with
+    `validate_args` x must be binary, every entry 0 or 1, the Bernoulli support). Samples
+    are float32 {0, 1}. logits: `[*batch, units]`; batch shape `[*batch]`, event shape
+    `[units]`; parameters `logits`, `validate_args`, `name` (`copy()` and batch slicing
+    work).
     """
 
     def __init__(self, logits, validate_args=False, name="BernoulliLogits"):
+        parameters = dict(locals())
+        logits = tf.convert_to_tensor(logits, dtype_hint=tf.float32)
         super().__init__(tfd.Bernoulli(logits=logits, dtype=logits.dtype,
                                        validate_args=validate_args),
                          reinterpreted_batch_ndims=1, validate_args=validate_args,
                          name=name)
+        # Record this class's own parameters (not Independent's), so that `copy()` and
+        # batch slicing (`d[0]`, `d[:2]`) rebuild a BernoulliLogits.
+        self._parameters = parameters
         self._logits = logits
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(logits=tfp.util.ParameterProperties(event_ndims=1))
 
     @property
     def logits(self):
@@ -185,7 +224,7 @@ class BernoulliLogits(tfd.Independent):
     def _log_prob(self, x):
         x = tf.convert_to_tensor(x, dtype=self._logits.dtype)
         if self.validate_args:
-            x = assert_unit_interval(x)
+            x = assert_binary(x)
         return tf.reduce_sum(x * self._logits - tf.nn.softplus(self._logits), axis=-1)
 
 
@@ -198,6 +237,26 @@ def assert_unit_interval(x):
             tf.debugging.assert_less_equal(
                 x, tf.ones([], x.dtype),
                 message="x must be in [0, 1] for a Bernoulli likelihood")]):
+        return tf.identity(x)
+
+
+def assert_binary(x):
+    """x, with run-time checks that every entry is 0 or 1: the Bernoulli support.
+
+    A value outside [0, 1] (e.g. a 0-255 pixel) fails the `assert_unit_interval` check;
+    a value strictly between 0 and 1 (e.g. 0.5, an unbinarised intensity, which the
+    relaxation `x l - softplus(l)` would score without complaint) fails with a message
+    saying x must be binary. InvalidArgumentError in both cases.
+    """
+    x = assert_unit_interval(x)
+    inside = tf.math.logical_and(x > 0., x < 1.)
+    largest = tf.reduce_max(tf.where(inside, x, tf.zeros_like(x)))
+    with tf.control_dependencies([tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(inside)),
+            ["x must be binary (every pixel 0 or 1) for a Bernoulli likelihood with "
+             "validate_args; found values strictly between 0 and 1, the largest:", largest,
+             "(binarise the data first; without validate_args such values are scored "
+             "with the continuous [0, 1] relaxation)"])]):
         return tf.identity(x)
 
 

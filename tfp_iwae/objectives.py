@@ -20,14 +20,45 @@ __all__ = [
 ]
 
 
-def check_num_samples(num_samples, name="num_samples"):
-    """Returns `num_samples` as a Python int >= 1, or raises ValueError naming it."""
+_DESCRIPTIONS = {"num_samples": "the number of importance samples k"}
+
+
+def check_num_samples(num_samples, name="num_samples", description=None,
+                      allow_tensor=False):
+    """Returns a count >= 1 (e.g. k), or raises ValueError naming the argument.
+
+    Args:
+      num_samples: the value to check.
+      name: the argument's name, used in the message (e.g. `num_samples`, `n`).
+      description: what the count is, shown in parentheses in the message (e.g. "the
+        number of samples to draw"); default: "the number of importance samples k" for
+        `num_samples`, nothing for other names.
+      allow_tensor: also accept a scalar integer Tensor. One whose value is known at
+        trace time is checked now and returned as a Python int; otherwise it is returned
+        as an int32 Tensor with a run-time check (InvalidArgumentError if < 1).
+
+    Returns:
+      A Python int >= 1 (or, with `allow_tensor`, an int32 scalar Tensor).
+    """
+    if description is None:
+        description = _DESCRIPTIONS.get(name)
+    about = f" ({description})" if description else ""
+    if allow_tensor and tf.is_tensor(num_samples):
+        if not num_samples.dtype.is_integer or num_samples.shape.rank not in (0, None):
+            raise ValueError(f"`{name}` must be a positive integer or a scalar integer "
+                             f"Tensor{about}, got {num_samples!r}.")
+        static = tf.get_static_value(num_samples)
+        if static is None:
+            n = tf.cast(num_samples, tf.int32)
+            with tf.control_dependencies([tf.debugging.assert_positive(
+                    n, message=f"`{name}` must be >= 1{about}")]):
+                return tf.identity(n)
+        num_samples = static.item() if hasattr(static, "item") else static
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
-        raise ValueError(f"`{name}` must be a positive Python integer (the number of "
-                         f"importance samples k), got {num_samples!r}.")
+        kind = "integer or a scalar integer Tensor" if allow_tensor else "Python integer"
+        raise ValueError(f"`{name}` must be a positive {kind}{about}, got {num_samples!r}.")
     if num_samples < 1:
-        raise ValueError(f"`{name}` must be >= 1 (the number of importance samples k), "
-                         f"got {num_samples}.")
+        raise ValueError(f"`{name}` must be >= 1{about}, got {num_samples}.")
     return int(num_samples)
 
 
@@ -60,6 +91,43 @@ def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None):
     return log_pz + log_px_given_z - log_q
 
 
+def _checked_log_weights(log_weights, axis, fn_name):
+    """`log_weights` as a Tensor with at least one sample along `axis`, else a clear error.
+
+    A known (static) shape is checked at once (ValueError); a sample axis of unknown
+    length (e.g. inside a `tf.function` traced with `[None, None]`) gets a run-time
+    assertion (InvalidArgumentError) naming the same problem. XLA (`jit_compile=True`)
+    drops run-time assertions, so there only static shapes are checked; the training
+    step's shapes are static, so its compiled graph holds no assertion.
+    """
+    log_weights = tf.convert_to_tensor(log_weights)
+    what = f"{fn_name}: `log_weights`"
+    rank = log_weights.shape.rank
+    if rank is None:
+        with tf.control_dependencies([tf.debugging.assert_rank_at_least(
+                log_weights, 1, message=f"{what} must have a sample axis, shape "
+                                        f"[num_samples, *batch]; got a scalar")]):
+            log_weights = tf.identity(log_weights)
+    elif rank == 0:
+        raise ValueError(f"{what} must have a sample axis, shape [num_samples, *batch]; "
+                         f"got a scalar.")
+    elif not -rank <= axis < rank:
+        raise ValueError(f"{what} has shape {log_weights.shape}: `axis`={axis} is out of "
+                         f"range.")
+    else:
+        size = log_weights.shape[axis]
+        if size is not None:
+            if size < 1:
+                raise ValueError(f"{what} needs at least one sample along axis {axis} "
+                                 f"(the sample axis), got shape {log_weights.shape}.")
+            return log_weights
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            tf.shape(log_weights)[axis],
+            message=f"{what} needs at least one sample along axis {axis} (the sample "
+                    f"axis)")]):
+        return tf.identity(log_weights)
+
+
 def iwae_bound(log_weights, axis=0):
     """The k-sample importance weighted bound `L_k = logsumexp(log w, axis) - log k`.
 
@@ -70,8 +138,12 @@ def iwae_bound(log_weights, axis=0):
     Returns:
       Tensor `[*batch]`, in nats. Computed with a max-shifted log-sum-exp, so it stays
       finite for very negative log weights (e.g. -1e4) and large k.
+
+    Raises:
+      ValueError: a scalar, or no samples along `axis` (InvalidArgumentError at run
+        time when that length is only known then).
     """
-    log_weights = tf.convert_to_tensor(log_weights)
+    log_weights = _checked_log_weights(log_weights, axis, "iwae_bound")
     k = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
     return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(k)
 
@@ -85,18 +157,49 @@ def vae_bound(log_weights, axis=0):
 
     Returns:
       Tensor `[*batch]`, in nats: a Monte-Carlo estimate of the ELBO.
+
+    Raises:
+      ValueError: a scalar, or no samples along `axis` (as for `iwae_bound`).
     """
+    log_weights = _checked_log_weights(log_weights, axis, "vae_bound")
     return tf.reduce_mean(log_weights, axis=axis)
 
 
 def normalized_weights(log_weights, axis=0):
-    """Self-normalised importance weights `w~ = softmax(log w)` along `axis`."""
+    """Self-normalised importance weights `w~ = softmax(log w)` along `axis`.
+
+    Same shape as `log_weights` (`[num_samples, *batch]`); sums to 1 along `axis`.
+    Raises ValueError for a scalar or no samples along `axis` (as for `iwae_bound`).
+    """
+    log_weights = _checked_log_weights(log_weights, axis, "normalized_weights")
     return tf.nn.softmax(log_weights, axis=axis)
 
 
 def effective_sample_size(log_weights, axis=0):
-    """Effective sample size `1 / sum_i w~_i^2` along `axis`, in [1, k]. Shape `[*batch]`."""
-    log_weights = tf.convert_to_tensor(log_weights)
-    log_w_norm = log_weights - tf.reduce_logsumexp(log_weights, axis=axis, keepdims=True)
-    return tf.exp(-tf.reduce_logsumexp(2. * log_w_norm, axis=axis))
+    """Effective sample size `1 / sum_i w~_i^2 = (sum_i w_i)^2 / sum_i w_i^2` along `axis`.
+
+    Args:
+      log_weights: Tensor `[num_samples, *batch]` (samples along `axis`), in nats.
+      axis: the sample axis.
+
+    Returns:
+      Tensor `[*batch]` in [1, k] (a count of samples, no unit). The weights are first
+      divided by the largest one, u_i = exp(log w_i - max_j log w_j) in [0, 1], so the
+      result is right however large |log w| is (at -1e9 nats float32 rounding hides
+      log k, and normalising by a log-sum-exp first gave 1/k for k tied weights).
+
+      Non-finite log weights: a -inf log weight is a zero weight and is allowed. An
+      example whose log weights contain NaN or +inf, or are all -inf, has no normalised
+      weights; its ESS is NaN (never a number outside [1, k]).
+
+    Raises:
+      ValueError: a scalar, or no samples along `axis` (as for `iwae_bound`).
+    """
+    log_weights = _checked_log_weights(log_weights, axis, "effective_sample_size")
+    valid = tf.math.logical_and(
+        tf.reduce_all(log_weights < float("inf"), axis=axis),  # False for NaN and +inf
+        tf.reduce_any(log_weights > float("-inf"), axis=axis))
+    u = tf.exp(log_weights - tf.reduce_max(log_weights, axis=axis, keepdims=True))
+    ess = tf.square(tf.reduce_sum(u, axis=axis)) / tf.reduce_sum(tf.square(u), axis=axis)
+    return tf.where(valid, ess, tf.constant(float("nan"), ess.dtype))
 

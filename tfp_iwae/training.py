@@ -1,5 +1,6 @@
 """The compiled training step, the optimizer and the paper's learning-rate schedule."""
 
+import math
 
 import keras
 import tensorflow as tf
@@ -13,8 +14,41 @@ __all__ = ["make_optimizer", "make_train_step", "paper_schedule", "PAPER_ADAM_EP
 PAPER_ADAM_EPSILON = 1e-4
 
 
+def _checked_real(value, name, expected, ok):
+    """float(value) if it is a real number with ok(value), else ValueError naming `name`."""
+    if isinstance(value, bool):
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}.") from None
+    if not (math.isfinite(number) and ok(number)):
+        raise ValueError(f"`{name}` must be {expected}, got {number!r}.")
+    return number
+
+
 def make_optimizer(learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=PAPER_ADAM_EPSILON):
-    """Adam with the paper's epsilon = 1e-4 (learning rate is a variable, set per stage)."""
+    """Adam with the paper's epsilon = 1e-4 (learning rate is a variable, set per stage).
+
+    Args:
+      learning_rate: a finite number > 0, or a Keras `LearningRateSchedule` (or callable)
+        passed to Adam as it is.
+      beta_1, beta_2: Adam's moment decay rates, finite, in [0, 1).
+      epsilon: Adam's denominator offset, finite, > 0.
+
+    Raises:
+      ValueError: naming the argument, for a non-number, NaN, inf or a value outside
+        its range (e.g. `make_optimizer(-1)` or `make_optimizer(float("nan"))`).
+    """
+    if not (isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+            or callable(learning_rate)):
+        learning_rate = _checked_real(learning_rate, "learning_rate",
+                                      "a finite number > 0", lambda v: v > 0)
+    beta_1 = _checked_real(beta_1, "beta_1", "a finite number in [0, 1)",
+                           lambda v: 0 <= v < 1)
+    beta_2 = _checked_real(beta_2, "beta_2", "a finite number in [0, 1)",
+                           lambda v: 0 <= v < 1)
+    epsilon = _checked_real(epsilon, "epsilon", "a finite number > 0", lambda v: v > 0)
     return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
                                  epsilon=epsilon)
 
@@ -93,6 +127,10 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
         return grads, bound, lw
 
     def metrics(bound, lw, grad_norm, finite):
+        # `ess` is the batch mean of the per-example ESS, in [1, k]. It is NaN when some
+        # example's log weights are NaN, +inf or all -inf: that example's bound is then
+        # non-finite too, so the step is reported non-finite and not applied, and a mean
+        # over the other examples would describe a batch that was not used.
         bound = tf.reduce_mean(bound)
         return dict(loss=-bound, bound=bound,
                     iwae_bound=tf.reduce_mean(objectives.iwae_bound(lw)),
