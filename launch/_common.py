@@ -18,6 +18,14 @@ def quiet_absl():
     logging.set_verbosity(logging.WARNING)
 
 
+def check_flags(checks):
+    """Fails naming every bad flag at once: `checks` is [(flag, value, ok, expected)]."""
+    bad = [f"--{flag}: expected {expected}, got {value!r}" for flag, value, ok, expected
+           in checks if not ok]
+    if bad:
+        fail("; ".join(bad) + ".")
+
+
 def restore_run(logdir, checkpoint=None):
     """(config, model, checkpoint path) of a training run in `logdir`."""
     import tensorflow as tf

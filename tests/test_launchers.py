@@ -63,13 +63,16 @@ def test_evaluate_reports_nats_bits_and_protocol(trained_run, tmp_path):
     assert "bound against k: L_1" in proc.stdout
 
 
-def test_sample_writes_png(trained_run, tmp_path):
+@pytest.mark.parametrize("rows, pair_cols", [(4, 4), (3, 4)])
+def test_sample_writes_png(trained_run, tmp_path, rows, pair_cols):
+    # rows x rows samples, a gap, then rows rows of ceil(rows / 2) data|reconstruction
+    # pairs (odd --rows used to crash reshaping rows^2 // 2 pairs into rows rows).
     logdir, _ = trained_run
     out = tmp_path / "s.png"
-    proc = run("sample.py", f"--logdir={logdir}", f"--out={out}", "--rows=4")
+    proc = run("sample.py", f"--logdir={logdir}", f"--out={out}", f"--rows={rows}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     img = tf.io.decode_png(tf.io.read_file(str(out))).numpy()
-    assert img.shape == (4 * 28, 4 * 28 + 28 + 4 * 28, 1)  # samples, gap, data/recon pairs
+    assert img.shape == (rows * 28, rows * 28 + 28 + pair_cols * 28, 1)
 
 
 def test_sigkill_and_restart_resumes_and_matches_uninterrupted_run(tmp_path):
@@ -323,3 +326,59 @@ def test_export_saved_model_loads_without_tfp_iwae_and_matches_live_model(traine
     np.testing.assert_allclose(res["log_prob"], live, rtol=1e-4)
     loc, _ = model.q_layers[0].parameters_for(tf.constant(x))
     np.testing.assert_allclose(res["h1_mean"], loc.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("script, flags, expected", [
+    ("evaluate.py", ["--max_images=-1", "--num_samples=0", "--chunk_size=-2",
+                     "--batch_size=0", "--seed=-1", "--fixed_binarization_seed=-3"],
+     ["--max_images: expected an integer >= 0 (0: all images), got -1",
+      "--num_samples: expected an integer >= 1, got 0",
+      "--chunk_size: expected an integer >= 0", "--batch_size: expected an integer >= 1",
+      "--seed: expected an integer >= 0, got -1", "--fixed_binarization_seed: expected"]),
+    ("sample.py", ["--rows=0", "--seed=-1"],
+     ["--rows: expected an integer >= 1, got 0", "--seed: expected an integer >= 0"]),
+    ("export.py", ["--num_samples=-5", "--seed=-2"],
+     ["--num_samples: expected an integer >= 1, got -5", "--seed: expected an integer >= 0"]),
+])
+def test_integer_flags_of_evaluate_sample_export_are_checked(trained_run, script, flags,
+                                                            expected):
+    # Every bad integer flag is named at once, before anything is read or written
+    # (--max_images=-1 used to evaluate all but the last image, -1000 none, giving NaN).
+    logdir = trained_run[0]
+    before = sorted(os.listdir(logdir))
+    proc = run(script, f"--logdir={logdir}", *flags)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for text in expected:
+        assert text in proc.stderr, (text, proc.stderr[-2000:])
+    assert sorted(os.listdir(logdir)) == before
+
+
+def test_evaluate_max_images_beyond_the_split_is_refused(trained_run, tmp_path):
+    out = tmp_path / "res.json"
+    out.write_text('{"earlier": true}')
+    proc = run("evaluate.py", f"--logdir={trained_run[0]}", "--num_samples=2",
+               "--max_images=1001", f"--output={out}")
+    assert proc.returncode == 2
+    assert ("--max_images: expected at most the 1000 images of the mnist_5k test split"
+            in proc.stderr), proc.stderr[-2000:]
+    assert out.read_text() == '{"earlier": true}'  # an earlier result is not overwritten
+
+
+def test_export_into_a_non_empty_directory_needs_overwrite(trained_run, tmp_path):
+    logdir, _ = trained_run
+    out = tmp_path / "sm"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    proc = run("export.py", f"--logdir={logdir}", f"--out={out}", "--num_samples=10")
+    assert proc.returncode == 2
+    assert "--out" in proc.stderr and "is not empty" in proc.stderr and (
+        "--overwrite" in proc.stderr), proc.stderr[-2000:]
+    assert os.listdir(out) == ["notes.txt"]  # untouched
+    proc = run("export.py", f"--logdir={logdir}", f"--out={out}", "--num_samples=10",
+               "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "saved_model.pb" in os.listdir(out) and "notes.txt" not in os.listdir(out)
+    assert [f for f in os.listdir(tmp_path) if f != "sm"] == []  # no temporary left
+    # A directory holding a training run is never replaced, even with --overwrite.
+    proc = run("export.py", f"--logdir={logdir}", f"--out={logdir}", "--overwrite")
+    assert proc.returncode == 2 and "holds a training run" in proc.stderr
