@@ -32,13 +32,19 @@ def restore_run(logdir, checkpoint=None):
     from tfp_iwae import data, loop
     try:
         config = loop.load_config(logdir)
-    except (OSError, ValueError, TypeError) as e:
-        fail(f"--logdir {logdir!r}: no readable run_config.json ({e}).")
+    except loop.TrainingError as e:
+        fail(str(e))
     path = checkpoint or tf.train.latest_checkpoint(f"{logdir}/checkpoints")
     if not path:
         fail(f"--logdir {logdir!r}: no checkpoint found in {logdir}/checkpoints.")
-    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir)
-    model = loop.build_model(config, data_mean=train_x.mean(0))
+    try:
+        train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir)
+        model = loop.build_model(config, data_mean=train_x.mean(0))
+    except data.DataError as e:
+        fail(str(e))
+    except ValueError as e:
+        fail(f"--logdir {logdir!r}: cannot build the model its run_config.json describes "
+             f"({e}).")
     try:
         tf.train.Checkpoint(model=model.checkpointable()).read(
             path).expect_partial().assert_existing_objects_matched()

@@ -147,6 +147,10 @@ def test_init_from_vae_then_iwae_fine_tuning(trained_run, tmp_path):
                f"--init_from={logdir}/checkpoints", "--max_steps=50", "--eval_every=0", *FAST)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "initialised model weights from" in proc.stdout
+    # Only the model's weights are read, on purpose: no warning per optimizer slot, step
+    # or iterator entry of the source checkpoint left unread.
+    assert "could not be found" not in proc.stderr, proc.stderr[-2000:]
+    assert len([l for l in proc.stdout.splitlines() if "initialised" in l]) == 1
     first = float([l for l in proc.stdout.splitlines() if l.startswith("step ")][0]
                   .split("(L_k ")[1].split(",")[0])
     assert first > -180  # starts from the trained weights, not from scratch (~-220)
@@ -326,6 +330,21 @@ def test_export_saved_model_loads_without_tfp_iwae_and_matches_live_model(traine
     np.testing.assert_allclose(res["log_prob"], live, rtol=1e-4)
     loc, _ = model.q_layers[0].parameters_for(tf.constant(x))
     np.testing.assert_allclose(res["h1_mean"], loc.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_second_process_on_a_locked_logdir_is_refused_naming_the_holder(tmp_path):
+    # This test process holds the logdir's lock as a running train.py would.
+    import socket
+    from tfp_iwae import rundir
+    logdir = tmp_path / "r"
+    logdir.mkdir()
+    with rundir.RunLock(str(logdir)):
+        proc = run("train.py", f"--logdir={logdir}", "--max_steps=1", "--eval_every=0")
+    assert proc.returncode == 2
+    assert (f"is in use by PID {os.getpid()} on host '{socket.gethostname()}'"
+            in proc.stderr), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(logdir)) == []  # nothing written: no config, no events
 
 
 @pytest.mark.parametrize("script, flags, expected", [
