@@ -1,10 +1,13 @@
-"""Shared launcher plumbing: import path, quiet TF logs, error reporting."""
+"""Shared launcher plumbing: quiet TF logs, error reporting, flag checks, run restore.
+
+The launchers import the installed `tfp_iwae` (`pip install -e .` or `pip install .`);
+nothing here changes the import path.
+"""
 
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def fail(message):

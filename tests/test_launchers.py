@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import FAST, ROOT, checkpoint_values, run
+from helpers import FAST, ROOT, checkpoint_values, launcher_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_sigkill_and_restart_resumes_and_matches_uninterrupted_run(tmp_path):
     ref = str(tmp_path / "ref")
     assert run("train.py", f"--logdir={ref}", *args).returncode == 0
     killed = str(tmp_path / "killed")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = launcher_env()
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
                              f"--logdir={killed}", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -271,7 +271,7 @@ def test_multi_worker_two_processes_on_localhost_match_single_device(tmp_path):
     for i in range(2):
         tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                      "task": {"type": "worker", "index": i}}
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(tf_config))
+        env = launcher_env(TF_CONFIG=json.dumps(tf_config))
         procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
                                        *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
@@ -401,3 +401,18 @@ def test_export_into_a_non_empty_directory_needs_overwrite(trained_run, tmp_path
     # A directory holding a training run is never replaced, even with --overwrite.
     proc = run("export.py", f"--logdir={logdir}", f"--out={logdir}", "--overwrite")
     assert proc.returncode == 2 and "holds a training run" in proc.stderr
+
+
+def test_launchers_import_the_installed_package_not_their_checkout(tmp_path):
+    # No sys.path surgery in launch/: a launcher imports whichever tfp_iwae the
+    # environment provides (pip install -e / pip install . / PYTHONPATH), like any user
+    # script; here a stand-in package that says so when imported.
+    fake = tmp_path / "tfp_iwae"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('the environment provides this')")
+    for script in ("train.py", "evaluate.py", "sample.py", "export.py"):
+        env = dict(os.environ, PYTHONPATH=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2")
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", script),
+                               "--helpshort"], capture_output=True, text=True, timeout=120,
+                              cwd=str(tmp_path), env=env)
+        assert "the environment provides this" in proc.stderr, (script, proc.stderr[-1500:])

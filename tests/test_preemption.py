@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import FAST, ROOT, checkpoint_values, run
+from helpers import FAST, ROOT, checkpoint_values, launcher_env, run
 from tfp_iwae import preemption, rundir
 
 
@@ -56,7 +56,7 @@ def test_sigterm_checkpoints_the_step_reached_and_the_restart_is_bit_exact(train
     logdir = tmp_path / "preempted"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
                              f"--logdir={logdir}", *args], cwd=ROOT,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                            env=launcher_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stdout:
