@@ -147,9 +147,14 @@ class RunLock:
             else:
                 stale = same_host and free
             if not stale:
-                hint = ("stop it first, or use another --logdir" if same_host or holder is None
-                        else "if that process is gone (e.g. its machine crashed), delete the "
-                        "lock file")
+                if holder is None:
+                    hint = (f"a process is creating it, or died doing so (then it is stale "
+                            f"once {self._grace:.0f} s old)")
+                elif same_host:
+                    hint = "stop it first, or use another --logdir"
+                else:
+                    hint = ("if that process is gone (e.g. its machine crashed), delete the "
+                            "lock file")
                 raise RunDirError(
                     f"--logdir {os.path.dirname(self.path)!r} is in use by "
                     f"{_describe(holder)} (lock file {self.path!r}); {hint}.")
