@@ -1,10 +1,13 @@
-"""Shared launcher plumbing: import path, quiet TF logs, error reporting."""
+"""Shared launcher plumbing: quiet TF logs, error reporting, flag checks, run restore.
+
+The launchers import the installed `tfp_iwae` (`pip install -e .` or `pip install .`);
+nothing here changes the import path.
+"""
 
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def fail(message):
@@ -18,20 +21,34 @@ def quiet_absl():
     logging.set_verbosity(logging.WARNING)
 
 
+def check_flags(checks):
+    """Fails naming every bad flag at once: `checks` is [(flag, value, ok, expected)]."""
+    bad = [f"--{flag}: expected {expected}, got {value!r}" for flag, value, ok, expected
+           in checks if not ok]
+    if bad:
+        fail("; ".join(bad) + ".")
+
+
 def restore_run(logdir, checkpoint=None):
     """(config, model, checkpoint path) of a training run in `logdir`."""
     import tensorflow as tf
     from tfp_iwae import data, loop
     try:
         config = loop.load_config(logdir)
-    except (OSError, ValueError, TypeError) as e:
-        fail(f"--logdir {logdir!r}: no readable run_config.json ({e}).")
+    except loop.TrainingError as e:
+        fail(str(e))
     path = checkpoint or tf.train.latest_checkpoint(f"{logdir}/checkpoints")
     if not path:
         fail(f"--logdir {logdir!r}: no checkpoint found in {logdir}/checkpoints.")
-    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
-                              download=config.download)
-    model = loop.build_model(config, data_mean=train_x.mean(0))
+    try:
+        train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
+                                  download=config.download)
+        model = loop.build_model(config, data_mean=train_x.mean(0))
+    except data.DataError as e:
+        fail(str(e))
+    except ValueError as e:
+        fail(f"--logdir {logdir!r}: cannot build the model its run_config.json describes "
+             f"({e}).")
     try:
         tf.train.Checkpoint(model=model.checkpointable()).read(
             path).expect_partial().assert_existing_objects_matched()

@@ -40,10 +40,14 @@ flags.DEFINE_list("curve_ks", [], "Also report the bound against k for these k (
 
 def main(argv):
     _common.quiet_absl()
-    if F.num_samples < 1:
-        _common.fail(f"--num_samples: expected an integer >= 1, got {F.num_samples}.")
-    if F.chunk_size < 0 or F.batch_size < 1:
-        _common.fail("--chunk_size must be >= 0 and --batch_size >= 1.")
+    _common.check_flags([
+        ("num_samples", F.num_samples, F.num_samples >= 1, "an integer >= 1"),
+        ("chunk_size", F.chunk_size, F.chunk_size >= 0, "an integer >= 0 (0: automatic)"),
+        ("batch_size", F.batch_size, F.batch_size >= 1, "an integer >= 1"),
+        ("max_images", F.max_images, F.max_images >= 0, "an integer >= 0 (0: all images)"),
+        ("seed", F.seed, F.seed >= 0, "an integer >= 0"),
+        ("fixed_binarization_seed", F.fixed_binarization_seed,
+         F.fixed_binarization_seed >= 0, "an integer >= 0")])
     try:
         curve_ks = sorted({int(k) for k in F.curve_ks})
     except ValueError:
@@ -57,6 +61,9 @@ def main(argv):
                             download=config.download)
     except data.DataError as e:
         _common.fail(str(e))
+    if F.max_images > len(x):
+        _common.fail(f"--max_images: expected at most the {len(x)} images of the "
+                     f"{config.dataset} {F.split} split (0: all), got {F.max_images}.")
     if F.max_images:
         x = x[:F.max_images]
     protocol = data.describe(config.dataset, config.binarization)

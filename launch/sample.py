@@ -17,28 +17,36 @@ from tfp_iwae.summaries import image_grid as grid  # the TensorBoard grids' tili
 F = flags.FLAGS
 flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.")
 flags.DEFINE_string("out", None, "PNG path (default: <logdir>/samples.png).")
-flags.DEFINE_integer("rows", 8, "Grid rows (samples: rows x rows; reconstructions: "
-                     "rows pairs of data / reconstruction).")
+flags.DEFINE_integer("rows", 8, "Grid rows (samples: rows x rows; reconstructions: rows "
+                     "rows of ceil(rows / 2) data | reconstruction pairs).")
 flags.DEFINE_bool("mean", True, "Show E[x|z] (Bernoulli means) instead of binary samples.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 
+def pairs_per_row(rows):
+    """Data | reconstruction pairs in each of the `rows` rows: ceil(rows / 2), so the pair
+    grid is `rows` rows of 2 * ceil(rows / 2) tiles (as wide as the sample grid when
+    `rows` is even, one tile wider when it is odd)."""
+    return (rows + 1) // 2
+
+
 def main(argv):
     _common.quiet_absl()
-    if F.rows < 1:
-        _common.fail(f"--rows: expected an integer >= 1, got {F.rows}.")
+    _common.check_flags([("rows", F.rows, F.rows >= 1, "an integer >= 1"),
+                         ("seed", F.seed, F.seed >= 0, "an integer >= 0")])
     config, model, _ = _common.restore_run(F.logdir)
     n = F.rows * F.rows
     samples = model.sample(n, seed=F.seed, mean=F.mean).numpy()
     test = data.load_array(config.dataset, "test", data_dir=config.data_dir,
                            download=config.download)
     # Evenly spaced test images: splits stored sorted by class (mnist_5k) show every class.
-    x = test[np.linspace(0, len(test) - 1, F.rows * F.rows // 2).astype(int)]
+    per_row = pairs_per_row(F.rows)
+    x = test[np.linspace(0, len(test) - 1, F.rows * per_row).astype(int)]
     recon = model.reconstruct(tf.constant(x), seed=F.seed).numpy()
     pairs = np.stack([x, recon], 1).reshape(-1, x.shape[-1])
     sep = np.ones([F.rows * 28, 28])
     picture = np.concatenate([grid(samples, F.rows, F.rows), sep,
-                              grid(pairs, F.rows, len(pairs) // F.rows)], axis=1)
+                              grid(pairs, F.rows, 2 * per_row)], axis=1)
     out = F.out or os.path.join(F.logdir, "samples.png")
     png = tf.io.encode_png(tf.cast(np.round(picture[..., None] * 255), tf.uint8))
     try:

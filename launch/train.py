@@ -4,14 +4,18 @@
     python launch/train.py --dataset=fashion_mnist --data_dir=/usr/share/datasets/fashion-mnist \
         --stochastic_layers=2 --num_samples=50 --objective=iwae --logdir=runs/fm_iwae50
 
-Re-running the same command resumes from the last checkpoint in --logdir.
+Re-running the same command resumes from the last checkpoint in --logdir. SIGTERM or
+SIGINT (Ctrl-C) finish the current step, write a checkpoint and exit with status 143 / 130;
+a second process on the same --logdir is refused while the first runs.
 """
 
-import _common  # noqa: F401  (sets sys.path and TF log level)
+import sys
+
+import _common  # noqa: F401  (quiet TF log level, error reporting)
 from absl import app
 from absl import flags
 
-from tfp_iwae import data, estimators, loop
+from tfp_iwae import data, estimators, loop, preemption, rundir
 
 F = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist_5k", "Dataset: " + ", ".join(sorted(data.DATASETS))
@@ -110,8 +114,11 @@ def main(argv):
     config = loop.RunConfig(**values)
     try:
         result = loop.train(config)
-    except (loop.TrainingError, data.DataError) as e:
+    except (loop.TrainingError, rundir.RunDirError, data.DataError) as e:
         _common.fail(str(e))
+    except preemption.Preempted as e:
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     print(f"done: step {result['step']}, checkpoint {result['checkpoint']}")
 
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import data, estimators
+from tfp_iwae import data, estimators, loop, memory
 from helpers import FAST, run
 
 
@@ -176,3 +176,124 @@ def test_evaluate_curve_ks_outside_num_samples(trained_run, curve, match):
                f"--curve_ks={curve}")
     assert proc.returncode != 0
     assert re.search(match, proc.stderr), proc.stderr[-1500:]
+
+
+@pytest.mark.slow
+def test_evaluate_with_a_run_config_of_wrong_values_names_file_and_flag(trained_run,
+                                                                        tmp_path):
+    # Valid JSON, wrong type: used to pass load_config and crash building the model.
+    logdir = copy_run(trained_run[0], tmp_path / "run")
+    cfg = os.path.join(logdir, "run_config.json")
+    text = open(cfg).read().replace('"stochastic_layers": 1', '"stochastic_layers": "two"')
+    open(cfg, "w").write(text)
+    proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=2", "--max_images=5")
+    assert proc.returncode == 2
+    assert re.search(r"run_config.json': flag 'stochastic_layers' has value 'two', "
+                     r"expected int", proc.stderr), proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
+
+
+# ---- training flags and the run directory (in-process) ---------------------------------
+def quiet(config):
+    """Trains `config` in this process without printing; returns (result, log lines)."""
+    lines = []
+    return loop.train(config, log=lines.append), lines
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("-inf"), float("nan"), 0.])
+def test_learning_rate_must_be_positive_and_finite(lr):
+    with pytest.raises(loop.TrainingError,
+                       match=r"--learning_rate: expected a positive number \(finite\)"):
+        loop.RunConfig(learning_rate=lr).validate()
+
+
+def test_step_that_cannot_fit_in_memory_is_refused_naming_the_flags(tmp_path):
+    # k * batch importance samples each hold the decoder's activations (50 + 200 + 200 +
+    # 784 logits + 784 log-probabilities floats for 1 layer) through the backward pass.
+    assert memory.per_sample_floats(1) == 2018
+    need = memory.training_step_bytes(100_000, 20, 1, xla=True)
+    assert need == int(100_000 * 20 * 2018 * 4 * 1.5)  # ~22.6 GiB
+    msg = memory.check_fits(100_000, 20, 1, available=8 * 2 ** 30)
+    assert re.search(r"--num_samples=100000 with --batch_size=20: the training step needs "
+                     r"about 22.6 GiB .* only 8.0 GiB of memory is available; lower "
+                     r"--num_samples or --batch_size", msg), msg
+    # The paper's settings need little (k=50, batch 20, 2 layers: < 100 MiB).
+    assert memory.check_fits(50, 20, 2, validation_images=200, available=2 ** 30) is None
+    assert memory.training_step_bytes(50, 20, 2) < 100 * 2 ** 20
+    # Validation's log weights of 100 images at k can be the larger part.
+    msg = memory.check_fits(20_000, 20, 1, validation_images=200, available=8 * 2 ** 30)
+    assert "validation about" in msg and "--eval_every=0" in msg
+    # train() refuses before creating anything (k = 10^7 exceeds any machine's memory).
+    logdir = tmp_path / "r"
+    with pytest.raises(loop.TrainingError, match=r"--num_samples=10000000 with "
+                                                 r"--batch_size=20: .*GiB"):
+        quiet(loop.RunConfig(logdir=str(logdir), num_samples=10 ** 7))
+    assert not logdir.exists()
+
+
+def test_a_run_that_fails_to_start_writes_no_run_config(tmp_path):
+    # --batch_size=4000 fails after the logdir check (mnist_5k has 3,500 training images).
+    # It used to leave run_config.json behind, so the corrected command was refused as
+    # "a run with different flags".
+    logdir = tmp_path / "r"
+    with pytest.raises(loop.TrainingError, match="--batch_size=4000 exceeds the 3500"):
+        quiet(loop.RunConfig(logdir=str(logdir), batch_size=4000, max_steps=2))
+    assert not (logdir / "run_config.json").exists()
+    result, _ = quiet(loop.RunConfig(logdir=str(logdir), max_steps=2, eval_every=0,
+                                     log_every=0, checkpoint_every=0, xla=False))
+    assert result["step"] == 2
+    assert loop.load_config(str(logdir)).batch_size == 20  # written once the run started
+    assert not (logdir / "train.lock").exists()
+
+
+@pytest.mark.slow
+def test_checkpoint_keeps_the_model_flags_when_run_config_is_deleted(trained_run, tmp_path):
+    logdir = copy_run(trained_run[0], tmp_path / "run")
+    os.remove(os.path.join(logdir, "run_config.json"))
+    ckdir = os.path.join(logdir, "checkpoints")
+    before = {f: os.path.getmtime(os.path.join(ckdir, f)) for f in os.listdir(ckdir)}
+    with pytest.raises(loop.TrainingError, match=r"checkpoint .*ckpt-300 was written by a "
+                                                 r"run with different flags \(--num_samples=5 "
+                                                 r"there vs 7 now\)"):
+        quiet(loop.RunConfig(logdir=logdir, num_samples=7, max_steps=400, eval_every=0))
+    assert before == {f: os.path.getmtime(os.path.join(ckdir, f)) for f in os.listdir(ckdir)}
+    assert not os.path.exists(os.path.join(logdir, "run_config.json"))
+
+
+@pytest.mark.slow
+def test_checkpoint_from_before_recorded_flags_still_resumes(trained_run, tmp_path):
+    # Runs trained before checkpoints recorded their flags hold no `run_flags`: they
+    # resume as before (flags checked against run_config.json only), with a note.
+    from tfp_iwae import training
+    logdir = copy_run(trained_run[0], tmp_path / "run")
+    ckdir = os.path.join(logdir, "checkpoints")
+    config = loop.load_config(logdir)
+    model = loop.build_model(config)
+    opt = training.make_optimizer()
+    opt.build(model.decoder_variables + model.encoder_variables)
+    iterator = iter(data.load(config.dataset, "train", binarization=config.binarization,
+                              batch_size=config.batch_size, seed=config.seed))
+    old = tf.train.Checkpoint(model=model.checkpointable(), optimizer=opt, iterator=iterator,
+                              step=tf.Variable(0, dtype=tf.int64))
+    old.read(os.path.join(ckdir, "ckpt-300")).assert_existing_objects_matched().expect_partial()
+    tf.train.CheckpointManager(old, ckdir + "_old", max_to_keep=1).save(checkpoint_number=300)
+    shutil.rmtree(ckdir)
+    os.rename(ckdir + "_old", ckdir)
+    result, lines = quiet(loop.RunConfig(logdir=logdir, max_steps=300, eval_every=0,
+                                         num_samples=5, batch_size=20))
+    assert result["step"] == 300
+    assert any("predates checkpoints that record their model flags" in l for l in lines)
+    assert any("resumed from" in l and "at step 300" in l for l in lines), lines
+
+
+def test_validation_log_names_the_binarisation_it_used(mnist_5k):
+    # Under --binarization=none validation sees the intensities: the log must not say
+    # "fixed-binarised".
+    lines = []
+    for binarization, label in [("none", "not binarised (intensities)"),
+                                ("fixed", "fixed-binarised")]:
+        config = loop.RunConfig(binarization=binarization, num_samples=2, eval_samples=3,
+                                eval_images=16)
+        loop._validate(loop.build_model(config), config, mnist_5k[1][:16], 1,
+                       tf.summary.create_noop_writer(), lines.append, "P")
+        assert lines[-1].endswith(f"[P, validation {label}]"), lines[-1]

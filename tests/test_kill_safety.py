@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import FAST, ROOT, checkpoint_values, run
+from helpers import FAST, ROOT, checkpoint_values, launcher_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_ten_random_sigkills_lose_no_checkpoint_and_reproduce_the_run(tmp_path):
     logdir = str(tmp_path / "killed")
     ckdir = os.path.join(logdir, "checkpoints")
     rng = np.random.RandomState(0)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = launcher_env()
     last = 0
     for kill in range(10):
         proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),

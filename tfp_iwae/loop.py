@@ -1,4 +1,8 @@
-"""The training loop behind `launch/train.py`: schedule, checkpoints, resume, TensorBoard."""
+"""The training loop behind `launch/train.py`: schedule, checkpoints, resume, TensorBoard.
+
+The logdir's lock and `run_config.json` live in `rundir`, the graceful stop on SIGTERM /
+SIGINT in `preemption`, the memory estimate in `memory`.
+"""
 
 import contextlib
 import dataclasses
@@ -13,21 +17,27 @@ from tfp_iwae import data
 from tfp_iwae import diagnostics
 from tfp_iwae import estimators
 from tfp_iwae import evaluation
+from tfp_iwae import memory
 from tfp_iwae import model as model_lib
 from tfp_iwae import objectives
+from tfp_iwae import preemption
+from tfp_iwae import rundir
 from tfp_iwae import summaries
 from tfp_iwae import training
 
 __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
            "stage_at", "load_config"]
 
-CONFIG_FILE = "run_config.json"
+CONFIG_FILE = rundir.CONFIG_FILE
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # What reading a corrupt, truncated or mismatched checkpoint raises.
 RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError)
 # Flags that define the model/run: a logdir holding a run with other values is refused.
+# They are recorded in run_config.json and inside every checkpoint (`run_flags`).
 MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "num_samples",
                 "objective", "batch_size", "schedule", "seed", "std_parameterization")
+# Where a checkpoint keeps the JSON of its run's MODEL_FIELDS.
+RUN_FLAGS_KEY = "run_flags/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def make_strategy(name):
@@ -103,7 +113,8 @@ class RunConfig:
              " | ".join(model_lib.LIKELIHOODS), self.likelihood)
         need(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
         need(self.max_steps >= 0, "max_steps", "an integer >= 0 (0: no cap)", self.max_steps)
-        need(self.learning_rate > 0, "learning_rate", "a positive number", self.learning_rate)
+        need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+             "a positive number (finite)", self.learning_rate)
         need(self.seed >= 0, "seed", "a non-negative integer", self.seed)
         need(self.strategy in STRATEGIES, "strategy", " | ".join(STRATEGIES), self.strategy)
         need(self.num_shards >= 0, "num_shards", "an integer >= 0 (0: one per replica)",
@@ -131,8 +142,40 @@ class RunConfig:
 
 
 def load_config(logdir):
-    with open(os.path.join(logdir, CONFIG_FILE)) as f:
-        return RunConfig(**json.load(f))
+    """The RunConfig recorded in `<logdir>/run_config.json`.
+
+    Raises TrainingError naming the file if it is missing, not JSON, or holds unknown
+    flags or values of the wrong type.
+    """
+    path = os.path.join(logdir, CONFIG_FILE)
+    try:
+        flags = rundir.read_config(logdir)
+    except rundir.RunDirError as e:
+        raise TrainingError(str(e)) from None
+    if flags is None:
+        raise TrainingError(f"--logdir {logdir!r}: no {CONFIG_FILE} (not the logdir of a "
+                            f"training run?).")
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(flags) - set(fields))
+    if unknown:
+        raise TrainingError(f"{path!r}: unknown flags {unknown} (written by another version "
+                            f"of tfp_iwae?).")
+    for name, value in flags.items():
+        default = fields[name].default
+        kind = (float, int) if isinstance(default, float) else type(default)
+        if default is None:  # optional strings (data_dir, init_from)
+            ok = value is None or isinstance(value, str)
+        else:
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not ok:
+            raise TrainingError(f"{path!r}: flag {name!r} has value {value!r}, expected "
+                                f"{'a string' if default is None else type(default).__name__}.")
+    return RunConfig(**flags)
+
+
+def model_flags(config):
+    """{flag: value} of MODEL_FIELDS: what must match to resume a run."""
+    return {f: getattr(config, f) for f in MODEL_FIELDS}
 
 
 def stages(config, steps_per_epoch):
@@ -166,26 +209,29 @@ def build_model(config, data_mean=None):
 
 
 def _check_logdir(config):
-    try:
-        os.makedirs(config.logdir, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"--logdir: cannot create {config.logdir!r}: {e}") from None
-    path = os.path.join(config.logdir, CONFIG_FILE)
-    mine = dataclasses.asdict(config)
-    if os.path.exists(path):
-        with open(path) as f:
-            theirs = json.load(f)
-        diff = [f for f in MODEL_FIELDS if theirs.get(f) != mine.get(f)]
-        if diff:
-            detail = ", ".join(f"--{f}={theirs.get(f)!r} there vs {mine.get(f)!r} now"
-                               for f in diff)
-            raise TrainingError(f"--logdir {config.logdir!r} holds a run with different "
-                                f"flags ({detail}); use another --logdir. Nothing was "
-                                f"overwritten.")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(mine, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    """Creates the logdir; refuses one whose run_config.json holds other model flags.
+    Writes nothing else: run_config.json is written once the run starts (`train`)."""
+    rundir.make_logdir(config.logdir)
+    theirs = rundir.read_config(config.logdir)
+    diff = rundir.config_differences(theirs, model_flags(config), MODEL_FIELDS) if (
+        theirs is not None) else []
+    if diff:
+        raise TrainingError(f"--logdir {config.logdir!r} holds a run with different "
+                            f"flags ({', '.join(diff)}); use another --logdir. Nothing was "
+                            f"overwritten.")
+
+
+def _check_memory(config):
+    """Refuses a k * batch that cannot fit in this machine's memory (CPU runs; on GPUs the
+    allocation failure itself is reported, see `train`)."""
+    if tf.config.list_physical_devices("GPU"):
+        return
+    problem = memory.check_fits(config.num_samples, config.batch_size,
+                                config.stochastic_layers, xla=config.xla,
+                                validation_images=config.eval_images if config.eval_every
+                                else 0)
+    if problem:
+        raise TrainingError(problem)
 
 
 def _log(msg):
@@ -193,8 +239,26 @@ def _log(msg):
 
 
 def train(config, log=_log):
-    """Trains (or resumes) a run; returns a dict of final metrics."""
+    """Trains (or resumes) a run; returns a dict of final metrics.
+
+    Raises TrainingError, `rundir.RunDirError` or `data.DataError` with a message naming
+    the flag for bad flags, an unusable or locked logdir, bad data or too little memory.
+    On SIGTERM / SIGINT it finishes the current step, writes a checkpoint and raises
+    `preemption.Preempted` (re-running the same command resumes bit-exactly).
+    """
     config.validate()
+    _check_memory(config)
+    with contextlib.ExitStack() as held:  # the logdir lock and the signal handlers
+        try:
+            return _train(config, log, held)
+        except tf.errors.ResourceExhaustedError as e:
+            raise TrainingError(
+                f"out of memory ({str(e).strip().splitlines()[0][:200]}): lower "
+                f"--num_samples (now {config.num_samples}) or --batch_size (now "
+                f"{config.batch_size}). Completed checkpoints are intact.") from None
+
+
+def _train(config, log, held):
     _check_logdir(config)
     protocol = data.describe(config.dataset, config.binarization)
     train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
@@ -209,6 +273,11 @@ def train(config, log=_log):
     total = plan[-1][1] if not config.max_steps else min(plan[-1][1], config.max_steps)
 
     strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    if chief:  # workers of a multi-worker run share the chief's logdir
+        held.enter_context(rundir.RunLock(config.logdir, on_stale=lambda m: log(f"note: {m}")))
+    stop = held.enter_context(preemption.StopRequest(
+        enabled=config.strategy != "multi_worker"))  # workers would have to agree on a step
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if config.batch_size % max(replicas, config.num_shards or 1):
         raise TrainingError(f"--batch_size={config.batch_size} must be divisible by the "
@@ -225,7 +294,6 @@ def train(config, log=_log):
                                        estimator=config.objective, jit_compile=config.xla,
                                        num_shards=config.num_shards or replicas,
                                        strategy=strategy)
-    chief = is_chief(strategy)
     ckpt_dir = os.path.join(config.logdir, "checkpoints")
     if not chief:  # non-chief workers save (collectively) into a scratch directory
         ckpt_dir = os.path.join(config.logdir, "worker_scratch",
@@ -235,20 +303,15 @@ def train(config, log=_log):
                    download=config.download)
     iterator = iter(ds)
     step = tf.Variable(0, dtype=tf.int64, name="step")
-    ckpt = tf.train.Checkpoint(model=model.checkpointable(), optimizer=opt, step=step,
-                               iterator=iterator)
+    parts = dict(model=model.checkpointable(), optimizer=opt, step=step, iterator=iterator)
+    run_flags = tf.Variable(json.dumps(model_flags(config), sort_keys=True), name="run_flags")
+    ckpt = tf.train.Checkpoint(run_flags=run_flags, **parts)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
     if manager.checkpoints:
-        _restore_newest_readable(ckpt, manager, step, log)
+        _restore_newest_readable(ckpt, manager, step, log, config,
+                                 legacy=tf.train.Checkpoint(**parts))
     elif config.init_from:
-        src = tf.train.latest_checkpoint(config.init_from) or config.init_from
-        try:
-            tf.train.Checkpoint(model=model.checkpointable()).read(
-                src).assert_existing_objects_matched()
-        except RESTORE_ERRORS as e:
-            raise TrainingError(f"--init_from {config.init_from!r}: incompatible checkpoint "
-                                f"({type(e).__name__}: {str(e)[:300]})") from None
-        log(f"initialised model weights from {src}")
+        _init_model_from(model, config.init_from, log)
 
     writer = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.TRAIN))
     vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.VALIDATION))
@@ -274,8 +337,12 @@ def train(config, log=_log):
                     f"good checkpoint: {manager.latest_checkpoint or 'none'}.")
         pending.clear()
 
+    if chief:
+        rundir.write_config(config.logdir, dataclasses.asdict(config))  # the run starts
     s, current_lr = int(step), None
     while s < total:
+        if stop.requested:  # SIGTERM / SIGINT: checkpoint this step, then stop
+            _stop_on_signal(stop, s, check_finite, manager, log)
         stage, lr = stage_at(plan, s)
         if lr != current_lr:
             opt.learning_rate.assign(lr)
@@ -326,13 +393,62 @@ def train(config, log=_log):
     return dict(step=int(step), checkpoint=manager.latest_checkpoint, **metrics)
 
 
-def _restore_newest_readable(ckpt, manager, step, log):
+def _stop_on_signal(stop, s, check_finite, manager, log):
+    """Checkpoints step `s` (unless the newest checkpoint is of it) and raises Preempted."""
+    check_finite()  # never checkpoint weights after an unchecked step
+    if manager.latest_checkpoint is None or int(
+            manager.latest_checkpoint.rsplit("-", 1)[-1]) != s:
+        manager.save(checkpoint_number=s)
+    log(f"received {stop.name} at step {s}: saved checkpoint {manager.latest_checkpoint}; "
+        f"stopping (re-run the same command to resume)")
+    raise preemption.Preempted(stop.requested, s, manager.latest_checkpoint)
+
+
+def _init_model_from(model, init_from, log):
+    """Loads only the model's weights from another run's checkpoint (--init_from)."""
+    src = tf.train.latest_checkpoint(init_from) or init_from
+    node = model.checkpointable()
+    try:
+        # The source also holds an optimizer, a step and a data position: not wanted here.
+        tf.train.Checkpoint(model=node).read(src).assert_existing_objects_matched(
+        ).expect_partial()
+    except RESTORE_ERRORS as e:
+        raise TrainingError(f"--init_from {init_from!r}: incompatible checkpoint "
+                            f"({type(e).__name__}: {str(e)[:300]})") from None
+    log(f"initialised model weights from {src} ({len(model.variables)} variables; "
+        f"optimizer, step and data position start fresh)")
+
+
+def _checkpoint_flags(path):
+    """The MODEL_FIELDS dict recorded in a checkpoint, or None for one written before
+    checkpoints recorded them."""
+    reader = tf.train.load_checkpoint(path)
+    if not reader.has_tensor(RUN_FLAGS_KEY):
+        return None
+    return json.loads(reader.get_tensor(RUN_FLAGS_KEY))
+
+
+def _restore_newest_readable(ckpt, manager, step, log, config, legacy):
     """Restores the newest checkpoint that reads cleanly; a corrupt newer one is skipped
-    (and named), never deleted; if none reads, raises TrainingError."""
+    (and named), never deleted; if none reads, raises TrainingError. A checkpoint written
+    with other model flags is refused (TrainingError), also when run_config.json is gone;
+    one from before checkpoints recorded their flags is restored through `legacy`."""
     failures = []
     for path in reversed(manager.checkpoints):
         try:
-            ckpt.restore(path).assert_existing_objects_matched()
+            theirs = _checkpoint_flags(path)
+            if theirs is not None:
+                diff = rundir.config_differences(theirs, model_flags(config), MODEL_FIELDS)
+                if diff:
+                    raise TrainingError(
+                        f"--logdir {config.logdir!r}: checkpoint {path} was written by a run "
+                        f"with different flags ({', '.join(diff)}); use another --logdir. "
+                        f"Nothing was overwritten.")
+                ckpt.restore(path).assert_existing_objects_matched()
+            else:
+                legacy.restore(path).assert_existing_objects_matched()
+                log(f"note: {path} predates checkpoints that record their model flags: "
+                    f"they could not be checked against this command's")
         except RESTORE_ERRORS as e:
             failures.append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue
@@ -386,4 +502,10 @@ def _validate(model, config, valid_x, s, writer, log, protocol):
         f"L_{config.eval_samples} {np.mean(l5000):.2f} nats "
         f"({evaluation.bits_per_dim(-np.mean(l5000), model.input_dim):.4f} bits/dim), "
         f"active units {au['counts']} on {len(xv)} images [{protocol}, validation "
-        f"fixed-binarised]")
+        f"{validation_binarization(config.binarization)}]")
+
+
+def validation_binarization(binarization):
+    """How validation images are presented for a run's --binarization (log label)."""
+    return ("not binarised (intensities)" if binarization == "none" else
+            "fixed-binarised")

@@ -92,7 +92,8 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
       bound), `bound` (batch-mean of the estimator's bound, nats), `iwae_bound`, `elbo`
       (batch-mean L_k and mean log weight), `ess` (mean effective sample size),
       `grad_norm` (global norm), `finite` (1. if loss and gradients are finite).
-      Non-finite gradients are not applied (under a strategy: replaced by zeros).
+      A step whose loss or gradients are not finite changes nothing: the optimizer update
+      (weights, moments and `optimizer.iterations`) is skipped, also under a strategy.
     """
     num_samples = objectives.check_num_samples(num_samples)
     est = estimators.get_estimator(estimator, num_samples)
@@ -157,9 +158,16 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
 
         return tf.function(step, jit_compile=jit_compile)
 
+    unused = [name for name in ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay",
+                                "use_ema", "gradient_accumulation_steps", "loss_scale_factor")
+              if getattr(optimizer, name, None)]
+    if unused:
+        raise ValueError(f"Under a tf.distribute strategy the step applies plain optimizer "
+                         f"updates; the optimizer's {', '.join(unused)} would be ignored.")
     compiled = tf.function(shard_gradients, jit_compile=jit_compile)
 
     def replica_step(x, seed):
+        """This replica's slice of x -> (all-reduced mean gradients, metrics, finite)."""
         ctx = tf.distribute.get_replica_context()
         rid = ctx.replica_id_in_sync_group
         local = tf.shape(x)[0] // replicas
@@ -171,13 +179,33 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
             tf.math.is_finite(grad_norm),
             ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(
                 tf.reduce_all(tf.math.is_finite(bound)), tf.float32)) > replicas - 0.5)
-        # The Keras optimizer sums gradients over replicas: hand it mean / R each.
-        scaled = [tf.where(finite, g, tf.zeros_like(g)) / replicas for g in mean_grads]
-        optimizer.apply_gradients(zip(scaled, variables))
-        return metrics(bound, lw, grad_norm, finite)
+        return mean_grads, metrics(bound, lw, grad_norm, finite), finite
 
     def step(x, seed):
-        per_replica = strategy.run(replica_step, args=(x, seed))
+        mean_grads, per_replica, finite = strategy.run(replica_step, args=(x, seed))
+        # Every replica (on every worker) holds the same all-reduced gradients and flag, so
+        # all take the same branch. The update runs in cross-replica context, where the
+        # Keras optimizer applies each device's copy of the mean gradient without reducing
+        # again; a non-finite step skips it whole (no moment update, no iteration), rather
+        # than applying zeros, which Adam's momentum would still turn into a weight change.
+        ok = strategy.experimental_local_results(finite)[0]
+
+        def apply():
+            # What `optimizer.apply_gradients` does for this optimizer (see the check on
+            # its options above), minus the second all-reduce: Keras' own apply cannot run
+            # under a tf.cond (it synchronises the replicas through a merge_call).
+            def update(var, grad):
+                optimizer.update_step(grad, var, optimizer.learning_rate)
+
+            with strategy.scope():  # cross-replica context
+                for grad, var in zip(mean_grads, variables):
+                    strategy.extended.update(
+                        var.value if isinstance(var, keras.Variable) else var, update,
+                        args=(grad,), group=False)
+                optimizer.iterations.assign_add(1)
+            return tf.constant(True)
+
+        tf.cond(ok, apply, lambda: tf.constant(False))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                 for k, v in per_replica.items()}
 
