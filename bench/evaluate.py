@@ -8,7 +8,6 @@ Reference: a plain PyTorch IWAE took ~280 s for L_5000 over 1,000 images on 2 co
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 

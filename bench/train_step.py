@@ -12,7 +12,6 @@ gradients), except the encoder's first layer, which needs no input gradient.
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -7,6 +7,7 @@ SIGINT in `preemption`, the memory estimate in `memory`.
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import time
 
