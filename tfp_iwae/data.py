@@ -490,3 +490,25 @@ def prepare_tfds_from_idx(name, idx_dir, data_dir):
         return builder.data_dir
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def epoch_permutation(seed, epoch, n):
+    """The order of the `n` training images in epoch `epoch`: int32 `[n]`.
+
+    argsort of float64 Philox uniforms (ties have probability ~n^2 / 2^53) with the
+    stateless seed fold_in(seed, epoch). Graph- and XLA-compatible; `seed` is a `[2]`
+    int32 seed. Inside and outside XLA Philox streams differ (for seeds that are not
+    compile-time constants), so the training loop computes it in its compiled program.
+    """
+    key = seeds.fold_in(seed, epoch)
+    u = tf.random.stateless_uniform([n], key, dtype=tf.float64, alg=seeds.RNG_ALG)
+    return tf.cast(tf.argsort(u, stable=True), tf.int32)
+
+
+def dynamic_binarization(x, seed, step):
+    """Bernoulli(x) as float32 {0, 1} for training step `step`: the paper's dynamic
+    binarisation, a fresh sample of every batch from the stateless seed
+    fold_in(seed + [0, 1], step). x `[batch, D]` intensities in [0, 1]."""
+    key = seeds.fold_in(seeds.stateless_seed(seed) + [0, 1], step)
+    u = tf.random.stateless_uniform(tf.shape(x), key, dtype=x.dtype, alg=seeds.RNG_ALG)
+    return tf.cast(u < x, tf.float32)

@@ -10,7 +10,10 @@ import numbers
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["stateless_seed", "split_seed", "fold_in"]
+__all__ = ["stateless_seed", "split_seed", "fold_in", "RNG_ALG"]
+
+# The counter-based generator of every stateless draw in tfp_iwae (fast under XLA on CPU).
+RNG_ALG = "philox"
 
 
 def stateless_seed(seed):

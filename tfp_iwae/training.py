@@ -3,13 +3,16 @@
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from tfp_iwae import data
 from tfp_iwae import estimators
 from tfp_iwae import objectives
 from tfp_iwae import seeds
 
-__all__ = ["make_optimizer", "make_train_step", "paper_schedule", "PAPER_ADAM_EPSILON"]
+__all__ = ["make_optimizer", "make_train_step", "paper_schedule", "PAPER_ADAM_EPSILON",
+           "TrainLoop", "step_metrics", "step_seed"]
 
 PAPER_ADAM_EPSILON = 1e-4
 
@@ -127,17 +130,7 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
         lw = tf.stop_gradient(tf.concat([o["log_weights"] for o in outs], axis=1))
         return grads, bound, lw
 
-    def metrics(bound, lw, grad_norm, finite):
-        # `ess` is the batch mean of the per-example ESS, in [1, k]. It is NaN when some
-        # example's log weights are NaN, +inf or all -inf: that example's bound is then
-        # non-finite too, so the step is reported non-finite and not applied, and a mean
-        # over the other examples would describe a batch that was not used.
-        bound = tf.reduce_mean(bound)
-        return dict(loss=-bound, bound=bound,
-                    iwae_bound=tf.reduce_mean(objectives.iwae_bound(lw)),
-                    elbo=tf.reduce_mean(objectives.vae_bound(lw)),
-                    ess=tf.reduce_mean(objectives.effective_sample_size(lw)),
-                    grad_norm=grad_norm, finite=tf.cast(finite, tf.float32))
+    metrics = step_metrics
 
     def is_finite(grad_norm, bound):
         return tf.math.logical_and(tf.math.is_finite(grad_norm),
@@ -212,8 +205,180 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
     return tf.function(step)
 
 
+def step_metrics(bound, log_weights, grad_norm, finite):
+    """The scalars a training step reports (see `make_train_step`).
+
+    `ess` is the batch mean of the per-example ESS, in [1, k]. It is NaN when some
+    example's log weights are NaN, +inf or all -inf: that example's bound is then
+    non-finite too, so the step is reported non-finite and not applied, and a mean over
+    the other examples would describe a batch that was not used.
+    """
+    bound = tf.reduce_mean(bound)
+    return dict(loss=-bound, bound=bound,
+                iwae_bound=tf.reduce_mean(objectives.iwae_bound(log_weights)),
+                elbo=tf.reduce_mean(objectives.vae_bound(log_weights)),
+                ess=tf.reduce_mean(objectives.effective_sample_size(log_weights)),
+                grad_norm=grad_norm, finite=tf.cast(finite, tf.float32))
+
+
 def step_seed(base_seed, step):
     """The stateless seed for training step `step` of a run seeded with `base_seed`."""
     return seeds.fold_in(base_seed, step)
 
 
+
+
+class TrainLoop:
+    """Many optimizer steps per compiled call, with the training images on the device.
+
+    `loop(first_step, num_steps)` runs steps first_step, ..., first_step + num_steps - 1
+    inside one XLA program (a `tf.while_loop`): for step s it takes the images of batch
+    s % steps_per_epoch of epoch s // steps_per_epoch in the order
+    `data.epoch_permutation(seed, epoch)`, binarises them with
+    `data.dynamic_binarization(x, seed, s)` (dynamic binarisation), draws the importance
+    samples with `step_seed(seed, s)`, sets the learning rate of the stage holding s, and
+    applies the estimator's gradients. Everything is a function of (seed, s), so a run's
+    numbers do not depend on how its steps are grouped into calls.
+
+    A step whose loss or gradients are not finite is not applied and ends the call: the
+    returned `steps` counts the steps applied, so the first bad step is
+    first_step + steps (with `finite` 0).
+
+    With `resident=False` the images stay on the host: `loop(first_step, num_steps)`
+    gathers each batch there (same permutation, computed by the same compiled program)
+    and feeds the grey-level batches to the compiled loop, which binarises them as above:
+    the same numbers, for data that should not live on the device.
+
+    Args:
+      model: an `IWAE`.
+      optimizer: a Keras optimizer (its learning rate is set every step from `stages`).
+      num_samples: k.
+      images: float32 `[N, D]` training images, intensities in [0, 1] (already binary for
+        fixed binarisation; then pass `dynamic=False`).
+      batch_size: examples per step; steps_per_epoch = N // batch_size (the remainder of
+        each epoch's permutation is not used).
+      seed: the run's int seed.
+      estimator: an estimator name.
+      dynamic: binarise every batch afresh (dynamic binarisation).
+      stages: [(first_step, learning_rate)] in increasing first_step, the first at 0.
+      max_steps_per_call: the largest num_steps a call takes (the host path's buffer).
+      jit_compile: compile with XLA (False: a graph-mode while loop, same structure).
+      resident: keep the images on the device (default).
+    """
+
+    def __init__(self, model, optimizer, num_samples, images, *, batch_size, seed,
+                 estimator="iwae", dynamic=True, stages=((0, 1e-3),), max_steps_per_call=100,
+                 jit_compile=True, resident=True):
+        images = np.asarray(images, np.float32)
+        if images.ndim != 2 or len(images) < batch_size:
+            raise ValueError(f"`images` must be [N >= batch_size, D], got {images.shape} "
+                             f"with batch_size={batch_size}.")
+        self.num_samples = objectives.check_num_samples(num_samples)
+        self.batch_size = int(batch_size)
+        self.steps_per_epoch = len(images) // self.batch_size
+        self.max_steps_per_call = objectives.check_num_samples(max_steps_per_call,
+                                                               "max_steps_per_call")
+        self.resident = bool(resident)
+        self._seed = int(seed)
+        est = estimators.get_estimator(estimator, self.num_samples)
+        dec_vars, enc_vars = model.decoder_variables, model.encoder_variables
+        variables = dec_vars + enc_vars
+        optimizer.build(variables)
+        n, dim = images.shape
+        base = seeds.stateless_seed(self._seed)
+        starts = tf.constant([int(s) for s, _ in stages], tf.int64)
+        rates = tf.constant([float(r) for _, r in stages], tf.float32)
+        per_epoch, batch = self.steps_per_epoch, self.batch_size
+        # The permutation of the current epoch, recomputed when a step enters a new one.
+        self._order = tf.Variable(tf.zeros([n], tf.int32), trainable=False, name="order")
+        self._order_epoch = tf.Variable(tf.constant(-1, tf.int64), trainable=False,
+                                        name="order_epoch")
+        if self.resident:
+            self._images = tf.Variable(images, trainable=False, name="train_images")
+        else:
+            self._host_images = images
+
+        def ensure_order(epoch):
+            def refresh():
+                self._order.assign(data.epoch_permutation(base, epoch, n))
+                self._order_epoch.assign(epoch)
+                return tf.constant(True)
+            tf.cond(tf.not_equal(epoch, self._order_epoch), refresh,
+                    lambda: tf.constant(False))
+
+        def one_step(s, x_grey):
+            x = data.dynamic_binarization(x_grey, base, s) if dynamic else x_grey
+            out = estimators.estimator_gradients(
+                est, x, prior=model.prior, likelihood_fn=model.decoder,
+                posterior_fn=model.encoder, encoder_variables=enc_vars,
+                decoder_variables=dec_vars, num_samples=self.num_samples,
+                seed=step_seed(self._seed, s))
+            grads = list(out["decoder_grads"]) + list(out["encoder_grads"])
+            grad_norm = tf.linalg.global_norm(grads)
+            finite = tf.math.logical_and(tf.math.is_finite(grad_norm),
+                                         tf.reduce_all(tf.math.is_finite(out["bound"])))
+            stage = tf.reduce_sum(tf.cast(s >= starts, tf.int32)) - 1
+            optimizer.learning_rate.assign(tf.gather(rates, stage))
+
+            def apply():
+                optimizer.apply_gradients(zip(grads, variables))
+                return tf.constant(True)
+
+            tf.cond(finite, apply, lambda: tf.constant(False))
+            return finite, step_metrics(out["bound"], tf.stop_gradient(out["log_weights"]),
+                                        grad_norm, finite)
+
+        def run(first, count, batches):
+            def cond(i, finite, metrics):
+                return tf.math.logical_and(i < count, finite)
+
+            def body(i, finite, metrics):
+                s = first + i
+                if self.resident:
+                    ensure_order(s // per_epoch)
+                    pos = tf.cast(s % per_epoch, tf.int32)
+                    idx = tf.gather(self._order, pos * batch + tf.range(batch))
+                    x_grey = tf.gather(self._images, idx)
+                else:
+                    x_grey = batches[i]
+                ok, m = one_step(s, x_grey)
+                return i + tf.cast(ok, tf.int64), ok, m
+
+            zero = tf.constant(0., tf.float32)
+            init = dict(loss=zero, bound=zero, iwae_bound=zero, elbo=zero, ess=zero,
+                        grad_norm=zero, finite=tf.constant(1., tf.float32))
+            steps, _, metrics = tf.while_loop(
+                cond, body, (tf.constant(0, tf.int64), tf.constant(True), init))
+            return dict(metrics, steps=steps)
+
+        self._run = tf.function(run, jit_compile=jit_compile)
+        self._order_fn = tf.function(
+            lambda epoch: data.epoch_permutation(base, epoch, n), jit_compile=jit_compile)
+        self._dummy = tf.zeros([1, batch, dim], tf.float32)
+        self._host_order = (None, None)
+
+    def _host_batches(self, first, count):
+        """[max_steps_per_call, batch, D] grey batches for steps first..first+count-1."""
+        out = np.zeros([self.max_steps_per_call, self.batch_size,
+                        self._host_images.shape[1]], np.float32)
+        for i in range(count):
+            s = first + i
+            epoch, pos = divmod(s, self.steps_per_epoch)
+            if self._host_order[0] != epoch:
+                self._host_order = (epoch, self._order_fn(
+                    tf.constant(epoch, tf.int64)).numpy())
+            idx = self._host_order[1][pos * self.batch_size:(pos + 1) * self.batch_size]
+            out[i] = self._host_images[idx]
+        return tf.constant(out)
+
+    def __call__(self, first_step, num_steps):
+        """Runs `num_steps` steps from `first_step`; returns the last applied step's
+        metrics (as in `make_train_step`) and `steps`, the number of steps applied."""
+        first_step, num_steps = int(first_step), int(num_steps)
+        if not 1 <= num_steps <= self.max_steps_per_call:
+            raise ValueError(f"`num_steps` must be in [1, {self.max_steps_per_call}] "
+                             f"(max_steps_per_call), got {num_steps}.")
+        batches = (self._dummy if self.resident else
+                   self._host_batches(first_step, num_steps))
+        return self._run(tf.constant(first_step, tf.int64),
+                         tf.constant(num_steps, tf.int64), batches)
