@@ -1,8 +1,13 @@
-"""Helpers for the launcher tests: run a launcher as a subprocess, read checkpoints."""
+"""Helpers for the launcher tests: run a launcher as a subprocess, read checkpoints, serve
+TensorBoard on 127.0.0.1."""
 
+import contextlib
+import json
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 
 import tensorflow as tf
 
@@ -33,3 +38,36 @@ def checkpoint_values(path):
     reader = tf.train.load_checkpoint(path)
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
             if k.startswith("model/")}
+
+
+# Loopback only: never through a proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@contextlib.contextmanager
+def tensorboard(logdir):
+    """A TensorBoard server on 127.0.0.1 over `logdir`: yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}",
+                             "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
+                             "--reload_interval=1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fetch(url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with _OPENER.open(request, timeout=10) as r:
+        return r.read()

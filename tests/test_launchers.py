@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import FAST, ROOT, checkpoint_values, launcher_env, run
+from helpers import FAST, ROOT, checkpoint_values, fetch, launcher_env, run, tensorboard
 
 pytestmark = pytest.mark.slow
 
@@ -223,24 +223,13 @@ def test_helpfull_documents_flags_with_defaults():
 
 def test_tensorboard_server_serves_the_scalars(trained_run):
     # A real TensorBoard on localhost, read back over its HTTP API.
-    import socket
-    import urllib.request
     logdir, _ = trained_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}",
-                           "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
-                           "--reload_interval=1"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=train"
-           f"&tag=bound/objective")
-    try:
+    with tensorboard(logdir) as base:
+        url = f"{base}/data/plugin/scalars/scalars?run=train&tag=bound/objective"
         deadline, points = time.time() + 90, None
         while time.time() < deadline:
             try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    points = json.loads(r.read())
+                points = json.loads(fetch(url))
                 if points:
                     break
             except (OSError, ValueError):
@@ -250,14 +239,9 @@ def test_tensorboard_server_serves_the_scalars(trained_run):
         steps = [p[1] for p in points]
         assert steps == [50, 100, 150, 200, 250, 300]
         assert all(-1000 < p[2] < 0 for p in points)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags",
-                                    timeout=5) as r:
-            tags = json.loads(r.read())
+        tags = json.loads(fetch(f"{base}/data/plugin/scalars/tags"))
         assert "bound/log_likelihood" in tags["validation"]
         assert "optimizer/learning_rate" in tags["train"]
-    finally:
-        tb.terminate()
-        tb.wait(timeout=30)
 
 
 def test_multi_worker_two_processes_on_localhost_match_single_device(tmp_path):

@@ -1,25 +1,22 @@
 """TensorBoard output (`tfp_iwae/summaries.py`): grouped tags, HParams, image grids, and a
 real TensorBoard server reading two runs and an evaluation over HTTP."""
 
-import contextlib
 import dataclasses
 import glob
 import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from helpers import ROOT
+from helpers import ROOT, fetch, tensorboard
 from tfp_iwae import loop, summaries
 
 
@@ -187,37 +184,6 @@ def test_results_runs_share_one_parent_logdir_named_in_the_tensorboard_command(t
 
 # ---- a real TensorBoard --------------------------------------------------------------
 
-# Loopback only: never through a proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@contextlib.contextmanager
-def tensorboard(logdir):
-    """A TensorBoard server on 127.0.0.1 over `logdir`: yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}",
-                             "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
-                             "--reload_interval=1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def fetch(url, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data,
-                                     headers={"Content-Type": "application/json"})
-    with _OPENER.open(request, timeout=10) as r:
-        return r.read()
 
 
 def poll(fn, timeout=90):
