@@ -509,6 +509,4 @@ def dynamic_binarization(x, seed, step):
     """Bernoulli(x) as float32 {0, 1} for training step `step`: the paper's dynamic
     binarisation, a fresh sample of every batch from the stateless seed
     fold_in(seed + [0, 1], step). x `[batch, D]` intensities in [0, 1]."""
-    key = seeds.fold_in(seeds.stateless_seed(seed) + [0, 1], step)
-    u = tf.random.stateless_uniform(tf.shape(x), key, dtype=x.dtype, alg=seeds.RNG_ALG)
-    return tf.cast(u < x, tf.float32)
+    return binarize(x, seeds.fold_in(seeds.stateless_seed(seed) + [0, 1], step))
