@@ -20,9 +20,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfp_iwae  # noqa: E402
-from tfp_iwae import training  # noqa: E402
-
-GROUPED = {"miwae": "miwae({m},{k})", "piwae": "piwae({m},{k})", "ciwae": "ciwae(0.05)"}
+from tfp_iwae import estimators, training  # noqa: E402
 
 
 def sgemm_rate(m, k, n, seconds=1.0):
@@ -104,9 +102,10 @@ def time_step(model, k, estimator, batch, seconds):
 
 
 def estimator_name(name, k):
-    if name in GROUPED:
-        m = {1: 1, 5: 1, 50: 5}.get(k, 1)
-        return GROUPED[name].format(m=m, k=k // m)
+    """A bare table name gets parameters that fit k (estimators.example_name: miwae at
+    k=50 -> miwae(5,10), ciwae -> ciwae(0.05)); a full name is used as it is."""
+    if name in estimators.ESTIMATORS:
+        return estimators.example_name(name, k)
     return name
 
 

@@ -35,11 +35,25 @@ flags.DEFINE_enum("std_parameterization", "exp", ["exp", "softplus"],
                   "Std of each Gaussian layer: exp(linear) (paper) or softplus.")
 flags.DEFINE_integer("num_samples", 5, "k, importance samples per example (M*K for "
                      "miwae/piwae).")
-flags.DEFINE_string("objective", "iwae", "Estimator: " + ", ".join(estimators.ESTIMATOR_NAMES)
-                    + " (e.g. --objective='miwae(8,8)' --num_samples=64).")
-flags.DEFINE_integer("M", None, "Groups for --objective=miwae or piwae (with --K).")
-flags.DEFINE_integer("K", None, "Samples per group for --objective=miwae or piwae.")
-flags.DEFINE_float("beta", None, "ELBO weight in [0, 1] for --objective=ciwae.")
+flags.DEFINE_string("objective", "iwae", "Estimator: " + "; ".join(
+    f"{name}: {spec.doc}" for name, spec in zip(estimators.ESTIMATOR_NAMES,
+                                                estimators.ESTIMATORS.values()))
+    + " (e.g. --objective='miwae(8,8)' --num_samples=64).")
+
+
+def _users(param):
+    return [key for key, spec in estimators.ESTIMATORS.items() if param in spec.params]
+
+
+# One flag per estimator parameter (--M, --K, --beta), from the estimator table.
+PARAM_FLAGS = tuple(estimators.PARAMETERS)
+for _name, _param in estimators.PARAMETERS.items():
+    (flags.DEFINE_integer if _param.type is int else flags.DEFINE_float)(
+        _name, None, f"{_param.doc[0].upper()}{_param.doc[1:]}, for --objective="
+        f"{' or '.join(_users(_name))} (or write it in the name: "
+        f"{', '.join(estimators.estimator_signature(k) for k in _users(_name))}).")
+
+
 flags.DEFINE_integer("batch_size", 20, "Examples per batch (paper: 20).")
 flags.DEFINE_enum("schedule", "paper", ["paper", "constant"],
                   "paper: stages i=0..7 of 3^i passes at learning_rate*10^(-i/7) (3,280 "
@@ -79,20 +93,28 @@ flags.DEFINE_string("diagnostics_estimators", "iwae,stl,dreg", "Comma list of es
 flags.DEFINE_integer("diagnostics_repeats", 16, "Draws per estimator per diagnostic.")
 
 
-def objective_name(objective, m, k, beta):
-    """Folds --M/--K/--beta into the estimator name (e.g. miwae + M=8, K=8 -> miwae(8,8))."""
+def objective_name(objective, **values):
+    """Folds the parameter flags (--M, --K, --beta) into the estimator name: miwae with M=8,
+    K=8 -> miwae(8,8). A name that already holds its parameters is returned as it is."""
     base = objective.strip().lower()
-    if base in ("miwae", "piwae"):
-        if m is None or k is None:
-            _common.fail(f"--objective={base} needs --M and --K (or write {base}(M,K)).")
-        return f"{base}({m},{k})"
-    if base == "ciwae":
-        if beta is None:
-            _common.fail("--objective=ciwae needs --beta (or write ciwae(beta)).")
-        return f"ciwae({beta})"
-    if m is not None or k is not None or beta is not None:
-        _common.fail(f"--M/--K/--beta apply to miwae, piwae and ciwae, not --objective="
-                     f"{objective}.")
+    spec = estimators.ESTIMATORS.get(base)
+    given = [p for p in PARAM_FLAGS if values.get(p) is not None]
+    if spec is not None and spec.params:
+        missing = [p for p in spec.params if values.get(p) is None]
+        if missing:
+            _common.fail(f"--objective={base} needs {' and '.join('--' + p for p in spec.params)}"
+                         f" (or write {base}({','.join(spec.params)})).")
+        extra = [p for p in given if p not in spec.params]
+        if extra:
+            _common.fail(f"{'/'.join('--' + p for p in extra)} "
+                         f"{'does' if len(extra) == 1 else 'do'} not apply to "
+                         f"--objective={base} (it takes {', '.join(spec.params)}).")
+        return f"{base}({','.join(str(values[p]) for p in spec.params)})"
+    if given:
+        users = sorted((key for key, s in estimators.ESTIMATORS.items() if s.params),
+                       key=lambda key: -len(estimators.ESTIMATORS[key].params))
+        _common.fail(f"{'/'.join('--' + p for p in PARAM_FLAGS)} apply to "
+                     f"{', '.join(users[:-1])} and {users[-1]}, not --objective={objective}.")
     return objective
 
 
@@ -109,8 +131,8 @@ def main(argv):
             cpu, [tf.config.LogicalDeviceConfiguration()] * F.cpu_devices)
     values = {f.name: f.value for f in F.get_flags_for_module(__name__)}
     values.pop("cpu_devices")
-    m, k, beta = values.pop("M"), values.pop("K"), values.pop("beta")
-    values["objective"] = objective_name(values["objective"], m, k, beta)
+    params = {p: values.pop(p) for p in PARAM_FLAGS}
+    values["objective"] = objective_name(values["objective"], **params)
     config = loop.RunConfig(**values)
     try:
         result = loop.train(config)

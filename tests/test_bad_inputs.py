@@ -76,6 +76,8 @@ LAUNCHER_CASES = [
     (["--learning_rate=-1"], r"--learning_rate: expected a positive number"),
     (["--objective=miwae", "--M=2"], r"--objective=miwae needs --M and --K"),
     (["--objective=iwae", "--beta=0.5"], r"--M/--K/--beta apply to miwae, piwae and ciwae"),
+    (["--objective=miwae", "--M=2", "--K=2", "--beta=0.5", "--num_samples=4"],
+     r"--beta does not apply to --objective=miwae \(it takes M, K\)"),
     (["--dataset=fashion_mnist", "--data_dir=/nonexistent", "--nodownload"],
      r"not prepared under data_dir='/nonexistent' \(flag --data_dir\)"),
 ]

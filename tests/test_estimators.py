@@ -347,3 +347,27 @@ def test_bad_estimator_names(bad, match):
 def test_grouped_estimator_checks_num_samples():
     with pytest.raises(ValueError, match=r"M\*K = 64 samples .* num_samples is 50"):
         estimators.get_estimator("miwae(8,8)", num_samples=50)
+
+
+def test_an_estimator_object_passes_the_same_checks_as_its_name():
+    # A grouped estimator draws exactly M*K samples, whether named or passed in built.
+    built = estimators.get_estimator("miwae(8,8)")
+    with pytest.raises(ValueError, match=r"M\*K = 64 samples .* num_samples is 50"):
+        estimators.get_estimator(built, num_samples=50)
+    assert estimators.get_estimator(built, num_samples=64) is built
+
+
+def test_every_table_row_parses_back_to_its_canonical_name():
+    # ESTIMATOR_NAMES, canonical names and example names all come from ESTIMATORS: an
+    # example name that fits k parses to itself and needs k (or any k) samples.
+    assert estimators.ESTIMATOR_NAMES == tuple(
+        estimators.estimator_signature(key) for key in estimators.ESTIMATORS)
+    for key, spec in estimators.ESTIMATORS.items():
+        for k in (1, 5, 50, 64):
+            name = estimators.example_name(key, k)
+            est = estimators.get_estimator(name, num_samples=k)
+            assert est.name == name and est.plain == spec.plain
+            assert est.num_samples in (None, k)
+    assert estimators.example_name("miwae", 50) == "miwae(5,10)"
+    with pytest.raises(ValueError, match="iwae takes no arguments"):
+        estimators.get_estimator("iwae(3)")

@@ -38,6 +38,7 @@ References: Burda et al. 2015 (IWAE); Roeder et al. 2017 (STL); Tucker et al. 20
 """
 
 import collections
+import math
 import re
 
 import tensorflow as tf
@@ -45,16 +46,14 @@ import tensorflow as tf
 from tfp_iwae import objectives
 from tfp_iwae import seeds
 
-__all__ = ["EstimatorWeights", "Estimator", "get_estimator", "ESTIMATOR_NAMES",
-           "surrogate_losses", "estimator_gradients"]
+__all__ = ["ESTIMATORS", "ESTIMATOR_NAMES", "Estimator", "EstimatorSpec", "EstimatorWeights",
+           "PARAMETERS", "Parameter", "estimator_gradients", "estimator_name", "estimator_signature",
+           "example_name",
+           "get_estimator", "surrogate_losses"]
 
 EstimatorWeights = collections.namedtuple(
     "EstimatorWeights", ["bound", "decoder", "path", "score", "path_scale"],
     defaults=(None,))
-
-ESTIMATOR_NAMES = ("iwae", "vae", "stl", "dreg", "rws", "miwae(M,K)", "ciwae(beta)",
-                   "piwae(M,K)")
-
 
 class Estimator(collections.namedtuple(
         "Estimator", ["name", "weights_fn", "num_samples", "plain"])):
@@ -144,12 +143,7 @@ def _piwae(m, k):
     return fn
 
 
-_SIMPLE = {"iwae": (_iwae, True), "vae": (_vae, True), "stl": (_stl, False),
-           "dreg": (_dreg, False), "rws": (_rws, False)}
-_PATTERN = re.compile(r"^(miwae|piwae|ciwae)\(([^)]*)\)$")
-
-
-def _parse_int(text, what, name):
+def _parse_count(text, what, name):
     try:
         value = int(text)
     except ValueError:
@@ -159,14 +153,116 @@ def _parse_int(text, what, name):
     return value
 
 
+def _parse_unit(text, what, name):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"Estimator {name!r}: {what} must be a number in [0, 1].")
+    if not 0. <= value <= 1.:
+        raise ValueError(f"Estimator {name!r}: {what} must be in [0, 1], got {value}.")
+    return value
+
+
+class Parameter(collections.namedtuple("Parameter", ["type", "parse", "format", "doc"])):
+    """A parameter an estimator name can take: its Python `type` (int or float), `parse`
+    (text, what, name) -> value (ValueError naming the estimator otherwise), `format`
+    (value -> its text in the canonical name) and `doc` (what it means: flag help)."""
+
+
+# `launch/train.py` has one flag of each name (--M, --K, --beta).
+PARAMETERS = {
+    "M": Parameter(int, _parse_count, str, "number of groups (an integer >= 1)"),
+    "K": Parameter(int, _parse_count, str, "samples per group (an integer >= 1)"),
+    "beta": Parameter(float, _parse_unit, "{:g}".format, "weight of the ELBO, in [0, 1]"),
+}
+
+
+def _groups_of(k):
+    """(M, K) with M*K = k and M the largest divisor of k <= sqrt(k): 50 -> (5, 10)."""
+    m = max(d for d in range(1, math.isqrt(k) + 1) if k % d == 0)
+    return m, k // m
+
+
+class EstimatorSpec(collections.namedtuple(
+        "EstimatorSpec", ["params", "make", "plain", "num_samples", "example", "doc"])):
+    """One row of `ESTIMATORS`.
+
+    Fields: `params` (names of its parameters, keys of `PARAMETERS`), `make` (parameter
+    values -> weights function), `plain` (see `Estimator`), `num_samples` (parameter
+    values -> the k it needs, or None when any k works), `example` (k -> parameter values
+    that fit k, e.g. for benchmarks), `doc` (one line, with the reference).
+    """
+
+
+# The estimator table: the only place that lists the estimators. Names, parsing, the
+# launcher's flag help and the benchmark's choices are all read from it.
+ESTIMATORS = {
+    "iwae": EstimatorSpec((), lambda: _iwae, True, None, lambda k: (),
+                          "IWAE bound L_k and its gradient (Burda et al. 2015)"),
+    "vae": EstimatorSpec((), lambda: _vae, True, None, lambda k: (),
+                         "ELBO averaged over k samples (Kingma & Welling 2014)"),
+    "stl": EstimatorSpec((), lambda: _stl, False, None, lambda k: (),
+                         "IWAE, encoder gradient without the score term (Roeder et al. 2017)"),
+    "dreg": EstimatorSpec((), lambda: _dreg, False, None, lambda k: (),
+                          "IWAE, doubly reparameterised encoder gradient (Tucker et al. 2018)"),
+    "rws": EstimatorSpec((), lambda: _rws, False, None, lambda k: (),
+                         "reweighted wake-sleep, wake-p and wake-q (Bornschein & Bengio 2015)"),
+    "miwae": EstimatorSpec(("M", "K"), _miwae, True, lambda m, k: m * k, _groups_of,
+                           "mean of M IWAE bounds of K samples each (Rainforth et al. 2018)"),
+    "ciwae": EstimatorSpec(("beta",), _ciwae, True, None, lambda k: (0.05,),
+                           "beta * ELBO + (1 - beta) * IWAE (Rainforth et al. 2018)"),
+    "piwae": EstimatorSpec(("M", "K"), _piwae, False, lambda m, k: m * k, _groups_of,
+                           "IWAE decoder, MIWAE(M,K) encoder (Rainforth et al. 2018)"),
+}
+
+
+def estimator_signature(key):
+    """The name of estimator `key` with its parameters' names: "miwae" -> "miwae(M,K)"."""
+    params = ESTIMATORS[key].params
+    return f"{key}({','.join(params)})" if params else key
+
+
+ESTIMATOR_NAMES = tuple(estimator_signature(key) for key in ESTIMATORS)
+
+_PATTERN = re.compile(r"^([a-z_]+)(?:\(([^)]*)\))?$")
+_COUNTS = {1: "one", 2: "two", 3: "three"}
+
+
+def estimator_name(key, *values):
+    """The canonical name of estimator `key` with parameter values: ("miwae", 8, 8) ->
+    "miwae(8,8)"; ("ciwae", 0.05) -> "ciwae(0.05)"."""
+    spec = ESTIMATORS[key]
+    if len(values) != len(spec.params):
+        raise ValueError(f"Estimator {key!r} takes parameters ({', '.join(spec.params)}), "
+                         f"got {values!r}.")
+    if not values:
+        return key
+    text = ",".join(PARAMETERS[p].format(v) for p, v in zip(spec.params, values))
+    return f"{key}({text})"
+
+
+def example_name(key, num_samples):
+    """A name of estimator `key` that fits `num_samples` draws, e.g. ("miwae", 50) ->
+    "miwae(5,10)" (M the largest divisor <= sqrt(k)), ("ciwae", 5) -> "ciwae(0.05)"."""
+    return estimator_name(key, *ESTIMATORS[key].example(num_samples))
+
+
+def _check_num_samples(est, name, num_samples):
+    if num_samples is not None and est.num_samples is not None and \
+            num_samples != est.num_samples:
+        raise ValueError(f"Estimator {name!r} draws M*K = {est.num_samples} samples per "
+                         f"example, but num_samples is {num_samples}.")
+    return est
+
+
 def get_estimator(name, num_samples=None):
-    """Looks up an estimator by name.
+    """Looks up an estimator by name in `ESTIMATORS`.
 
     Args:
       name: one of `iwae`, `vae`, `stl`, `dreg`, `rws`, `miwae(M,K)`, `ciwae(beta)`,
-        `piwae(M,K)` (spaces ignored; case-insensitive).
+        `piwae(M,K)` (spaces ignored; case-insensitive), or an `Estimator`.
       num_samples: the k the caller will draw; checked against M*K for grouped
-        estimators (None: no check).
+        estimators (None: no check), for an `Estimator` passed in too.
 
     Returns:
       An `Estimator`.
@@ -176,35 +272,25 @@ def get_estimator(name, num_samples=None):
         `num_samples` != M*K.
     """
     if isinstance(name, Estimator):
-        return name
+        return _check_num_samples(name, name.name, num_samples)
     key = str(name).replace(" ", "").lower()
-    if key in _SIMPLE:
-        fn, plain = _SIMPLE[key]
-        return Estimator(key, fn, None, plain)
     match = _PATTERN.match(key)
-    if not match:
+    if not match or match.group(1) not in ESTIMATORS:
         raise ValueError(f"Unknown estimator {name!r}; known: {', '.join(ESTIMATOR_NAMES)}.")
-    kind, args = match.group(1), match.group(2).split(",")
-    if kind == "ciwae":
-        if len(args) != 1:
-            raise ValueError(f"Estimator {name!r}: ciwae takes one argument, beta in [0, 1].")
-        try:
-            beta = float(args[0])
-        except ValueError:
-            raise ValueError(f"Estimator {name!r}: beta must be a number in [0, 1].")
-        if not 0. <= beta <= 1.:
-            raise ValueError(f"Estimator {name!r}: beta must be in [0, 1], got {beta}.")
-        return Estimator(f"ciwae({beta:g})", _ciwae(beta), None, True)
-    if len(args) != 2:
-        raise ValueError(f"Estimator {name!r}: {kind} takes two arguments, (M, K).")
-    m = _parse_int(args[0], "M", name)
-    k = _parse_int(args[1], "K", name)
-    if num_samples is not None and num_samples != m * k:
-        raise ValueError(f"Estimator {name!r} draws M*K = {m * k} samples per example, but "
-                         f"num_samples is {num_samples}.")
-    if kind == "miwae":
-        return Estimator(f"miwae({m},{k})", _miwae(m, k), m * k, True)
-    return Estimator(f"piwae({m},{k})", _piwae(m, k), m * k, False)
+    kind, spec = match.group(1), ESTIMATORS[match.group(1)]
+    args = [] if match.group(2) is None else match.group(2).split(",")
+    if len(args) != len(spec.params):
+        if not spec.params:
+            raise ValueError(f"Estimator {name!r}: {kind} takes no arguments.")
+        count = _COUNTS.get(len(spec.params), str(len(spec.params)))
+        detail = ("beta in [0, 1]" if spec.params == ("beta",)
+                  else f"({', '.join(spec.params)})")
+        raise ValueError(f"Estimator {name!r}: {kind} takes {count} argument"
+                         f"{'s' if len(spec.params) > 1 else ''}, {detail}.")
+    values = [PARAMETERS[p].parse(a, p, name) for p, a in zip(spec.params, args)]
+    est = Estimator(estimator_name(kind, *values), spec.make(*values),
+                    spec.num_samples(*values) if spec.num_samples else None, spec.plain)
+    return _check_num_samples(est, name, num_samples)
 
 
 def surrogate_losses(estimator, log_weights, log_weights_path, log_q_score):
