@@ -91,6 +91,10 @@ flags.DEFINE_integer("diagnostics_every", 0, "Steps between gradient diagnostics
 flags.DEFINE_string("diagnostics_estimators", "iwae,stl,dreg", "Comma list of estimators "
                     "compared by the diagnostics.")
 flags.DEFINE_integer("diagnostics_repeats", 16, "Draws per estimator per diagnostic.")
+flags.DEFINE_integer("steps_per_call", 100, "Most optimizer steps per compiled call (the "
+                     "training images on the device; shuffling, binarisation and sampling "
+                     "in the compiled program). The numbers do not depend on it. Calls also "
+                     "end at log/validation/checkpoint steps and after ~2 s.")
 
 
 def objective_name(objective, **values):

@@ -39,7 +39,8 @@ from tfp_iwae.sources import DataError
 __all__ = ["load", "load_array", "describe", "protocol_note", "DATASETS", "BINARIZATIONS",
            "SPLITS", "DataError", "prepare_tfds_from_idx", "binarize", "fixed_binarization",
            "evaluation_pixels", "active_units_images", "ACTIVE_UNITS_IMAGES",
-           "DOWNLOAD_HOSTS", "DOWNLOAD_PROBE_TIMEOUT_S"]
+           "DOWNLOAD_HOSTS", "DOWNLOAD_PROBE_TIMEOUT_S", "presented", "epoch_permutation",
+           "dynamic_binarization"]
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
 SPLITS = ("train", "validation", "test", "train+validation")
@@ -404,14 +405,28 @@ def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
     x = load_array(name, split, data_dir=data_dir, source=source, download=download)
     if limit is not None:
         x = x[:int(limit)]
-    if name != "binarized_mnist" and binarization == "fixed":
-        x = fixed_binarization(x, fixed_binarization_seed)
+    x, dynamic = presented(name, x, binarization, fixed_binarization_seed)
     if drop_remainder and len(x) < batch_size:
         raise DataError(f"{name}/{split} has {len(x)} images, fewer than one batch of "
                         f"--batch_size={batch_size}.")
     return from_array(x, batch_size=batch_size, shuffle=shuffle, repeat=repeat,
-                      drop_remainder=drop_remainder, seed=seed,
-                      dynamic=(binarization == "dynamic" and name != "binarized_mnist"))
+                      drop_remainder=drop_remainder, seed=seed, dynamic=dynamic)
+
+
+def presented(name, x, binarization, fixed_binarization_seed=0):
+    """(images, dynamic): a split's intensities `[N, 784]` as a pipeline presents them.
+
+    `fixed` binarises every image once with `fixed_binarization_seed`; `dynamic` leaves
+    the intensities for a fresh Bernoulli sample of every batch (then `dynamic` is True);
+    `none` keeps intensities. binarized_mnist is binary already and stays as it is.
+    Shared by `load` and the training loop's device-resident path (`training.TrainLoop`).
+    """
+    _check_choice(binarization, BINARIZATIONS, "binarization")
+    if name == "binarized_mnist":
+        return x, False
+    if binarization == "fixed":
+        return fixed_binarization(x, fixed_binarization_seed), False
+    return x, binarization == "dynamic"
 
 
 def from_array(x, *, batch_size, shuffle, repeat, drop_remainder, seed, dynamic):

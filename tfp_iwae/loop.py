@@ -95,6 +95,7 @@ class RunConfig:
     diagnostics_every: int = 0
     diagnostics_estimators: str = "iwae,stl,dreg"
     diagnostics_repeats: int = 16
+    steps_per_call: int = 100
 
     def validate(self):
         def need(cond, flag, expected, value):
@@ -131,6 +132,8 @@ class RunConfig:
             need(getattr(self, flag) >= 0, flag, "an integer >= 0 (0: never)",
                  getattr(self, flag))
         need(self.eval_samples >= 1, "eval_samples", "an integer >= 1", self.eval_samples)
+        need(self.steps_per_call >= 1, "steps_per_call", "an integer >= 1",
+             self.steps_per_call)
         try:
             estimators.get_estimator(self.objective, self.num_samples)
         except ValueError as e:
@@ -291,20 +294,32 @@ def _train(config, log, held):
     with scope:
         model = build_model(config, data_mean=train_x.mean(0))
         opt = training.make_optimizer(config.learning_rate)
-    step_fn = training.make_train_step(model, opt, config.num_samples,
-                                       estimator=config.objective, jit_compile=config.xla,
-                                       num_shards=config.num_shards or replicas,
-                                       strategy=strategy)
     ckpt_dir = os.path.join(config.logdir, "checkpoints")
     if not chief:  # non-chief workers save (collectively) into a scratch directory
         ckpt_dir = os.path.join(config.logdir, "worker_scratch",
                                 str(strategy.cluster_resolver.task_id))
-    ds = data.load(config.dataset, "train", binarization=config.binarization,
-                   batch_size=config.batch_size, data_dir=config.data_dir, seed=config.seed,
-                   download=config.download)
-    iterator = iter(ds)
     step = tf.Variable(0, dtype=tf.int64, name="step")
-    parts = dict(model=model.checkpointable(), optimizer=opt, step=step, iterator=iterator)
+    parts = dict(model=model.checkpointable(), optimizer=opt, step=step)
+    if fused_path(config):
+        images, dynamic = data.presented(config.dataset, train_x, config.binarization)
+        trainer = training.TrainLoop(
+            model, opt, config.num_samples, images, batch_size=config.batch_size,
+            seed=config.seed, estimator=config.objective, dynamic=dynamic,
+            stages=[(first, lr) for first, _, lr in plan],
+            max_steps_per_call=config.steps_per_call, jit_compile=config.xla,
+            resident=images.nbytes <= RESIDENT_MAX_BYTES)
+        run_steps = trainer
+    else:  # a strategy or sharded sampling: one compiled step per call, tf.data batches
+        step_fn = training.make_train_step(model, opt, config.num_samples,
+                                           estimator=config.objective,
+                                           jit_compile=config.xla,
+                                           num_shards=config.num_shards or replicas,
+                                           strategy=strategy)
+        ds = data.load(config.dataset, "train", binarization=config.binarization,
+                       batch_size=config.batch_size, data_dir=config.data_dir,
+                       seed=config.seed, download=config.download)
+        parts["iterator"] = iter(ds)
+        run_steps = _per_step_calls(step_fn, parts["iterator"], opt, plan, config.seed)
     run_flags = tf.Variable(json.dumps(model_flags(config), sort_keys=True), name="run_flags")
     ckpt = tf.train.Checkpoint(run_flags=run_flags, **parts)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
@@ -325,39 +340,42 @@ def _train(config, log, held):
         f"objective {config.objective}, k={config.num_samples}; batch {config.batch_size}; "
         f"{steps_per_epoch} steps/epoch; {total} steps; strategy {config.strategy} "
         f"({replicas} replica(s))")
-    t0, s0 = time.perf_counter(), int(step)
+    t_start, s_start = time.perf_counter(), int(step)
+    t0, s0 = None, s_start
     metrics = {}
     diag_batch, samplers = None, None
-    pending = []  # (step, finite flag) not yet read back: lets steps run asynchronously
-
-    def check_finite():
-        for at, flag in pending:
-            if float(flag) != 1.:
-                raise TrainingError(
-                    f"non-finite loss or gradient at step {at} (weights not updated); last "
-                    f"good checkpoint: {manager.latest_checkpoint or 'none'}.")
-        pending.clear()
 
     if chief:
         rundir.write_config(config.logdir, dataclasses.asdict(config))  # the run starts
-    s, current_lr = int(step), None
+    s = int(step)
+    calls = _CallSizer(config.steps_per_call)
     while s < total:
         if stop.requested:  # SIGTERM / SIGINT: checkpoint this step, then stop
-            _stop_on_signal(stop, s, check_finite, manager, log)
-        stage, lr = stage_at(plan, s)
-        if lr != current_lr:
-            opt.learning_rate.assign(lr)
-            current_lr = lr
-        x = next(iterator)
-        out = step_fn(x, training.step_seed(config.seed, s))
-        pending.append((s, out["finite"]))
-        step.assign_add(1)
-        s += 1
-        if len(pending) >= 50 or s == total:
-            check_finite()
+            _stop_on_signal(stop, s, manager, log)
+        # A call ends at the next step that logs, validates, runs diagnostics or saves.
+        end = min([total, s + calls.size] + [
+            (s // every + 1) * every for every in (
+                config.log_every, config.eval_every, config.checkpoint_every,
+                config.diagnostics_every) if every])
+        started = time.perf_counter()
+        out = run_steps(s, end - s)
+        applied = int(out["steps"])
+        calls.record(applied, time.perf_counter() - started)
+        if t0 is None:  # the first call compiles: the rate counts from its end
+            t0, s0 = time.perf_counter(), s + applied
+        step.assign(s + applied)
+        if applied < end - s:  # steps s .. s+applied-1 were applied; the next was not
+            raise TrainingError(
+                f"non-finite loss or gradient at step {s + applied} (weights not "
+                f"updated); last good checkpoint: {manager.latest_checkpoint or 'none'}.")
+        s = end
+        stage, lr = stage_at(plan, s - 1)
         if config.log_every and (s % config.log_every == 0 or s == total):
-            metrics = {k: float(v) for k, v in out.items()}
-            rate = (s - s0) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
+            metrics = {k: float(v) for k, v in out.items() if k != "steps"}
+            # Examples/s since the end of the first (compiling) call, validations included
+            # (at the first call's own end: since the start, compilation included).
+            since, first = (t0, s0) if s > s0 else (t_start, s_start)
+            rate = (s - first) * config.batch_size / max(time.perf_counter() - since, 1e-9)
             eta = (total - s) * config.batch_size / max(rate, 1e-9)
             bpd = evaluation.bits_per_dim(-metrics["bound"], model.input_dim)
             summaries.write_training(writer, s, metrics, bits_per_dim=bpd, learning_rate=lr,
@@ -369,8 +387,7 @@ def _train(config, log, held):
                 f"= {bpd:.4f} bits/dim "
                 f"(L_k {metrics['iwae_bound']:.2f}, ELBO {metrics['elbo']:.2f}, "
                 f"ESS {metrics['ess']:.2f}) {rate:.0f} ex/s ETA {eta:.0f}s [{protocol}]")
-        if config.eval_every and (s % config.eval_every == 0
-                                                          or s == total):
+        if config.eval_every and (s % config.eval_every == 0 or s == total):
             _validate(model, config, valid_x, s, vwriter, log, protocol)
         if config.diagnostics_every and s % config.diagnostics_every == 0:
             diag_batch = diag_batch if diag_batch is not None else _diagnostics_batch(
@@ -380,7 +397,6 @@ def _train(config, log, held):
                 for n in filter(None, config.diagnostics_estimators.split(","))}
             _gradient_diagnostics(samplers, diag_batch, config, s, writer, log)
         if config.checkpoint_every and (s % config.checkpoint_every == 0 or s == total):
-            check_finite()  # never checkpoint weights after an unchecked step
             manager.save(checkpoint_number=s)
     if manager.latest_checkpoint is None or int(step) != int(
             manager.latest_checkpoint.rsplit("-", 1)[-1]):
@@ -394,9 +410,61 @@ def _train(config, log, held):
     return dict(step=int(step), checkpoint=manager.latest_checkpoint, **metrics)
 
 
-def _stop_on_signal(stop, s, check_finite, manager, log):
+# Training images up to this size live on the device (the fused loop's resident path);
+# larger ones are gathered on the host per call, with the same numbers.
+RESIDENT_MAX_BYTES = 2 << 30
+# A call of many steps is cut to about this many seconds, so that SIGTERM/SIGINT (checked
+# between calls) is answered quickly whatever the step costs.
+CALL_SECONDS = 2.
+
+
+def fused_path(config):
+    """True when the run trains through `training.TrainLoop` (many steps per compiled call,
+    the default): every run on one device with one shard. A tf.distribute strategy or
+    --num_shards > 1 trains one compiled step per call from a tf.data pipeline."""
+    return config.strategy == "default" and config.num_shards <= 1
+
+
+class _CallSizer:
+    """How many steps the next call runs: --steps_per_call at most, and about
+    CALL_SECONDS of work once the step time is known. The numbers do not depend on it."""
+
+    def __init__(self, most):
+        self.most, self.size = most, min(most, 10)
+
+    def record(self, steps, seconds):
+        if steps and seconds > 0:
+            per_step = seconds / steps
+            self.size = int(max(1, min(self.most, CALL_SECONDS / per_step)))
+
+
+def _per_step_calls(step_fn, iterator, optimizer, plan, seed):
+    """`run(first, count)` over one-step calls of `step_fn` with tf.data batches: the
+    interface of `training.TrainLoop` for strategy runs. The steps run asynchronously and
+    their finite flags are read at the end of the call: `steps` counts the steps before
+    the first non-finite one (which `step_fn` did not apply; the training loop stops
+    there)."""
+    current = [None]
+
+    def run(first, count):
+        outs = []
+        for i in range(count):
+            s = first + i
+            lr = stage_at(plan, s)[1]
+            if lr != current[0]:
+                optimizer.learning_rate.assign(lr)
+                current[0] = lr
+            outs.append(step_fn(next(iterator), training.step_seed(seed, s)))
+        for i, out in enumerate(outs):
+            if float(out["finite"]) != 1.:
+                return dict(out, steps=i)
+        return dict(outs[-1], steps=count)
+
+    return run
+
+
+def _stop_on_signal(stop, s, manager, log):
     """Checkpoints step `s` (unless the newest checkpoint is of it) and raises Preempted."""
-    check_finite()  # never checkpoint weights after an unchecked step
     if manager.latest_checkpoint is None or int(
             manager.latest_checkpoint.rsplit("-", 1)[-1]) != s:
         manager.save(checkpoint_number=s)
