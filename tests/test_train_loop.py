@@ -1,9 +1,14 @@
 """The fused training loop: many optimizer steps in one compiled call (training.TrainLoop)."""
 
+import os
+import re
+
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfp_iwae
+from helpers import checkpoint_values
 from tfp_iwae import sources, training
 
 IMAGES = sources.embedded_mnist("train")[0][:400]
@@ -74,3 +79,56 @@ def test_bad_arguments_are_named():
                               seed=0, max_steps_per_call=4)
     with pytest.raises(ValueError, match="num_steps"):
         loop(0, 5)
+
+
+def _train(tmp_path, name, **flags):
+    """loop.train on mnist_5k, k=3, batch 20, no validation; returns (result, log lines)."""
+    from tfp_iwae import loop
+    lines = []
+    config = loop.RunConfig(logdir=str(tmp_path / name), num_samples=3, batch_size=20,
+                            eval_every=0, log_every=0, schedule="constant", epochs=1,
+                            **flags)
+    return loop.train(config, log=lines.append), lines
+
+
+def test_the_training_loop_gives_the_same_weights_for_any_steps_per_call(tmp_path):
+    # 40 steps with calls of at most 7 steps, checkpoints every 10 (7 divides neither 10
+    # nor 40), against calls of up to 100: every draw is a function of (seed, step), and
+    # each call ends at a checkpoint step, so the saved weights are bit-identical.
+    a, _ = _train(tmp_path, "n7", steps_per_call=7, checkpoint_every=10, max_steps=40)
+    b, _ = _train(tmp_path, "n100", steps_per_call=100, checkpoint_every=0, max_steps=40)
+    assert a["step"] == b["step"] == 40
+    wa, wb = checkpoint_values(a["checkpoint"]), checkpoint_values(b["checkpoint"])
+    assert wa.keys() == wb.keys() and len(wa) == 14
+    for key in wa:
+        np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
+    assert sorted(os.listdir(tmp_path / "n7" / "checkpoints")) == sorted(
+        [f"ckpt-{s}.{ext}" for s in (20, 30, 40) for ext in ("index", "data-00000-of-00001")]
+        + ["checkpoint"])
+
+
+def test_the_training_loop_stops_at_a_non_finite_step_and_names_it(tmp_path, monkeypatch):
+    # One training image is NaN (after the model's data mean was taken): the first step
+    # whose batch holds it has a NaN bound. That step is not applied, the run stops naming
+    # it, and no checkpoint holds a step at or after it.
+    from tfp_iwae import data, loop
+    original = data.presented
+
+    def with_nan(*args, **kwargs):
+        images, dynamic = original(*args, **kwargs)
+        images = images.copy()
+        images[0] = np.nan
+        return images, dynamic
+
+    monkeypatch.setattr(data, "presented", with_nan)
+    with pytest.raises(loop.TrainingError, match=r"non-finite loss or gradient at step "
+                                                 r"(\d+) \(weights not updated\)") as e:
+        _train(tmp_path, "nan", binarization="none", checkpoint_every=10, steps_per_call=30)
+    bad = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+    assert 0 <= bad < 3500 // 20  # in the first epoch, the one whose order holds image 0
+    latest = tf.train.latest_checkpoint(str(tmp_path / "nan" / "checkpoints"))
+    if bad >= 10:
+        assert latest.endswith(f"ckpt-{bad // 10 * 10}")
+        assert all(np.isfinite(v).all() for v in checkpoint_values(latest).values())
+    else:
+        assert latest is None
