@@ -18,7 +18,9 @@ Every ratio is taken between figures measured in this run on this machine.
 import argparse
 import os
 import platform
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,7 +59,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny timings: checks the script runs")
     p.add_argument("--ks", default="1,5,50")
     p.add_argument("--layers", default="1,2")
-    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--batches", default="20,100", help="comma list of batch sizes")
+    p.add_argument("--steps_per_call", type=int, default=100,
+                   help="steps per call of the fused rows")
     p.add_argument("--chunks", default="50,500", help="chunk sizes of the L_5000 rows")
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
@@ -66,22 +70,50 @@ def main(argv=None):
     images, num_samples = (50, 100) if args.quick else (1000, 5000)
 
     rows = []
-    sgemm = train_step.sgemm_rate(args.batch * max(ks), 200, 784,
+    batches = [int(b) for b in args.batches.split(",")]
+    sgemm = train_step.sgemm_rate(max(batches) * max(ks), 200, 784,
                                   seconds=0.2 if args.quick else 1.0)
     roof_rate = max(sgemm.values())
-    step_rate = {}
+    step_rate, launcher = {}, {}
+    train_images = data.load_array("mnist_5k", "train")
+    scratch = tempfile.mkdtemp(prefix="tfp_iwae_bench_")
     for n_layers in layers:
         for k in ks:
             model = tfp_iwae.IWAE(n_layers)
-            eps = train_step.time_step(model, k, "iwae", args.batch, seconds)
-            step_rate[(n_layers, k)] = eps
-            flops = train_step.step_matmul_flops(model, args.batch, k) / args.batch
+            flops = train_step.step_matmul_flops(model, 100, k) / 100  # per example
             roof = roof_rate / flops
-            rows.append((f"train step, {n_layers} layer{'s' * (n_layers > 1)}, k={k}, "
-                         f"batch {args.batch}", f"{eps:,.0f} ex/s",
-                         f"roofline {roof:,.0f} ex/s",
-                         f"{eps / roof:.1%} (of NumPy sgemm: {eps * flops / sgemm['numpy']:.1%})"))
-            print(*rows[-1], sep=" | ", flush=True)
+            for batch in batches:
+                eps = train_step.time_step(tfp_iwae.IWAE(n_layers), k, "iwae", batch, seconds)
+                loop = train_step.build_fused(tfp_iwae.IWAE(n_layers), k, "iwae", batch,
+                                              args.steps_per_call, train_images)
+                fused = train_step.fused_rate(loop, batch, seconds)
+                steps = int(np.clip(round(2.5 * seconds * fused / batch, -2), 300, 6000))
+                whole = train_step.launcher_rate(
+                    n_layers, k, batch, 300 if args.quick else steps,
+                    os.path.join(scratch, f"l{n_layers}_k{k}_b{batch}"))
+                step_rate[(n_layers, k, batch)] = eps
+                launcher[(n_layers, k, batch)] = whole
+                what = f"{n_layers} layer{'s' * (n_layers > 1)}, k={k}, batch {batch}"
+                for label, rate, ref in (
+                        ("one step per call", eps, f"roofline {roof:,.0f} ex/s"),
+                        (f"fused, {args.steps_per_call} steps per call", fused,
+                         f"{fused / eps:.2f}x one step per call"),
+                        (f"launch/train.py loop ({steps if not args.quick else 300} "
+                         f"steps)", whole, f"{whole / fused:.0%} of fused")):
+                    rows.append((f"train, {label}, {what}", f"{rate:,.0f} ex/s", ref,
+                                 f"{rate / roof:.1%} of roofline"))
+                    print(*rows[-1], sep=" | ", flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if 20 in batches and 100 in batches:
+        for n_layers in layers:
+            for k in ks:
+                small, big = launcher[(n_layers, k, 20)], launcher[(n_layers, k, 100)]
+                rows.append((f"launch/train.py loop, {n_layers} layer"
+                             f"{'s' * (n_layers > 1)}, k={k}: batch 20 vs batch 100",
+                             f"{small:,.0f} vs {big:,.0f} ex/s", "same run",
+                             f"{small / big:.0%}"))
+                print(*rows[-1], sep=" | ", flush=True)
+    base_batch = 100 if 100 in batches else batches[0]
     for n_layers, chunk in [(n, int(c)) for n in layers for c in args.chunks.split(",")]:
         r = eval_bench.measure(images, num_samples, chunk, n_layers)
         ref = PYTORCH_L5000_SECONDS * images * num_samples / 5e6
@@ -90,21 +122,21 @@ def main(argv=None):
                      f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB",
                      f"PyTorch {'1-layer ' * (n_layers > 1)}reference {ref:.0f} s", f"{ref / r['seconds']:.1f}x faster"))
         print(*rows[-1], sep=" | ", flush=True)
-    base = step_rate.get((layers[0], min(ks)))
+    base = step_rate.get((layers[0], min(ks), base_batch))
     sources = [("mnist_5k", None)]
     if os.path.isdir(FASHION_DIR):
         sources.append(("fashion_mnist", FASHION_DIR))
     for name, data_dir in sources:
-        ds = data.load(name, "train", batch_size=args.batch, data_dir=data_dir)
+        ds = data.load(name, "train", batch_size=base_batch, data_dir=data_dir)
         rate = input_pipeline.pipeline_rate(ds, 200 if args.quick else 3000)
-        rows.append((f"input pipeline, {data.describe(name, 'dynamic')}, batch {args.batch}",
+        rows.append((f"input pipeline, {data.describe(name, 'dynamic')}, batch {base_batch}",
                      f"{rate:,.0f} ex/s", f"k={min(ks)} step {base:,.0f} ex/s",
                      f"{rate / base:.1f}x the step"))
         print(*rows[-1], sep=" | ", flush=True)
 
     print()
     print(f"Device: {device_name()}; TensorFlow {tf.__version__}; sgemm at "
-          f"[{args.batch * max(ks)}x200]x[200x784]: NumPy {sgemm['numpy'] / 1e9:.0f}, "
+          f"[{max(batches) * max(ks)}x200]x[200x784]: NumPy {sgemm['numpy'] / 1e9:.0f}, "
           f"TensorFlow {sgemm['tensorflow'] / 1e9:.0f} GFLOP/s" +
           (" (--quick: figures not meaningful)" if args.quick else ""))
     print()

@@ -101,6 +101,45 @@ def time_step(model, k, estimator, batch, seconds):
     return float(np.median([rate_of(built, batch, seconds / 3) for _ in range(3)]))
 
 
+def build_fused(model, k, estimator, batch, steps_per_call, images):
+    """A `training.TrainLoop` of `steps_per_call` steps per call on `images`, compiled."""
+    loop = training.TrainLoop(model, training.make_optimizer(), k, images, batch_size=batch,
+                              seed=0, estimator=estimator,
+                              max_steps_per_call=steps_per_call)
+    loop(0, steps_per_call)["steps"].numpy()  # compile
+    return loop
+
+
+def fused_rate(loop, batch, seconds):
+    """Examples/s of back-to-back fused calls (`loop.max_steps_per_call` steps each)."""
+    n, s, t0 = 0, loop.max_steps_per_call, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 2:
+        out = loop(s, loop.max_steps_per_call)
+        s += loop.max_steps_per_call
+        n += 1
+    out["steps"].numpy()
+    return batch * n * loop.max_steps_per_call / (time.perf_counter() - t0)
+
+
+def launcher_rate(layers, k, batch, steps, logdir, dataset="mnist_5k", data_dir=None):
+    """Examples/s of the whole training loop behind `launch/train.py` at its defaults
+    (progress lines and summaries every 100 steps, a checkpoint every 500; validation off),
+    between its first and last progress lines, so compilation is not counted."""
+    from tfp_iwae import loop
+    marks = []
+
+    def log(line):
+        if line.startswith("step "):
+            marks.append((int(line.split()[1].split("/")[0]), time.perf_counter()))
+
+    config = loop.RunConfig(dataset=dataset, data_dir=data_dir, stochastic_layers=layers,
+                            num_samples=k, batch_size=batch, schedule="constant",
+                            epochs=10 ** 6, max_steps=steps, eval_every=0, logdir=logdir)
+    loop.train(config, log=log)
+    (s0, t0), (s1, t1) = marks[0], marks[-1]
+    return batch * (s1 - s0) / (t1 - t0)
+
+
 def estimator_name(name, k):
     """A bare table name gets parameters that fit k (estimators.example_name: miwae at
     k=50 -> miwae(5,10), ciwae -> ciwae(0.05)); a full name is used as it is."""
