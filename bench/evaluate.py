@@ -1,16 +1,30 @@
-"""Benchmark: seconds and peak resident memory of L_5000 over 1,000 images, per chunk size.
+"""Benchmark: L_5000 over the MNIST test set: seconds, share of the roofline, peak memory.
 
-    python bench/evaluate.py [--images 1000] [--num_samples 5000] [--chunks 50,200,500]
+    python bench/evaluate.py --dataset=mnist --data_dir=../shared/data/mnist   # 10,000 images
+    python bench/evaluate.py                      # no IDX files: mnist_5k's 1,000 test images
+    python bench/evaluate.py --images 200 --num_samples 50 --chunks 50   # smoke run
 
-Each chunk size runs in a fresh subprocess so its peak RSS (VmHWM) is its own.
+The images are the whole test split (`--images` takes the first n): all 10,000 MNIST test
+digits when `--data_dir` holds the IDX files, else (said so in the output) the embedded
+mnist_5k test split, binarised once (seed 0). Each (layers, chunk) cell runs in a fresh
+subprocess so its peak resident memory is its own; the compilation runs first, on a
+warm-up call with the timed call's shapes, and is reported apart. The roofline is the
+forward matmul FLOPs L_k needs (encoder once per image, every later layer on k * N rows;
+`train_step.forward_matmul_flops`) at the float32 GEMM rate measured in the same run, at
+the evaluation's largest GEMM shape [chunk * batch, 200] x [200, 784]:
+share = FLOPs / seconds / sgemm rate.
 Reference: a plain PyTorch IWAE took ~280 s for L_5000 over 1,000 images on 2 cores.
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYTORCH_L5000_SECONDS = 280.  # 1,000 images, k = 5000, same 2-core machine
+BATCH = 100  # images per compiled call (estimate_log_likelihood's default)
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -18,46 +32,114 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import numpy as np
 import tfp_iwae
 from tfp_iwae import data, evaluation
-images, k, chunk, layers = (int(a) for a in sys.argv[1:5])
-x = data.fixed_binarization(data.load_array("mnist_5k", "test")[:images], 0)
+images, k, chunk, layers, batch = (int(a) for a in sys.argv[1:6])
+chunk = min(chunk, k)
+name, data_dir = sys.argv[6], sys.argv[7] or None
+x = data.load_array(name, "test", data_dir=data_dir, source="embedded" if name == "mnist_5k"
+                    else "files", download=False)
+x = data.fixed_binarization(x[:images] if images > 0 else x, 0)
 model = tfp_iwae.IWAE(layers, seed=0)
-evaluation.estimate_log_likelihood(model, x[:100], chunk, chunk_size=chunk)  # compile
+fn = evaluation._compiled_estimator(model)
+# Compile: the timed call's shapes (a full batch, the last partial batch, a full chunk and
+# the k mod chunk remainder) with one chunk's work; k enters the program as a Tensor.
 t0 = time.perf_counter()
-ll = evaluation.estimate_log_likelihood(model, x, k, chunk_size=chunk, seed=0)
+warm = x[:batch + len(x) % batch] if len(x) > batch else x
+evaluation.estimate_log_likelihood(model, warm, chunk + k % chunk, chunk_size=chunk,
+                                   batch_size=batch, seed=1)
+compile_secs = time.perf_counter() - t0
+traces = fn.experimental_get_tracing_count()
+t0 = time.perf_counter()
+ll = evaluation.estimate_log_likelihood(model, x, k, chunk_size=chunk, batch_size=batch, seed=0)
 secs = time.perf_counter() - t0
 # Peak RSS of this process image: VmHWM (reset at exec). ru_maxrss would also count the
 # parent's pages shared at fork time (a large parent, e.g. bench/report.py, inflates it).
+ru_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 try:
     with open("/proc/self/status") as f:
         peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
 except (OSError, StopIteration):
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": secs, "peak_rss_mib": peak, "mean_ll": float(np.mean(ll))}))
+    peak = ru_maxrss
+print(json.dumps({"seconds": secs, "compile_seconds": compile_secs, "images": len(x),
+                  "retraces": fn.experimental_get_tracing_count() - traces,
+                  "peak_rss_mib": peak, "ru_maxrss_mib": ru_maxrss,
+                  "mean_ll": float(np.mean(ll))}))
 """
 
 
-def measure(images=1000, num_samples=5000, chunk=50, layers=1):
-    """{'seconds', 'peak_rss_mib', 'mean_ll'} of one evaluation in a fresh subprocess."""
+def test_images(dataset="mnist", data_dir=None):
+    """(dataset, data_dir, note): `mnist` if data_dir holds its IDX test files, else the
+    embedded `mnist_5k` with a note saying why."""
+    if dataset == "mnist_5k":
+        return "mnist_5k", None, "mnist_5k test split (embedded)"
+    from tfp_iwae import data
+    try:
+        n = len(data.load_array(dataset, "test", data_dir=data_dir, source="files",
+                                download=False))
+        return dataset, data_dir, f"{dataset} test split from {data_dir} ({n:,} images)"
+    except data.DataError as e:
+        return "mnist_5k", None, (f"FALLBACK: no {dataset} IDX files ({e}); using the "
+                                  f"embedded mnist_5k test split (1,000 images)")
+
+
+def measure(images=1000, num_samples=5000, chunk=50, layers=1, dataset="mnist_5k",
+            data_dir=None, batch=BATCH):
+    """One evaluation in a fresh subprocess: {'seconds', 'compile_seconds', 'images',
+    'retraces' (of the timed call; 0 expected), 'peak_rss_mib' (VmHWM), 'ru_maxrss_mib',
+    'mean_ll' (nats)}. images <= 0: the whole test split."""
     out = subprocess.run([sys.executable, "-c", CHILD, str(images), str(num_samples),
-                          str(chunk), str(layers)], capture_output=True, text=True, check=True)
+                          str(chunk), str(layers), str(batch), dataset, data_dir or ""],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
+def roofline(result, num_samples, layers, sgemm):
+    """(forward matmul FLOPs, share of the roofline) of a `measure` result, given the sgemm
+    rate in FLOP/s."""
+    sys.path.insert(0, HERE)
+    import tfp_iwae
+    import train_step
+    flops = train_step.forward_matmul_flops(tfp_iwae.IWAE(layers), result["images"],
+                                            num_samples)
+    return flops, flops / result["seconds"] / sgemm
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--dataset", default="mnist", help="mnist (IDX files in --data_dir; "
+                   "else falls back to mnist_5k) or mnist_5k")
+    p.add_argument("--data_dir", default=None, help="folder of the MNIST IDX .gz files")
+    p.add_argument("--images", type=int, default=0, help="first n test images (0: all)")
     p.add_argument("--num_samples", type=int, default=5000)
-    p.add_argument("--chunks", default="50,200,500")
+    p.add_argument("--chunks", default="50,500")
     p.add_argument("--layers", default="1")
-    args = p.parse_args()
-    print(f"{'layers':>6} {'chunk':>6} {'seconds':>8} {'peak RSS MiB':>12} "
-          f"{'x faster than 280 s':>19}")
-    for layers in args.layers.split(","):
-        for chunk in args.chunks.split(","):
-            r = measure(args.images, args.num_samples, chunk, layers)
-            print(f"{layers:>6} {chunk:>6} {r['seconds']:8.1f} {r['peak_rss_mib']:12.0f} "
-                  f"{280 / r['seconds']:19.1f}", flush=True)
+    p.add_argument("--sgemm_seconds", type=float, default=1.0)
+    args = p.parse_args(argv)
+    sys.path.insert(0, HERE)
+    import train_step
+    dataset, data_dir, note = test_images(args.dataset, args.data_dir)
+    print(note)
+    chunks = [int(c) for c in args.chunks.split(",")]
+    sgemm = {c: max(train_step.sgemm_rate(c * BATCH, 200, 784, args.sgemm_seconds).values())
+             for c in chunks}
+    print(f"{'layers':>6} {'chunk':>6} {'images':>6} {'seconds':>8} {'compile s':>9} "
+          f"{'GFLOP/s':>8} {'sgemm':>6} {'share':>6} {'peak RSS MiB':>12} {'vs PyTorch':>10}")
+    rows = []
+    for layers in [int(v) for v in args.layers.split(",")]:
+        for chunk in chunks:
+            r = measure(args.images, args.num_samples, chunk, layers, dataset, data_dir)
+            flops, share = roofline(r, args.num_samples, layers, sgemm[chunk])
+            ref = PYTORCH_L5000_SECONDS * r["images"] * args.num_samples / 5e6
+            rows.append(dict(r, layers=layers, chunk=chunk, flops=flops, share=share,
+                             sgemm=sgemm[chunk], pytorch_seconds=ref))
+            print(f"{layers:>6} {chunk:>6} {r['images']:>6} {r['seconds']:8.1f} "
+                  f"{r['compile_seconds']:9.1f} {flops / r['seconds'] / 1e9:8.1f} "
+                  f"{sgemm[chunk] / 1e9:6.0f} {share:6.1%} {r['peak_rss_mib']:12.0f} "
+                  f"{ref / r['seconds']:9.1f}x", flush=True)
+            if r["retraces"]:
+                print(f"  warning: the timed call retraced {r['retraces']} time(s), so its "
+                      f"seconds include compilation", flush=True)
+    return note, rows
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The whole benchmark in one table: training, evaluation and input-pipeline speed.
 
-    python bench/report.py                 # ~5 minutes on 2 CPU cores
+    python bench/report.py --data_dir=../shared/data/mnist   # L_5000 over 10,000 images
+    python bench/report.py                 # no IDX files: L_5000 over mnist_5k's 1,000
     python bench/report.py --quick         # smoke run (seconds; figures not meaningful)
 
 Rows:
@@ -8,9 +9,12 @@ Rows:
     models (batch 100, IWAE, XLA), next to the matmul roofline: the step's matmul FLOPs at
     the sgemm rate measured in the same run (share = achieved / roofline; NumPy's and
     TensorFlow's sgemm are both measured, the faster is the roofline);
-  * L_5000 over 1,000 test images (mnist_5k, 1 and 2 layers): seconds and peak resident
-    memory (VmHWM) per chunk size, each in a fresh process, against the ~280 s of a plain
-    PyTorch IWAE (1 layer) on the same 2 cores;
+  * L_5000 over the whole MNIST test set (10,000 images from the IDX files in --data_dir;
+    without them, and said so, mnist_5k's 1,000), 1 and 2 layers, per chunk size, each in
+    a fresh process (bench/evaluate.py): seconds (compilation apart), share of the
+    roofline (forward matmul FLOPs at the sgemm rate below) and peak resident memory
+    (VmHWM), against the ~280 s per 1,000 images of a plain PyTorch IWAE (1 layer) on
+    the same 2 cores;
   * input pipeline examples/s (dynamic binarisation, batch 100) against the k = 1 step.
 Every ratio is taken between figures measured in this run on this machine.
 """
@@ -35,7 +39,6 @@ import evaluate as eval_bench  # noqa: E402
 import input_pipeline  # noqa: E402
 import train_step  # noqa: E402
 
-PYTORCH_L5000_SECONDS = 280.  # reference from the evaluation issue, same 2-core machine
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
@@ -63,11 +66,15 @@ def main(argv=None):
     p.add_argument("--steps_per_call", type=int, default=100,
                    help="steps per call of the fused rows")
     p.add_argument("--chunks", default="50,500", help="chunk sizes of the L_5000 rows")
+    p.add_argument("--data_dir", default=None, help="MNIST IDX files for the L_5000 rows "
+                   "(all 10,000 test images); without them mnist_5k's 1,000")
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     layers = [int(v) for v in args.layers.split(",")]
     seconds = 0.3 if args.quick else 3.0
-    images, num_samples = (50, 100) if args.quick else (1000, 5000)
+    images, num_samples = (50, 100) if args.quick else (0, 5000)  # 0: the whole test split
+    eval_data, eval_dir, eval_note = eval_bench.test_images("mnist", args.data_dir)
+    print(eval_note, flush=True)
 
     rows = []
     batches = [int(b) for b in args.batches.split(",")]
@@ -115,12 +122,16 @@ def main(argv=None):
                 print(*rows[-1], sep=" | ", flush=True)
     base_batch = 100 if 100 in batches else batches[0]
     for n_layers, chunk in [(n, int(c)) for n in layers for c in args.chunks.split(",")]:
-        r = eval_bench.measure(images, num_samples, chunk, n_layers)
-        ref = PYTORCH_L5000_SECONDS * images * num_samples / 5e6
-        rows.append((f"L_{num_samples}, {images:,} images, {n_layers} layer"
-                     f"{'s' * (n_layers > 1)}, chunk {chunk}",
-                     f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB",
-                     f"PyTorch {'1-layer ' * (n_layers > 1)}reference {ref:.0f} s", f"{ref / r['seconds']:.1f}x faster"))
+        r = eval_bench.measure(images, num_samples, chunk, n_layers, eval_data, eval_dir)
+        flops, share = eval_bench.roofline(r, num_samples, n_layers, roof_rate)
+        ref = eval_bench.PYTORCH_L5000_SECONDS * r["images"] * num_samples / 5e6
+        rows.append((f"L_{num_samples}, {r['images']:,} {eval_data} test images, {n_layers} "
+                     f"layer{'s' * (n_layers > 1)}, chunk {chunk}",
+                     f"{r['seconds']:.1f} s (+{r['compile_seconds']:.0f} s compile), peak "
+                     f"RSS {r['peak_rss_mib']:,.0f} MiB",
+                     f"roofline {flops / roof_rate:.1f} s; PyTorch "
+                     f"{'1-layer ' * (n_layers > 1)}reference {ref:.0f} s",
+                     f"{share:.1%} of roofline; {ref / r['seconds']:.1f}x faster"))
         print(*rows[-1], sep=" | ", flush=True)
     base = step_rate.get((layers[0], min(ks), base_batch))
     sources = [("mnist_5k", None)]
@@ -138,7 +149,8 @@ def main(argv=None):
     print(f"Device: {device_name()}; TensorFlow {tf.__version__}; sgemm at "
           f"[{max(batches) * max(ks)}x200]x[200x784]: NumPy {sgemm['numpy'] / 1e9:.0f}, "
           f"TensorFlow {sgemm['tensorflow'] / 1e9:.0f} GFLOP/s" +
-          (" (--quick: figures not meaningful)" if args.quick else ""))
+          (" (--quick: figures not meaningful)" if args.quick else "") +
+          f"; L_{num_samples} data: {eval_note}")
     print()
     print("| measurement | result | reference (same run) | share / ratio |")
     print("|---|---|---|---|")

@@ -51,25 +51,37 @@ def dense_chain(sizes):
     return list(zip(sizes[:-1], sizes[1:]))
 
 
-def step_matmul_flops(model, batch, k):
-    """Matmul FLOPs of one training step (forward + backward)."""
-    flops = 0.
+def dense_layers(model, batch, k):
+    """(rows, multiply-adds per row) of every dense matmul of one pass over `batch` images
+    with k samples each, encoder first: q(h1|x) runs on the batch rows, every later layer
+    on batch * k rows. The first entry is the encoder's input layer."""
+    out = []
     first = True
     for layer in model.q_layers:
         rows = batch if layer is model.q_layers[0] else batch * k
         d_in = model.input_dim if first else model.latent_units[0]
         sizes = [d_in] + list(layer.mlp.hidden_units)
-        macs = [a * b for a, b in dense_chain(sizes)] + [2 * sizes[-1] * layer.units]
-        for i, mac in enumerate(macs):
-            flops += rows * mac * (4 if (first and i == 0) else 6)
+        out += [(rows, a * b) for a, b in dense_chain(sizes)] + \
+            [(rows, 2 * sizes[-1] * layer.units)]
         first = False
     dec_layers = [model.p_x] + ([model.p_h1] if model.stochastic_layers == 2 else [])
     for layer in dec_layers:
-        out = layer.units * (2 if layer is not model.p_x else 1)
+        units = layer.units * (2 if layer is not model.p_x else 1)
         d_in = model.latent_units[0] if layer is model.p_x else model.latent_units[1]
-        sizes = [d_in] + list(layer.mlp.hidden_units) + [out]
-        flops += batch * k * sum(a * b for a, b in dense_chain(sizes)) * 6
-    return flops
+        sizes = [d_in] + list(layer.mlp.hidden_units) + [units]
+        out += [(batch * k, a * b) for a, b in dense_chain(sizes)]
+    return out
+
+
+def step_matmul_flops(model, batch, k):
+    """Matmul FLOPs of one training step (forward + backward)."""
+    return float(sum(rows * mac * (4 if i == 0 else 6)
+                     for i, (rows, mac) in enumerate(dense_layers(model, batch, k))))
+
+
+def forward_matmul_flops(model, batch, k):
+    """Matmul FLOPs of one forward pass (2 per multiply-add): e.g. L_k of `batch` images."""
+    return float(sum(2 * rows * mac for rows, mac in dense_layers(model, batch, k)))
 
 
 def build_step(model, k, estimator, batch):

@@ -1,15 +1,17 @@
 """Memory-bounded L_k, active units and bits/dim, checked against NumPy."""
 
+import gc
 import math
 import os
 import sys
+import weakref
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import evaluation
+from tfp_iwae import evaluation, seeds
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,48 @@ def test_chunked_estimate_is_the_exact_log_mean_exp_of_its_draws(model_and_x, ch
     m = lw.max(0)
     ref = m + np.log(np.mean(np.exp(lw - m), axis=0))
     np.testing.assert_allclose(est, ref, rtol=0, atol=1e-9)
+
+
+def test_chunk_j_draws_with_fold_in_seed_j(model_and_x):
+    # The compiled loop draws chunk j with fold_in(seed, j), the last (partial) chunk
+    # included: the same log weights as one jitted call per chunk (the evaluation before
+    # the loop moved onto the device), to float32 rounding (XLA fuses the loop body
+    # differently). XLA's stateless draws differ from eager ones, so the reference is jitted.
+    model, x = model_and_x
+    _, lw = evaluation.estimate_log_likelihood(model, x[:5], 25, chunk_size=10, seed=6,
+                                               return_log_weights=True)
+    chunk_log_weights = tf.function(model.log_weights, jit_compile=True)
+    base = seeds.stateless_seed(6)
+    ref = np.concatenate([chunk_log_weights(x[:5], n, seed=seeds.fold_in(base, j))
+                          for j, n in enumerate([10, 10, 5])])
+    np.testing.assert_allclose(lw, ref, rtol=1e-6)
+
+
+def test_compiled_once_per_shape_across_calls_seeds_and_k(model_and_x):
+    # One trace per batch shape (25 images in batches of 10: 10 and the last 5), reused by
+    # later calls with another seed and another k with the same chunk remainder.
+    _, x = model_and_x
+    model = tfp_iwae.IWAE(1, seed=0)
+    kw = dict(chunk_size=20, batch_size=10)
+    first = evaluation.estimate_log_likelihood(model, x[:25], 60, seed=5, **kw)
+    fn = evaluation._compiled_estimator(model)
+    assert fn.experimental_get_tracing_count() == 2
+    again = evaluation.estimate_log_likelihood(model, x[:25], 60, seed=5, **kw)
+    other = evaluation.estimate_log_likelihood(model, x[:25], 100, seed=[7, 8], **kw)
+    assert evaluation._compiled_estimator(model) is fn
+    assert fn.experimental_get_tracing_count() == 2
+    np.testing.assert_array_equal(first, again)
+    assert other.shape == (25,) and not np.allclose(first, other)
+
+
+def test_compiled_estimator_goes_with_its_model(model_and_x):
+    _, x = model_and_x
+    model = tfp_iwae.IWAE(1, seed=0)
+    evaluation.estimate_log_likelihood(model, x[:3], 4, seed=0)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None  # the per-model cache holds neither the model nor its function
 
 
 def test_chunk_sizes_agree_within_monte_carlo_error(model_and_x):

@@ -1,6 +1,7 @@
 """Evaluation: memory-bounded L_k (k = 5000 in the paper), active units, bits/dim."""
 
 import math
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -32,24 +33,92 @@ def _log_sum_exp(a, axis):
 
 
 def _batches(x_or_dataset, batch_size):
+    """Batches `[b, input_dim]` float32 Tensors; an array goes to the device once, whole."""
     if isinstance(x_or_dataset, tf.data.Dataset):
         for x in x_or_dataset:
             yield x
         return
-    x = np.asarray(x_or_dataset, np.float32)
-    for start in range(0, len(x), batch_size):
-        yield tf.constant(x[start:start + batch_size])
+    x = tf.constant(np.asarray(x_or_dataset, np.float32))
+    for start in range(0, int(x.shape[0]), batch_size):
+        yield x[start:start + batch_size]
+
+
+# model -> its compiled per-batch estimator. Weak keys: the entry goes with the model (the
+# compiled function holds the model only through a weak reference).
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _log_sum_exp_update(m, s, log_weights):
+    """Adds a chunk `[n, b]` (float32, nats) to a running float64 (max m, sum s) `[b]` pair.
+
+    The pair stands for m + log(s) = log sum_i exp(lw_i) over the draws so far (m = -inf,
+    s = 0 before any); each chunk is summed in float64 shifted by the new running max, so
+    nothing overflows and the sum rescales exactly once per chunk.
+    """
+    lw = tf.cast(log_weights, tf.float64)
+    new_m = tf.maximum(m, tf.reduce_max(lw, axis=0))
+    shift = tf.where(tf.math.is_finite(new_m), new_m, tf.zeros_like(new_m))
+    s = s * tf.exp(m - shift) + tf.reduce_sum(tf.exp(lw - shift), axis=0)
+    return new_m, s
+
+
+def _compiled_estimator(model):
+    """The model's jitted per-batch estimator, traced once per (batch shape, chunk, rest).
+
+    `fn(x, seed, num_full, chunk, rest, keep)` with x `[b, input_dim]` float32, seed a
+    `[2]` int32 Tensor, num_full a scalar int32 Tensor (so k enters as a tensor; a Python
+    int when keep), and Python ints chunk >= 1, rest in [0, chunk) and bool keep (static):
+    one compiled program draws num_full chunks of `chunk` samples in a `tf.while_loop`
+    (chunk j with the stateless seed fold_in(seed, j)), then `rest` samples with
+    fold_in(seed, num_full), and returns the float64 log-mean-exp `[b]` (L_k, nats) of
+    all k = num_full * chunk + rest log weights, accumulated on the device; with keep,
+    also those log weights `[k, b]` float32.
+    """
+    fn = _COMPILED.get(model)
+    if fn is not None:
+        return fn
+    model_ref = weakref.ref(model)
+
+    @tf.function(jit_compile=True)
+    def batch_log_mean_exp(x, seed, num_full, chunk, rest, keep):
+        m = model_ref()
+        b = tf.shape(x)[0]
+        state = (tf.constant(0), tf.fill([b], tf.constant(-np.inf, tf.float64)),
+                 tf.zeros([b], tf.float64))
+        if keep:  # XLA needs the TensorArray's size static: num_full is an int here
+            state += (tf.TensorArray(tf.float32, size=num_full,
+                                     element_shape=[chunk, x.shape[0]]),)
+
+        def body(j, acc_m, acc_s, *kept):
+            lw = m.log_weights(x, chunk, seed=seeds.fold_in(seed, j))
+            kept = tuple(t.write(j, lw) for t in kept)
+            return (j + 1,) + _log_sum_exp_update(acc_m, acc_s, lw) + kept
+
+        _, acc_m, acc_s, *kept = tf.while_loop(lambda j, *_: j < num_full, body, state)
+        lws = [t.concat() for t in kept]
+        if rest:
+            lw = m.log_weights(x, rest, seed=seeds.fold_in(seed, num_full))
+            acc_m, acc_s = _log_sum_exp_update(acc_m, acc_s, lw)
+            lws.append(lw)
+        k = tf.cast(num_full * chunk + rest, tf.float64)
+        out = acc_m + tf.math.log(acc_s) - tf.math.log(k)
+        return (out, tf.concat(lws, axis=0)) if keep else out
+
+    _COMPILED[model] = batch_log_mean_exp
+    return batch_log_mean_exp
 
 
 def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size=None,
                             batch_size=100, seed=0, return_log_weights=False):
     """Per-example IWAE estimate L_k of log p(x), streamed over chunks of samples.
 
-    Chunk j draws `chunk_size` samples with the stateless seed fold_in(seed, j) and
-    returns their log-sum-exp (one compiled `[chunk * batch, d]` forward pass); the
-    chunks are combined with a running max-shifted log-add-exp in float64, so the result
-    is the exact L_k of all k draws while peak memory depends on `chunk_size * batch_size`,
-    not on k.
+    Chunk j draws `chunk_size` samples with the stateless seed fold_in(seed, j) (the last
+    chunk holds the k mod chunk_size left over, if any). Each batch is one compiled
+    program (compiled once per model and batch shape, reused across calls and seeds) that
+    loops over the chunks on the device, a `[chunk * batch, d]` forward pass each, and
+    keeps a running max-shifted log-sum-exp in float64: the result is the exact L_k of all
+    k draws while peak memory depends on `chunk_size * batch_size`, not on k. Batches are
+    dispatched back to back; the results are read to the host once, at the end.
 
     Args:
       model: an `IWAE`.
@@ -59,7 +128,8 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
         chunk * batch near 50,000 rows.
       batch_size: images per batch when given an array.
       seed: int or `[2]` seed.
-      return_log_weights: also return all log weights `[k, N]` (memory O(k N) on the host).
+      return_log_weights: also return all log weights `[k, N]` (float64 on the host,
+        memory O(k N); each batch's are read while the next batch runs).
 
     Returns:
       float64 NumPy array `[N]` of L_k in nats (and the log weights if asked).
@@ -69,29 +139,29 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
         objectives.check_num_samples(chunk_size, "chunk_size")
     chunk = min(chunk, k)
     base = seeds.stateless_seed(seed)
+    if base is None:
+        raise ValueError("estimate_log_likelihood: `seed` must be an int or a [2] int "
+                         "Tensor (the chunks' draws are fold_in(seed, j)), got None.")
+    fn = _compiled_estimator(model)
+    # k // chunk as a Tensor: one trace serves every k (with the same chunk and remainder);
+    # with the log weights kept it stays an int (their TensorArray's size must be static).
+    num_full = k // chunk if return_log_weights else tf.constant(k // chunk, tf.int32)
 
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def chunk_log_weights(x, chunk_seed, n):
-        return model.log_weights(x, n, seed=chunk_seed)
-
-    results, all_lw = [], []
+    results, host_lw, pending = [], [], None
     for x in _batches(x_or_dataset, batch_size):
-        acc = np.full([int(x.shape[0])], -np.inf)
-        lws = []
-        for j, start in enumerate(range(0, k, chunk)):
-            n = min(chunk, k - start)
-            lw = chunk_log_weights(x, seeds.fold_in(base, j), n)
-            lw64 = lw.numpy().astype(np.float64)
-            acc = np.logaddexp(acc, _log_sum_exp(lw64, axis=0))
-            if return_log_weights:
-                lws.append(lw64)
-        results.append(acc - math.log(k))
+        out = fn(x, base, num_full, chunk, k % chunk, bool(return_log_weights))
         if return_log_weights:
-            all_lw.append(np.concatenate(lws, axis=0))
-    out = np.concatenate(results) if results else np.zeros([0])
+            out, lw = out
+            if pending is not None:  # the previous batch's weights, this batch in flight
+                host_lw.append(pending.numpy().astype(np.float64))
+            pending = lw
+        results.append(out)
+    if pending is not None:
+        host_lw.append(pending.numpy().astype(np.float64))
+    est = tf.concat(results, axis=0).numpy() if results else np.zeros([0])
     if return_log_weights:
-        return out, np.concatenate(all_lw, axis=1)
-    return out
+        return est, (np.concatenate(host_lw, axis=1) if host_lw else np.zeros([k, 0]))
+    return est
 
 
 def bound_curve(log_weights, ks):
