@@ -242,7 +242,10 @@ class TrainLoop:
 
     A step whose loss or gradients are not finite is not applied and ends the call: the
     returned `steps` counts the steps applied, so the first bad step is
-    first_step + steps (with `finite` 0).
+    first_step + steps (with `finite` 0 and that step's bound and log weights in the
+    metrics). (Inside the compiled loop updates are not guarded one by one: the call
+    keeps a copy of the weights and optimizer state from its start and, after a
+    non-finite step, restores it and runs the good steps again.)
 
     With `resident=False` the images stay on the host: `loop(first_step, num_steps)`
     gathers each batch there (same permutation, computed by the same compiled program)
@@ -319,20 +322,29 @@ class TrainLoop:
                                          tf.reduce_all(tf.math.is_finite(out["bound"])))
             stage = tf.reduce_sum(tf.cast(s >= starts, tf.int32)) - 1
             optimizer.learning_rate.assign(tf.gather(rates, stage))
+            # Applied whatever `finite` says: a non-finite step ends the loop, and the
+            # call then rolls the state back to its start and re-runs the good steps
+            # (`__call__`). Cheaper than guarding every update (a select over every
+            # weight and moment in each step) for what almost never happens.
+            optimizer.apply_gradients(zip(grads, variables))
+            # What the call reports of its last step; `step_metrics` runs once, after the
+            # loop, not in every step.
+            return finite, (out["bound"], tf.stop_gradient(out["log_weights"]), grad_norm)
 
-            def apply():
-                optimizer.apply_gradients(zip(grads, variables))
-                return tf.constant(True)
-
-            tf.cond(finite, apply, lambda: tf.constant(False))
-            return finite, step_metrics(out["bound"], tf.stop_gradient(out["log_weights"]),
-                                        grad_norm, finite)
+        # The state a call changes (weights, optimizer moments, step count, learning rate)
+        # and its copy at the start of the call, restored after a non-finite step.
+        self._state = list(variables) + list(optimizer.variables)
+        self._saved = [tf.Variable(v, trainable=False, name="call_start")
+                       for v in self._state]
 
         def run(first, count, batches):
-            def cond(i, finite, metrics):
+            for saved, v in zip(self._saved, self._state):
+                saved.assign(v)
+
+            def cond(i, finite, last):
                 return tf.math.logical_and(i < count, finite)
 
-            def body(i, finite, metrics):
+            def body(i, finite, last):
                 s = first + i
                 if self.resident:
                     ensure_order(s // per_epoch)
@@ -344,14 +356,18 @@ class TrainLoop:
                 ok, m = one_step(s, x_grey)
                 return i + tf.cast(ok, tf.int64), ok, m
 
-            zero = tf.constant(0., tf.float32)
-            init = dict(loss=zero, bound=zero, iwae_bound=zero, elbo=zero, ess=zero,
-                        grad_norm=zero, finite=tf.constant(1., tf.float32))
-            steps, _, metrics = tf.while_loop(
+            init = (tf.zeros([batch]), tf.zeros([self.num_samples, batch]),
+                    tf.constant(0., tf.float32))
+            steps, finite, last = tf.while_loop(
                 cond, body, (tf.constant(0, tf.int64), tf.constant(True), init))
-            return dict(metrics, steps=steps)
+            return dict(step_metrics(*last, finite), steps=steps)
 
         self._run = tf.function(run, jit_compile=jit_compile)
+
+        def restore():
+            for saved, v in zip(self._saved, self._state):
+                v.assign(saved)
+        self._restore = tf.function(restore)
         self._order_fn = tf.function(
             lambda epoch: data.epoch_permutation(base, epoch, n), jit_compile=jit_compile)
         self._dummy = tf.zeros([1, batch, dim], tf.float32)
@@ -380,5 +396,13 @@ class TrainLoop:
                              f"(max_steps_per_call), got {num_steps}.")
         batches = (self._dummy if self.resident else
                    self._host_batches(first_step, num_steps))
-        return self._run(tf.constant(first_step, tf.int64),
-                         tf.constant(num_steps, tf.int64), batches)
+        out = self._run(tf.constant(first_step, tf.int64), tf.constant(num_steps, tf.int64),
+                        batches)
+        if float(out["finite"]) != 1.:
+            # The non-finite step (first_step + steps) was applied inside the loop: back to
+            # the state at the call's start, then the good steps again (the same numbers:
+            # every draw is a function of (seed, step)).
+            self._restore()
+            if int(out["steps"]):
+                self._run(tf.constant(first_step, tf.int64), out["steps"], batches)
+        return out
