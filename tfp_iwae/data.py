@@ -325,8 +325,7 @@ def load_array(name, split, *, data_dir=None, source="auto", download=True):
 
 def binarize(x, seed):
     """Bernoulli(x) samples as float32 {0, 1}, with a stateless Philox seed."""
-    u = tf.random.stateless_uniform(tf.shape(x), seed=seeds.stateless_seed(seed),
-                                    alg="philox")
+    u = seeds.uniform(tf.shape(x), seeds.stateless_seed(seed))
     return tf.cast(u < x, tf.float32)
 
 
@@ -425,7 +424,7 @@ def from_array(x, *, batch_size, shuffle, repeat, drop_remainder, seed, dynamic)
         idx = tf.range(n, dtype=tf.int64)
         if shuffle:
             key = tf.random.experimental.stateless_fold_in(base_seed, epoch)
-            idx = tf.argsort(tf.random.stateless_uniform([n], key, alg="philox"))
+            idx = tf.argsort(seeds.uniform([n], key))
             idx = tf.cast(idx, tf.int64)
         if drop_remainder:  # one [batch] row of indices per element: no per-image work
             rows = tf.reshape(idx[:per_epoch * batch_size], [per_epoch, batch_size])
@@ -439,8 +438,7 @@ def from_array(x, *, batch_size, shuffle, repeat, drop_remainder, seed, dynamic)
         batch = tf.gather(images, idx)
         if dynamic:
             key = tf.random.experimental.stateless_fold_in(base_seed + [0, 1], step)
-            batch = tf.cast(tf.random.stateless_uniform(tf.shape(batch), key, alg="philox")
-                            < batch, tf.float32)
+            batch = tf.cast(seeds.uniform(tf.shape(batch), key) < batch, tf.float32)
         return batch
 
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -501,7 +499,7 @@ def epoch_permutation(seed, epoch, n):
     compile-time constants), so the training loop computes it in its compiled program.
     """
     key = seeds.fold_in(seed, epoch)
-    u = tf.random.stateless_uniform([n], key, dtype=tf.float64, alg=seeds.RNG_ALG)
+    u = seeds.uniform([n], key, tf.float64)
     return tf.cast(tf.argsort(u, stable=True), tf.int32)
 
 

@@ -165,8 +165,7 @@ def active_units(model, x, threshold=1e-2, seed=0, batch_size=500):
         loc, scale = model.q_layers[0].parameters_for(xb)
         means[0].append(loc.numpy())
         if len(model.q_layers) == 2:
-            eps = tf.random.stateless_normal(tf.shape(loc), seeds.fold_in(base, b),
-                                             alg="philox")
+            eps = seeds.normal(tf.shape(loc), seeds.fold_in(base, b))
             loc2, _ = model.q_layers[1].parameters_for(loc + scale * eps)
             means[1].append(loc2.numpy())
     stats = [np.var(np.concatenate(m).astype(np.float64), axis=0) for m in means]

@@ -91,8 +91,10 @@ class IWAE(keras.Model):
                             std_parameterization=std_parameterization, min_std=min_std)
         gauss = dict(activation=activation, std_parameterization=std_parameterization,
                      min_std=min_std, dtype=dtype_policy)
+        def sub(i):  # the initialiser seed of stochastic layer i
+            return seeds.sub_seed(seed, i, seeds.LAYER_SEED_STRIDE)
+
         # Inference network, bottom-up.
-        sub = (lambda i: None) if seed is None else (lambda i: int(seed) * 10 + i)
         self.q_layers = [networks.GaussianLayer(hidden_units[0], latent_units[0],
                                                 name="q_h1", seed=sub(1), **gauss)]
         if stochastic_layers == 2:
