@@ -52,22 +52,24 @@ def dense_chain(sizes):
 
 
 def step_matmul_flops(model, batch, k):
-    """Matmul FLOPs of one training step (forward + backward)."""
+    """Matmul FLOPs of one training step (forward + backward), from the model's
+    architecture (`input_dim`, `latent_units`, `hidden_units`; the decoder mirrors the
+    encoder's hidden sizes)."""
     flops = 0.
-    first = True
-    for layer in model.q_layers:
-        rows = batch if layer is model.q_layers[0] else batch * k
-        d_in = model.input_dim if first else model.latent_units[0]
-        sizes = [d_in] + list(layer.mlp.hidden_units)
-        macs = [a * b for a, b in dense_chain(sizes)] + [2 * sizes[-1] * layer.units]
-        for i, mac in enumerate(macs):
-            flops += rows * mac * (4 if (first and i == 0) else 6)
-        first = False
-    dec_layers = [model.p_x] + ([model.p_h1] if model.stochastic_layers == 2 else [])
-    for layer in dec_layers:
-        out = layer.units * (2 if layer is not model.p_x else 1)
-        d_in = model.latent_units[0] if layer is model.p_x else model.latent_units[1]
-        sizes = [d_in] + list(layer.mlp.hidden_units) + [out]
+    for i in range(model.stochastic_layers):  # q(h1|x) once per image, q(h2|h1) per sample
+        rows = batch if i == 0 else batch * k
+        d_in = model.input_dim if i == 0 else model.latent_units[0]
+        sizes = [d_in] + list(model.hidden_units[i])
+        macs = [a * b for a, b in dense_chain(sizes)] + [2 * sizes[-1] * model.latent_units[i]]
+        for j, mac in enumerate(macs):
+            flops += rows * mac * (4 if (i == 0 and j == 0) else 6)
+    # p(x|h1) (one output per pixel) and, for 2 layers, p(h1|h2) (loc and std per unit).
+    decoders = [(model.latent_units[0], model.hidden_units[0], model.input_dim)]
+    if model.stochastic_layers == 2:
+        decoders.append((model.latent_units[1], model.hidden_units[1],
+                         2 * model.latent_units[0]))
+    for d_in, hidden, out in decoders:
+        sizes = [d_in] + list(hidden[::-1]) + [out]
         flops += batch * k * sum(a * b for a, b in dense_chain(sizes)) * 6
     return flops
 
