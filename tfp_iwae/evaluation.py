@@ -228,16 +228,12 @@ def active_units(model, x, threshold=1e-2, seed=0, batch_size=500):
       arrays `[units]`, the per-unit variance of the posterior mean).
     """
     x = np.asarray(x, np.float32)
-    means = [[] for _ in model.q_layers]
+    means = [[] for _ in range(model.stochastic_layers)]
     base = seeds.stateless_seed(seed)
     for b, start in enumerate(range(0, len(x), batch_size)):
         xb = tf.constant(x[start:start + batch_size])
-        loc, scale = model.q_layers[0].parameters_for(xb)
-        means[0].append(loc.numpy())
-        if len(model.q_layers) == 2:
-            eps = tf.random.stateless_normal(tf.shape(loc), seeds.fold_in(base, b),
-                                             alg="philox")
-            loc2, _ = model.q_layers[1].parameters_for(loc + scale * eps)
-            means[1].append(loc2.numpy())
+        h1_seed = seeds.fold_in(base, b) if model.stochastic_layers == 2 else None
+        for m, (loc, _) in zip(means, model.posterior_parameters(xb, seed=h1_seed)):
+            m.append(loc.numpy())
     stats = [np.var(np.concatenate(m).astype(np.float64), axis=0) for m in means]
     return {"counts": [int(np.sum(s > threshold)) for s in stats], "statistics": stats}
