@@ -154,7 +154,8 @@ def test_seeded_sampling_is_reproducible_compiled_and_not():
 def test_compiled_draws_match_eager_only_for_a_compile_time_constant_seed():
     # The README's "Seeds are explicit" paragraph, checked on the 1-layer model. Eager
     # and a plain tf.function draw the same z for the same seed, given as an argument or
-    # not. Under XLA they agree (to float rounding of the networks) only when the seed
+    # not (their log weights agree to float32 rounding: graph mode may fuse a dense
+    # layer's matmul, bias and tanh into one oneDNN kernel). Under XLA they agree (to float rounding of the networks) only when the seed
     # is a compile-time constant: TensorFlow then folds the Philox op before XLA sees
     # it. With the seed as an argument, as the training step and evaluation pass it,
     # XLA's own Philox kernel draws another stream: reproducible, but not eager's.
@@ -163,7 +164,7 @@ def test_compiled_draws_match_eager_only_for_a_compile_time_constant_seed():
     seed = tf.constant([9, 0])
     eager = m.log_weights(x, 4, seed=seed).numpy()
     plain = tf.function(lambda x, s: m.log_weights(x, 4, seed=s))
-    np.testing.assert_array_equal(plain(x, seed).numpy(), eager)
+    np.testing.assert_allclose(plain(x, seed).numpy(), eager, rtol=1e-6)
     jit_const = tf.function(lambda x: m.log_weights(x, 4, seed=[9, 0]), jit_compile=True)
     np.testing.assert_allclose(jit_const(x).numpy(), eager, rtol=1e-4)
     jit_arg = tf.function(lambda x, s: m.log_weights(x, 4, seed=s), jit_compile=True)
