@@ -23,14 +23,14 @@ from tfp_iwae import model as model_lib
 from tfp_iwae import objectives
 from tfp_iwae import preemption
 from tfp_iwae import rundir
+from tfp_iwae import strategies
 from tfp_iwae import summaries
 from tfp_iwae import training
 
 __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
-           "stage_at", "load_config"]
+           "load_config"]
 
 CONFIG_FILE = rundir.CONFIG_FILE
-STRATEGIES = ("default", "mirrored", "multi_worker")
 # What reading a corrupt, truncated or mismatched checkpoint raises.
 RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError)
 # Flags that define the model/run: a logdir holding a run with other values is refused.
@@ -39,24 +39,6 @@ MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "n
                 "objective", "batch_size", "schedule", "seed", "std_parameterization")
 # Where a checkpoint keeps the JSON of its run's MODEL_FIELDS.
 RUN_FLAGS_KEY = "run_flags/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def make_strategy(name):
-    """None for `default`; MirroredStrategy over local devices; MultiWorkerMirroredStrategy
-    (reads the TF_CONFIG environment variable)."""
-    if name == "default":
-        return None
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and
-                                              resolver.task_id == 0)
 
 
 class TrainingError(RuntimeError):
@@ -104,7 +86,7 @@ class RunConfig:
         need(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         need(self.stochastic_layers in (1, 2), "stochastic_layers", "1 or 2",
              self.stochastic_layers)
-        need(self.schedule in ("paper", "constant"), "schedule", "paper or constant",
+        need(self.schedule in training.SCHEDULES, "schedule", " or ".join(training.SCHEDULES),
              self.schedule)
         need(self.binarization in data.BINARIZATIONS, "binarization",
              " | ".join(data.BINARIZATIONS), self.binarization)
@@ -117,7 +99,8 @@ class RunConfig:
         need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
              "a positive number (finite)", self.learning_rate)
         need(self.seed >= 0, "seed", "a non-negative integer", self.seed)
-        need(self.strategy in STRATEGIES, "strategy", " | ".join(STRATEGIES), self.strategy)
+        need(self.strategy in strategies.STRATEGIES, "strategy",
+             " | ".join(strategies.STRATEGIES), self.strategy)
         need(self.num_shards >= 0, "num_shards", "an integer >= 0 (0: one per replica)",
              self.num_shards)
         need(self.diagnostics_repeats >= 2, "diagnostics_repeats", "an integer >= 2",
@@ -177,27 +160,6 @@ def load_config(logdir):
 def model_flags(config):
     """{flag: value} of MODEL_FIELDS: what must match to resume a run."""
     return {f: getattr(config, f) for f in MODEL_FIELDS}
-
-
-def stages(config, steps_per_epoch):
-    """[(first_step, last_step_exclusive, learning_rate)] for the whole run."""
-    if config.schedule == "paper":
-        plan = training.paper_schedule(base_learning_rate=config.learning_rate)
-    else:
-        plan = [(config.epochs, config.learning_rate)]
-    out, step = [], 0
-    for passes, lr in plan:
-        out.append((step, step + passes * steps_per_epoch, lr))
-        step += passes * steps_per_epoch
-    return out
-
-
-def stage_at(plan, step):
-    """(stage index, learning rate) at a step."""
-    for i, (first, last, lr) in enumerate(plan):
-        if first <= step < last:
-            return i, lr
-    return len(plan) - 1, plan[-1][2]
 
 
 def build_model(config, data_mean=None):
@@ -270,11 +232,12 @@ def _train(config, log, held):
         raise TrainingError(f"--batch_size={config.batch_size} exceeds the {len(train_x)} "
                             f"training images of {config.dataset}.")
     steps_per_epoch = len(train_x) // config.batch_size
-    plan = stages(config, steps_per_epoch)
+    plan = training.stages(config.schedule, steps_per_epoch, config.learning_rate,
+                           config.epochs)
     total = plan[-1][1] if not config.max_steps else min(plan[-1][1], config.max_steps)
 
-    strategy = make_strategy(config.strategy)
-    chief = is_chief(strategy)
+    strategy = strategies.make_strategy(config.strategy)
+    chief = strategies.is_chief(strategy)
     if chief:  # workers of a multi-worker run share the chief's logdir
         held.enter_context(rundir.RunLock(config.logdir, on_stale=lambda m: log(f"note: {m}")))
     stop = held.enter_context(preemption.StopRequest(
@@ -344,7 +307,7 @@ def _train(config, log, held):
     while s < total:
         if stop.requested:  # SIGTERM / SIGINT: checkpoint this step, then stop
             _stop_on_signal(stop, s, check_finite, manager, log)
-        stage, lr = stage_at(plan, s)
+        stage, lr = training.stage_at(plan, s)
         if lr != current_lr:
             opt.learning_rate.assign(lr)
             current_lr = lr
