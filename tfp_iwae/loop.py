@@ -7,7 +7,6 @@ SIGINT in `preemption`, the memory estimate in `memory`.
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import time
 
@@ -16,7 +15,6 @@ import tensorflow as tf
 
 from tfp_iwae import data
 from tfp_iwae import diagnostics
-from tfp_iwae import estimators
 from tfp_iwae import evaluation
 from tfp_iwae import memory
 from tfp_iwae import model as model_lib
@@ -26,6 +24,8 @@ from tfp_iwae import rundir
 from tfp_iwae import strategies
 from tfp_iwae import summaries
 from tfp_iwae import training
+from tfp_iwae.config import (MODEL_FIELDS, RunConfig, TrainingError,  # noqa: F401
+                             model_flags)
 
 __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
            "load_config"]
@@ -33,96 +33,8 @@ __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
 CONFIG_FILE = rundir.CONFIG_FILE
 # What reading a corrupt, truncated or mismatched checkpoint raises.
 RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError)
-# Flags that define the model/run: a logdir holding a run with other values is refused.
-# They are recorded in run_config.json and inside every checkpoint (`run_flags`).
-MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "num_samples",
-                "objective", "batch_size", "schedule", "seed", "std_parameterization")
 # Where a checkpoint keeps the JSON of its run's MODEL_FIELDS.
 RUN_FLAGS_KEY = "run_flags/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-class TrainingError(RuntimeError):
-    """Bad configuration or a failure that stops training (message names the cause)."""
-
-
-@dataclasses.dataclass
-class RunConfig:
-    dataset: str = "mnist_5k"
-    data_dir: str = None
-    download: bool = True  # let tfds download a dataset missing locally (not a model field)
-    binarization: str = "dynamic"
-    stochastic_layers: int = 1
-    likelihood: str = "bernoulli"
-    std_parameterization: str = "exp"
-    num_samples: int = 5
-    objective: str = "iwae"
-    batch_size: int = 20
-    schedule: str = "paper"
-    epochs: int = 10
-    max_steps: int = 0
-    learning_rate: float = 1e-3
-    logdir: str = "runs/default"
-    seed: int = 0
-    eval_every: int = 1000
-    eval_images: int = 200
-    eval_samples: int = 5000
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    log_every: int = 100
-    init_from: str = None
-    xla: bool = True
-    mixed_precision: bool = False
-    strategy: str = "default"
-    num_shards: int = 0
-    diagnostics_every: int = 0
-    diagnostics_estimators: str = "iwae,stl,dreg"
-    diagnostics_repeats: int = 16
-
-    def validate(self):
-        def need(cond, flag, expected, value):
-            if not cond:
-                raise TrainingError(f"--{flag}: expected {expected}, got {value!r}.")
-        need(self.num_samples >= 1, "num_samples", "an integer >= 1", self.num_samples)
-        need(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
-        need(self.stochastic_layers in (1, 2), "stochastic_layers", "1 or 2",
-             self.stochastic_layers)
-        need(self.schedule in training.SCHEDULES, "schedule", " or ".join(training.SCHEDULES),
-             self.schedule)
-        need(self.binarization in data.BINARIZATIONS, "binarization",
-             " | ".join(data.BINARIZATIONS), self.binarization)
-        need(self.dataset in data.DATASETS, "dataset",
-             "one of " + ", ".join(sorted(data.DATASETS)), self.dataset)
-        need(self.likelihood in model_lib.LIKELIHOODS, "likelihood",
-             " | ".join(model_lib.LIKELIHOODS), self.likelihood)
-        need(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
-        need(self.max_steps >= 0, "max_steps", "an integer >= 0 (0: no cap)", self.max_steps)
-        need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
-             "a positive number (finite)", self.learning_rate)
-        need(self.seed >= 0, "seed", "a non-negative integer", self.seed)
-        need(self.strategy in strategies.STRATEGIES, "strategy",
-             " | ".join(strategies.STRATEGIES), self.strategy)
-        need(self.num_shards >= 0, "num_shards", "an integer >= 0 (0: one per replica)",
-             self.num_shards)
-        need(self.diagnostics_repeats >= 2, "diagnostics_repeats", "an integer >= 2",
-             self.diagnostics_repeats)
-        for name in filter(None, self.diagnostics_estimators.split(",")):
-            try:
-                estimators.get_estimator(name, self.num_samples)
-            except ValueError as e:
-                raise TrainingError(f"--diagnostics_estimators: {e}") from None
-        for flag in ("eval_every", "checkpoint_every", "log_every", "diagnostics_every"):
-            need(getattr(self, flag) >= 0, flag, "an integer >= 0 (0: never)",
-                 getattr(self, flag))
-        need(self.eval_samples >= 1, "eval_samples", "an integer >= 1", self.eval_samples)
-        try:
-            estimators.get_estimator(self.objective, self.num_samples)
-        except ValueError as e:
-            raise TrainingError(f"--objective: {e}") from None
-        if self.init_from is not None and not (
-                tf.train.latest_checkpoint(self.init_from) or
-                os.path.exists(self.init_from + ".index")):
-            raise TrainingError(f"--init_from: no checkpoint found at {self.init_from!r} "
-                                f"(expected a run's logdir/checkpoints or a checkpoint prefix).")
 
 
 def load_config(logdir):
@@ -139,27 +51,7 @@ def load_config(logdir):
     if flags is None:
         raise TrainingError(f"--logdir {logdir!r}: no {CONFIG_FILE} (not the logdir of a "
                             f"training run?).")
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(flags) - set(fields))
-    if unknown:
-        raise TrainingError(f"{path!r}: unknown flags {unknown} (written by another version "
-                            f"of tfp_iwae?).")
-    for name, value in flags.items():
-        default = fields[name].default
-        kind = (float, int) if isinstance(default, float) else type(default)
-        if default is None:  # optional strings (data_dir, init_from)
-            ok = value is None or isinstance(value, str)
-        else:
-            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-        if not ok:
-            raise TrainingError(f"{path!r}: flag {name!r} has value {value!r}, expected "
-                                f"{'a string' if default is None else type(default).__name__}.")
-    return RunConfig(**flags)
-
-
-def model_flags(config):
-    """{flag: value} of MODEL_FIELDS: what must match to resume a run."""
-    return {f: getattr(config, f) for f in MODEL_FIELDS}
+    return RunConfig.from_flags(flags, path)
 
 
 def build_model(config, data_mean=None):
