@@ -1,7 +1,8 @@
 """The training loop behind `launch/train.py`: schedule, checkpoints, resume, TensorBoard.
 
-The logdir's lock and `run_config.json` live in `rundir`, the graceful stop on SIGTERM /
-SIGINT in `preemption`, the memory estimate in `memory`.
+The run's flags live in `config`; the logdir (lock, run_config.json, checkpoints, resume)
+in `rundir`; the strategies in `strategies`; the schedule's stages in `training`; the
+graceful stop on SIGTERM / SIGINT in `preemption`, the memory estimate in `memory`.
 """
 
 import contextlib
@@ -17,63 +18,18 @@ from tfp_iwae import data
 from tfp_iwae import diagnostics
 from tfp_iwae import evaluation
 from tfp_iwae import memory
-from tfp_iwae import model as model_lib
 from tfp_iwae import objectives
 from tfp_iwae import preemption
 from tfp_iwae import rundir
 from tfp_iwae import strategies
 from tfp_iwae import summaries
 from tfp_iwae import training
-from tfp_iwae.config import (MODEL_FIELDS, RunConfig, TrainingError,  # noqa: F401
-                             model_flags)
+from tfp_iwae.config import MODEL_FIELDS, RunConfig, TrainingError  # noqa: F401
+from tfp_iwae.config import model_flags
+from tfp_iwae.rundir import build_model, load_config  # noqa: F401  (re-exported)
 
 __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
            "load_config"]
-
-CONFIG_FILE = rundir.CONFIG_FILE
-# What reading a corrupt, truncated or mismatched checkpoint raises.
-RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError)
-# Where a checkpoint keeps the JSON of its run's MODEL_FIELDS.
-RUN_FLAGS_KEY = "run_flags/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def load_config(logdir):
-    """The RunConfig recorded in `<logdir>/run_config.json`.
-
-    Raises TrainingError naming the file if it is missing, not JSON, or holds unknown
-    flags or values of the wrong type.
-    """
-    path = os.path.join(logdir, CONFIG_FILE)
-    try:
-        flags = rundir.read_config(logdir)
-    except rundir.RunDirError as e:
-        raise TrainingError(str(e)) from None
-    if flags is None:
-        raise TrainingError(f"--logdir {logdir!r}: no {CONFIG_FILE} (not the logdir of a "
-                            f"training run?).")
-    return RunConfig.from_flags(flags, path)
-
-
-def build_model(config, data_mean=None):
-    return model_lib.IWAE(stochastic_layers=config.stochastic_layers,
-                          likelihood=config.likelihood,
-                          std_parameterization=config.std_parameterization,
-                          data_mean=data_mean if config.likelihood == "bernoulli" else None,
-                          seed=config.seed,
-                          dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
-
-
-def _check_logdir(config):
-    """Creates the logdir; refuses one whose run_config.json holds other model flags.
-    Writes nothing else: run_config.json is written once the run starts (`train`)."""
-    rundir.make_logdir(config.logdir)
-    theirs = rundir.read_config(config.logdir)
-    diff = rundir.config_differences(theirs, model_flags(config), MODEL_FIELDS) if (
-        theirs is not None) else []
-    if diff:
-        raise TrainingError(f"--logdir {config.logdir!r} holds a run with different "
-                            f"flags ({', '.join(diff)}); use another --logdir. Nothing was "
-                            f"overwritten.")
 
 
 def _check_memory(config):
@@ -114,7 +70,7 @@ def train(config, log=_log):
 
 
 def _train(config, log, held):
-    _check_logdir(config)
+    rundir.check_logdir(config)
     protocol = data.describe(config.dataset, config.binarization)
     train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
                               download=config.download)
@@ -144,13 +100,13 @@ def _train(config, log, held):
                             f"{replicas} replicas of --strategy={config.strategy}.")
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        model = build_model(config, data_mean=train_x.mean(0))
+        model = rundir.build_model(config, data_mean=train_x.mean(0))
         opt = training.make_optimizer(config.learning_rate)
     step_fn = training.make_train_step(model, opt, config.num_samples,
                                        estimator=config.objective, jit_compile=config.xla,
                                        num_shards=config.num_shards or replicas,
                                        strategy=strategy)
-    ckpt_dir = os.path.join(config.logdir, "checkpoints")
+    ckpt_dir = rundir.checkpoint_dir(config.logdir)
     if not chief:  # non-chief workers save (collectively) into a scratch directory
         ckpt_dir = os.path.join(config.logdir, "worker_scratch",
                                 str(strategy.cluster_resolver.task_id))
@@ -164,10 +120,10 @@ def _train(config, log, held):
     ckpt = tf.train.Checkpoint(run_flags=run_flags, **parts)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
     if manager.checkpoints:
-        _restore_newest_readable(ckpt, manager, step, log, config,
+        rundir.restore_newest_readable(ckpt, manager, step, log, config,
                                  legacy=tf.train.Checkpoint(**parts))
     elif config.init_from:
-        _init_model_from(model, config.init_from, log)
+        rundir.init_model_from(model, config.init_from, log)
 
     writer = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.TRAIN))
     vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.VALIDATION))
@@ -258,62 +214,6 @@ def _stop_on_signal(stop, s, check_finite, manager, log):
     log(f"received {stop.name} at step {s}: saved checkpoint {manager.latest_checkpoint}; "
         f"stopping (re-run the same command to resume)")
     raise preemption.Preempted(stop.requested, s, manager.latest_checkpoint)
-
-
-def _init_model_from(model, init_from, log):
-    """Loads only the model's weights from another run's checkpoint (--init_from)."""
-    src = tf.train.latest_checkpoint(init_from) or init_from
-    node = model.checkpointable()
-    try:
-        # The source also holds an optimizer, a step and a data position: not wanted here.
-        tf.train.Checkpoint(model=node).read(src).assert_existing_objects_matched(
-        ).expect_partial()
-    except RESTORE_ERRORS as e:
-        raise TrainingError(f"--init_from {init_from!r}: incompatible checkpoint "
-                            f"({type(e).__name__}: {str(e)[:300]})") from None
-    log(f"initialised model weights from {src} ({len(model.variables)} variables; "
-        f"optimizer, step and data position start fresh)")
-
-
-def _checkpoint_flags(path):
-    """The MODEL_FIELDS dict recorded in a checkpoint, or None for one written before
-    checkpoints recorded them."""
-    reader = tf.train.load_checkpoint(path)
-    if not reader.has_tensor(RUN_FLAGS_KEY):
-        return None
-    return json.loads(reader.get_tensor(RUN_FLAGS_KEY))
-
-
-def _restore_newest_readable(ckpt, manager, step, log, config, legacy):
-    """Restores the newest checkpoint that reads cleanly; a corrupt newer one is skipped
-    (and named), never deleted; if none reads, raises TrainingError. A checkpoint written
-    with other model flags is refused (TrainingError), also when run_config.json is gone;
-    one from before checkpoints recorded their flags is restored through `legacy`."""
-    failures = []
-    for path in reversed(manager.checkpoints):
-        try:
-            theirs = _checkpoint_flags(path)
-            if theirs is not None:
-                diff = rundir.config_differences(theirs, model_flags(config), MODEL_FIELDS)
-                if diff:
-                    raise TrainingError(
-                        f"--logdir {config.logdir!r}: checkpoint {path} was written by a run "
-                        f"with different flags ({', '.join(diff)}); use another --logdir. "
-                        f"Nothing was overwritten.")
-                ckpt.restore(path).assert_existing_objects_matched()
-            else:
-                legacy.restore(path).assert_existing_objects_matched()
-                log(f"note: {path} predates checkpoints that record their model flags: "
-                    f"they could not be checked against this command's")
-        except RESTORE_ERRORS as e:
-            failures.append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-            continue
-        for f in failures:
-            log(f"warning: skipped unreadable checkpoint {f}")
-        log(f"resumed from {path} at step {int(step)}")
-        return
-    raise TrainingError("Could not restore any checkpoint in the logdir (corrupt, or from "
-                        "another architecture?): " + "; ".join(failures))
 
 
 def _diagnostics_batch(config, x):
