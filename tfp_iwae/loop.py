@@ -11,14 +11,12 @@ import json
 import os
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from tfp_iwae import data
 from tfp_iwae import diagnostics
 from tfp_iwae import evaluation
 from tfp_iwae import memory
-from tfp_iwae import objectives
 from tfp_iwae import preemption
 from tfp_iwae import rundir
 from tfp_iwae import strategies
@@ -217,9 +215,8 @@ def _stop_on_signal(stop, s, check_finite, manager, log):
 
 
 def _diagnostics_batch(config, x):
-    xb = x[:100]
-    return tf.constant(data.fixed_binarization(xb, 4321) if config.binarization != "none"
-                       else xb)
+    """The fixed batch of the gradient diagnostics: 100 images as the model sees them."""
+    return tf.constant(data.evaluation_pixels(x[:100], config.binarization, 4321))
 
 
 def _gradient_diagnostics(samplers, x, config, s, writer, log):
@@ -235,33 +232,21 @@ def _gradient_diagnostics(samplers, x, config, s, writer, log):
 
 
 def _validate(model, config, valid_x, s, writer, log, protocol):
-    xv = valid_x[:config.eval_images]
-    xb = data.fixed_binarization(xv, 1234) if config.binarization != "none" else xv
-    lk = evaluation.estimate_log_likelihood(model, xb, config.num_samples, seed=s)
-    l5000 = evaluation.estimate_log_likelihood(model, xb, config.eval_samples, seed=s)
-    au = evaluation.active_units(model, xb)  # the pixels the model sees, not grey levels
-    lw = model.log_weights(tf.constant(xb[:100]), config.num_samples, seed=s)
+    """Validation at step `s` (`evaluation.validate`) into TensorBoard and the log."""
+    v = evaluation.validate(model, valid_x[:config.eval_images], config.num_samples,
+                            config.eval_samples, binarization=config.binarization, seed=s,
+                            pictures=bool(summaries.image_side(model.input_dim)))
     summaries.write_validation(
-        writer, s, l_k=float(np.mean(lk)), log_likelihood=float(np.mean(l5000)),
-        bits_per_dim=evaluation.bits_per_dim(-float(np.mean(l5000)), model.input_dim),
-        elbo=float(tf.reduce_mean(objectives.vae_bound(lw))),
-        ess=float(tf.reduce_mean(objectives.effective_sample_size(lw))),
-        active_units=au["counts"], log_weights=lw, num_samples=config.num_samples,
-        eval_samples=config.eval_samples, num_images=len(xv))
-    if summaries.image_side(model.input_dim):
-        samples = model.sample(16, seed=s, mean=True)
-        spread = np.linspace(0, len(xb) - 1, 16).astype(int)  # every class when sorted
-        recon = model.reconstruct(tf.constant(xb[spread]), seed=s)
-        summaries.write_images(writer, s, inputs=xb[spread], reconstructions=recon,
-                               samples=samples)
-    log(f"validation step {s}: L_{config.num_samples} {np.mean(lk):.2f} nats, "
-        f"L_{config.eval_samples} {np.mean(l5000):.2f} nats "
-        f"({evaluation.bits_per_dim(-np.mean(l5000), model.input_dim):.4f} bits/dim), "
-        f"active units {au['counts']} on {len(xv)} images [{protocol}, validation "
-        f"{validation_binarization(config.binarization)}]")
-
-
-def validation_binarization(binarization):
-    """How validation images are presented for a run's --binarization (log label)."""
-    return ("not binarised (intensities)" if binarization == "none" else
-            "fixed-binarised")
+        writer, s, l_k=v["l_k"], log_likelihood=v["log_likelihood"],
+        bits_per_dim=v["bits_per_dim"], elbo=v["elbo"], ess=v["ess"],
+        active_units=v["active_units"], log_weights=v["log_weights"],
+        num_samples=config.num_samples, eval_samples=config.eval_samples,
+        num_images=v["num_images"])
+    if v["samples"] is not None:
+        summaries.write_images(writer, s, inputs=v["inputs"],
+                               reconstructions=v["reconstructions"], samples=v["samples"])
+    log(f"validation step {s}: L_{config.num_samples} {v['l_k']:.2f} nats, "
+        f"L_{config.eval_samples} {v['log_likelihood']:.2f} nats "
+        f"({v['bits_per_dim']:.4f} bits/dim), "
+        f"active units {v['active_units']} on {v['num_images']} images [{protocol}, "
+        f"validation {evaluation.validation_binarization(config.binarization)}]")
