@@ -5,10 +5,15 @@
     python bench/report.py --quick         # smoke run (seconds; figures not meaningful)
 
 Rows:
-  * training step examples/s at k = 1, 5, 50 for the 1- and 2-stochastic-layer paper
-    models (batch 100, IWAE, XLA), next to the matmul roofline: the step's matmul FLOPs at
-    the sgemm rate measured in the same run (share = achieved / roofline; NumPy's and
-    TensorFlow's sgemm are both measured, the faster is the roofline);
+  * training examples/s at k = 1, 5, 50 for the 1- and 2-stochastic-layer paper models
+    (IWAE, XLA) at batch 20 (the paper's) and 100, three ways: one compiled step per call
+    (`training.make_train_step`, a fixed batch), the fused loop (`training.TrainLoop`,
+    --steps_per_call steps per compiled call with the training images on the device),
+    and the whole training loop behind `launch/train.py` at its defaults (progress lines,
+    summaries and checkpoints; validation off), each next to the matmul roofline: the
+    step's matmul FLOPs at the sgemm rate measured in the same run (share = achieved /
+    roofline; NumPy's and TensorFlow's sgemm are both measured, the faster is the
+    roofline). Then the whole loop at batch 20 against batch 100;
   * L_5000 over the whole MNIST test set (10,000 images from the IDX files in --data_dir;
     without them, and said so, mnist_5k's 1,000), 1 and 2 layers, per chunk size, each in
     a fresh process (bench/evaluate.py): seconds (compilation apart), share of the

@@ -53,22 +53,24 @@ def dense_chain(sizes):
 
 def dense_layers(model, batch, k):
     """(rows, multiply-adds per row) of every dense matmul of one pass over `batch` images
-    with k samples each, encoder first: q(h1|x) runs on the batch rows, every later layer
-    on batch * k rows. The first entry is the encoder's input layer."""
+    with k samples each, encoder first, from the model's architecture (`input_dim`,
+    `latent_units`, `hidden_units`; the decoder mirrors the encoder's hidden sizes):
+    q(h1|x) runs on the batch rows, every later layer on batch * k rows. The first entry
+    is the encoder's input layer."""
     out = []
-    first = True
-    for layer in model.q_layers:
-        rows = batch if layer is model.q_layers[0] else batch * k
-        d_in = model.input_dim if first else model.latent_units[0]
-        sizes = [d_in] + list(layer.mlp.hidden_units)
+    for i in range(model.stochastic_layers):  # q(h1|x) once per image, q(h2|h1) per sample
+        rows = batch if i == 0 else batch * k
+        d_in = model.input_dim if i == 0 else model.latent_units[0]
+        sizes = [d_in] + list(model.hidden_units[i])
         out += [(rows, a * b) for a, b in dense_chain(sizes)] + \
-            [(rows, 2 * sizes[-1] * layer.units)]
-        first = False
-    dec_layers = [model.p_x] + ([model.p_h1] if model.stochastic_layers == 2 else [])
-    for layer in dec_layers:
-        units = layer.units * (2 if layer is not model.p_x else 1)
-        d_in = model.latent_units[0] if layer is model.p_x else model.latent_units[1]
-        sizes = [d_in] + list(layer.mlp.hidden_units) + [units]
+            [(rows, 2 * sizes[-1] * model.latent_units[i])]
+    # p(x|h1) (one output per pixel) and, for 2 layers, p(h1|h2) (loc and std per unit).
+    decoders = [(model.latent_units[0], model.hidden_units[0], model.input_dim)]
+    if model.stochastic_layers == 2:
+        decoders.append((model.latent_units[1], model.hidden_units[1],
+                         2 * model.latent_units[0]))
+    for d_in, hidden, units in decoders:
+        sizes = [d_in] + list(hidden[::-1]) + [units]
         out += [(batch * k, a * b) for a, b in dense_chain(sizes)]
     return out
 

@@ -30,28 +30,10 @@ def check_flags(checks):
 
 
 def restore_run(logdir, checkpoint=None):
-    """(config, model, checkpoint path) of a training run in `logdir`."""
-    import tensorflow as tf
-    from tfp_iwae import data, loop
+    """(config, model, checkpoint path) of a training run in `logdir` (`rundir.restore_run`);
+    fails with its message."""
+    from tfp_iwae import config, data, rundir
     try:
-        config = loop.load_config(logdir)
-    except loop.TrainingError as e:
+        return rundir.restore_run(logdir, checkpoint)
+    except (config.TrainingError, data.DataError) as e:
         fail(str(e))
-    path = checkpoint or tf.train.latest_checkpoint(f"{logdir}/checkpoints")
-    if not path:
-        fail(f"--logdir {logdir!r}: no checkpoint found in {logdir}/checkpoints.")
-    try:
-        train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
-                                  download=config.download)
-        model = loop.build_model(config, data_mean=train_x.mean(0))
-    except data.DataError as e:
-        fail(str(e))
-    except ValueError as e:
-        fail(f"--logdir {logdir!r}: cannot build the model its run_config.json describes "
-             f"({e}).")
-    try:
-        tf.train.Checkpoint(model=model.checkpointable()).read(
-            path).expect_partial().assert_existing_objects_matched()
-    except loop.RESTORE_ERRORS as e:
-        fail(f"checkpoint {path!r} could not be read (corrupt or incompatible): {e}")
-    return config, model, path

@@ -14,35 +14,35 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_iwae
+from linear_gaussian import LinearGaussian
 from tfp_iwae import estimators
 
 tfd = tfp.distributions
 
 
-class TrainableLG:
+class TrainableLG(LinearGaussian):
+    """The linear-Gaussian model with trainable decoder (W, b) and encoder (A, c, log_std)."""
+
     def __init__(self, d=2, D=3, s=0.6, seed=0, optimal=False, dtype=np.float64):
         rng = np.random.RandomState(seed)
         var = lambda a: tf.Variable(np.asarray(a, dtype))  # noqa: E731
         # Orthogonal columns make the exact posterior diagonal (so q can match it).
         q_mat, _ = np.linalg.qr(rng.randn(D, d))
         w = q_mat * np.array([1.5, 0.8][:d])
-        self.s = s
-        self.dtype = dtype
-        self.W = var(w)
+        W = var(w)
         b = rng.randn(D)
-        self.b = var(b)
+        super().__init__(W, var(b), s, dtype)
         if optimal:
             lam = np.sum(w ** 2, axis=0)
             post_var = 1. / (1. + lam / s ** 2)
             a = (post_var[:, None] * w.T) / s ** 2
             self.A = var(a)
             self.c = var(-a @ b)
-            self.d = var(0.5 * np.log(post_var))
+            self.log_std = var(0.5 * np.log(post_var))
         else:
             self.A = var(rng.randn(d, D) * 0.3)
             self.c = var(rng.randn(d) * 0.3)
-            self.d = var(rng.randn(d) * 0.3 - 0.5)
-        self.dim = d
+            self.log_std = var(rng.randn(d) * 0.3 - 0.5)
 
     @property
     def decoder_variables(self):
@@ -50,19 +50,11 @@ class TrainableLG:
 
     @property
     def encoder_variables(self):
-        return [self.A, self.c, self.d]
-
-    @property
-    def prior(self):
-        return tfd.MultivariateNormalDiag(tf.zeros(self.dim, self.dtype))
-
-    def likelihood(self, z):
-        return tfd.MultivariateNormalDiag(tf.linalg.matvec(self.W, z) + self.b,
-                                          self.s * tf.ones(3, self.dtype))
+        return [self.A, self.c, self.log_std]
 
     def posterior_params(self, x):
-        return tf.linalg.matvec(self.A, x) + self.c, tf.exp(self.d) * tf.ones_like(
-            x[..., :self.dim])
+        return tf.linalg.matvec(self.A, x) + self.c, tf.exp(self.log_std) * tf.ones_like(
+            x[..., :self.d])
 
     def posterior(self, x):
         loc, scale = self.posterior_params(x)

@@ -81,11 +81,6 @@ DOWNLOAD_PROBE_TIMEOUT_S = 4.
 # Active units (Burda et al., sec. 5.2) are counted on this many training images.
 ACTIVE_UNITS_IMAGES = 500
 
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-_AMAT = {"train": "binarized_mnist_train.amat", "validation": "binarized_mnist_valid.amat",
-         "test": "binarized_mnist_test.amat"}
-
 
 def _check_name(name):
     if name not in DATASETS:
@@ -113,84 +108,6 @@ def protocol_note(name):
     """The dataset's splits and provenance (`DATASETS[name][2]`), for result files."""
     _check_name(name)
     return DATASETS[name][2]
-
-
-def _validate(x, origin):
-    """x float32 [N, 784] in [0, 1], finite, non-empty; else DataError naming origin."""
-    if x.ndim != 2 or x.shape[1] != 784:
-        raise DataError(f"{origin}: expected images of 28x28 = 784 pixels, got array of "
-                        f"shape {x.shape}.")
-    if x.shape[0] == 0:
-        raise DataError(f"{origin}: the split is empty.")
-    if not np.all(np.isfinite(x)):
-        raise DataError(f"{origin}: contains NaN or inf pixel values.")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0. or hi > 1.:
-        raise DataError(f"{origin}: pixel intensities must be in [0, 1] after scaling, "
-                        f"found range [{lo:g}, {hi:g}].")
-    return x
-
-
-def _scale(raw, origin):
-    raw = np.asarray(raw)
-    if raw.dtype == np.uint8:
-        x = raw.astype(np.float32) / 255.
-    else:
-        x = raw.astype(np.float32)
-    if x.ndim > 1:
-        x = x.reshape(len(x), int(np.prod(x.shape[1:])))
-    return _validate(x, origin)
-
-
-def _files_available(name, data_dir):
-    if not data_dir or not os.path.isdir(data_dir):
-        return False
-    present = set(os.listdir(data_dir))
-    if name == "binarized_mnist" and _AMAT["train"] in present:
-        return True
-    if any(f in present for f in ("train.npz", "test.npz")):
-        return True
-    return any(stem in present or stem + ".gz" in present
-               for stem, _ in _IDX_FILES.values())
-
-
-def _read_files(name, split, data_dir):
-    present = set(os.listdir(data_dir))
-    if name == "binarized_mnist" and _AMAT["train"] in present:
-        path = os.path.join(data_dir, _AMAT[split])
-        if not os.path.exists(path):
-            raise DataError(f"Missing file {path} for split {split!r}.")
-        try:
-            x = np.loadtxt(path, dtype=np.float32)
-        except ValueError as e:
-            raise DataError(f"{path}: not a valid .amat file ({e}).") from e
-        return _validate(x.reshape(len(x), -1), path)
-    npz = os.path.join(data_dir, f"{split}.npz")
-    if f"{split}.npz" in present:
-        try:
-            with np.load(npz) as f:
-                if "x" not in f:
-                    raise DataError(f"{npz}: expected an array named 'x', found "
-                                    f"{sorted(f.files)}.")
-                raw = f["x"]
-        except (OSError, ValueError) as e:
-            raise DataError(f"{npz}: unreadable .npz ({e}).") from e
-        return _scale(raw, npz)
-    if split == "validation":
-        raise DataError(f"No validation files in {data_dir}; use split='train' (the "
-                        f"validation split is cut from it) or provide validation.npz.")
-    stem = _IDX_FILES[split][0]
-    path = os.path.join(data_dir, stem + ".gz")
-    if not os.path.exists(path):
-        path = os.path.join(data_dir, stem)
-    if not os.path.exists(path):
-        raise DataError(f"Missing IDX file {os.path.join(data_dir, stem)}(.gz) for split "
-                        f"{split!r} of {name!r} in data_dir={data_dir}.")
-    raw = sources.read_idx(path)
-    if raw.ndim != 3 or raw.shape[1:] != (28, 28):
-        raise DataError(f"{path}: expected an IDX image file of shape [N, 28, 28], got "
-                        f"{raw.shape}.")
-    return _scale(raw.reshape(len(raw), 784), path)
 
 
 def _unreachable(address, timeout):
@@ -269,7 +186,7 @@ def _tfds_images(name, split, data_dir, download):
                                         .batch(10000))]
     if not batches:
         raise DataError(f"tfds {tfds_name!r} split {split!r} is empty.")
-    return _validate(np.concatenate(batches).astype(np.float32),
+    return sources.validate_images(np.concatenate(batches).astype(np.float32),
                      f"tfds {tfds_name}/{split} in {data_dir}")
 
 
@@ -278,7 +195,7 @@ def _raw_split(name, split, data_dir, source, download):
     if source == "auto":
         if name == "mnist_5k":
             source = "embedded"
-        elif _files_available(name, data_dir):
+        elif sources.files_available(name, data_dir):
             source = "files"
         else:
             source = "tfds"
@@ -289,7 +206,7 @@ def _raw_split(name, split, data_dir, source, download):
     if source == "files":
         if not data_dir or not os.path.isdir(data_dir):
             raise DataError(f"source='files' needs an existing --data_dir, got {data_dir!r}.")
-        return _read_files(name, split, data_dir)
+        return sources.read_split_files(name, split, data_dir)
     if source == "tfds":
         return _tfds_images(name, split, data_dir, download)
     raise DataError(f"`source` must be one of auto, embedded, files, tfds; got {source!r}.")
@@ -326,8 +243,7 @@ def load_array(name, split, *, data_dir=None, source="auto", download=True):
 
 def binarize(x, seed):
     """Bernoulli(x) samples as float32 {0, 1}, with a stateless Philox seed."""
-    u = tf.random.stateless_uniform(tf.shape(x), seed=seeds.stateless_seed(seed),
-                                    alg="philox")
+    u = seeds.uniform(tf.shape(x), seeds.stateless_seed(seed))
     return tf.cast(u < x, tf.float32)
 
 
@@ -440,7 +356,7 @@ def from_array(x, *, batch_size, shuffle, repeat, drop_remainder, seed, dynamic)
         idx = tf.range(n, dtype=tf.int64)
         if shuffle:
             key = tf.random.experimental.stateless_fold_in(base_seed, epoch)
-            idx = tf.argsort(tf.random.stateless_uniform([n], key, alg="philox"))
+            idx = tf.argsort(seeds.uniform([n], key))
             idx = tf.cast(idx, tf.int64)
         if drop_remainder:  # one [batch] row of indices per element: no per-image work
             rows = tf.reshape(idx[:per_epoch * batch_size], [per_epoch, batch_size])
@@ -454,8 +370,7 @@ def from_array(x, *, batch_size, shuffle, repeat, drop_remainder, seed, dynamic)
         batch = tf.gather(images, idx)
         if dynamic:
             key = tf.random.experimental.stateless_fold_in(base_seed + [0, 1], step)
-            batch = tf.cast(tf.random.stateless_uniform(tf.shape(batch), key, alg="philox")
-                            < batch, tf.float32)
+            batch = tf.cast(seeds.uniform(tf.shape(batch), key) < batch, tf.float32)
         return batch
 
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -478,7 +393,7 @@ def prepare_tfds_from_idx(name, idx_dir, data_dir):
     tmp = tempfile.mkdtemp(prefix="tfp_iwae_idx_")
     paths = {}
     try:
-        for split, (images, labels) in _IDX_FILES.items():
+        for split, (images, labels) in sources.IDX_FILES.items():
             for key, stem in (("data", images), ("labels", labels)):
                 src = os.path.join(idx_dir, stem + ".gz")
                 if not os.path.exists(src):
@@ -516,7 +431,7 @@ def epoch_permutation(seed, epoch, n):
     compile-time constants), so the training loop computes it in its compiled program.
     """
     key = seeds.fold_in(seed, epoch)
-    u = tf.random.stateless_uniform([n], key, dtype=tf.float64, alg=seeds.RNG_ALG)
+    u = seeds.uniform([n], key, tf.float64)
     return tf.cast(tf.argsort(u, stable=True), tf.int32)
 
 

@@ -1,4 +1,5 @@
-"""Evaluation: memory-bounded L_k (k = 5000 in the paper), active units, bits/dim."""
+"""Evaluation: memory-bounded L_k (k = 5000 in the paper), active units, bits/dim, and a
+training run's periodic validation (`validate`)."""
 
 import math
 import weakref
@@ -6,11 +7,13 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from tfp_iwae import data
 from tfp_iwae import objectives
 from tfp_iwae import seeds
+from tfp_iwae.memory import VALIDATION_IMAGES
 
 __all__ = ["estimate_log_likelihood", "active_units", "bits_per_dim", "default_chunk_size",
-           "bound_curve", "estimate_bound_curve"]
+           "bound_curve", "estimate_bound_curve", "validate", "validation_binarization"]
 
 # Rows (samples x images) per compiled chunk: logits of 50,000 x 784 float32 are 157 MB.
 _ROWS_PER_CHUNK = 50_000
@@ -228,16 +231,58 @@ def active_units(model, x, threshold=1e-2, seed=0, batch_size=500):
       arrays `[units]`, the per-unit variance of the posterior mean).
     """
     x = np.asarray(x, np.float32)
-    means = [[] for _ in model.q_layers]
+    means = [[] for _ in range(model.stochastic_layers)]
     base = seeds.stateless_seed(seed)
     for b, start in enumerate(range(0, len(x), batch_size)):
         xb = tf.constant(x[start:start + batch_size])
-        loc, scale = model.q_layers[0].parameters_for(xb)
-        means[0].append(loc.numpy())
-        if len(model.q_layers) == 2:
-            eps = tf.random.stateless_normal(tf.shape(loc), seeds.fold_in(base, b),
-                                             alg="philox")
-            loc2, _ = model.q_layers[1].parameters_for(loc + scale * eps)
-            means[1].append(loc2.numpy())
+        h1_seed = seeds.fold_in(base, b) if model.stochastic_layers == 2 else None
+        for m, (loc, _) in zip(means, model.posterior_parameters(xb, seed=h1_seed)):
+            m.append(loc.numpy())
     stats = [np.var(np.concatenate(m).astype(np.float64), axis=0) for m in means]
     return {"counts": [int(np.sum(s > threshold)) for s in stats], "statistics": stats}
+
+
+def validate(model, images, num_samples, eval_samples, *, binarization, seed, pictures=True):
+    """A training run's validation at one step: the numbers behind its summaries and log.
+
+    The images are presented as `data.evaluation_pixels` gives them (binarised once with
+    seed 1234 unless `binarization` is `none`); every draw is seeded by `seed` (the step).
+
+    Args:
+      model: an `IWAE`.
+      images: `[N, input_dim]` validation intensities.
+      num_samples: k of the training objective (L_k, ELBO and ESS are at this k).
+      eval_samples: k of the log-likelihood estimate (L_5000 in the paper).
+      binarization: the run's `--binarization`.
+      seed: int seed of the importance samples.
+      pictures: also draw 16 samples and reconstruct 16 images spread over the set.
+
+    Returns:
+      dict with `l_k` and `log_likelihood` (mean L_k and L_eval_samples, nats),
+      `bits_per_dim` (of L_eval_samples), `active_units` (counts per layer), `elbo` and
+      `ess` (means over the first `memory.VALIDATION_IMAGES` images), their `log_weights`
+      `[k, n]`, `num_images`, and with `pictures` `inputs`, `reconstructions` and
+      `samples` (16 images each; else None).
+    """
+    xb = data.evaluation_pixels(images, binarization, 1234)
+    lk = estimate_log_likelihood(model, xb, num_samples, seed=seed)
+    l_eval = estimate_log_likelihood(model, xb, eval_samples, seed=seed)
+    au = active_units(model, xb)  # the pixels the model sees, not grey levels
+    lw = model.log_weights(tf.constant(xb[:VALIDATION_IMAGES]), num_samples, seed=seed)
+    out = dict(l_k=float(np.mean(lk)), log_likelihood=float(np.mean(l_eval)),
+               bits_per_dim=bits_per_dim(-float(np.mean(l_eval)), model.input_dim),
+               active_units=au["counts"], elbo=float(tf.reduce_mean(objectives.vae_bound(lw))),
+               ess=float(tf.reduce_mean(objectives.effective_sample_size(lw))),
+               log_weights=lw, num_images=len(xb), inputs=None, reconstructions=None,
+               samples=None)
+    if pictures:
+        spread = np.linspace(0, len(xb) - 1, 16).astype(int)  # every class when sorted
+        out.update(inputs=xb[spread], samples=model.sample(16, seed=seed, mean=True),
+                   reconstructions=model.reconstruct(tf.constant(xb[spread]), seed=seed))
+    return out
+
+
+def validation_binarization(binarization):
+    """How `validate` presents the images for a run's --binarization (a log label)."""
+    return ("not binarised (intensities)" if binarization == "none" else
+            "fixed-binarised")

@@ -45,19 +45,17 @@ class _Serving(tf.Module):
             with tf.control_dependencies([tf.debugging.Assert(
                     n >= 0, ["sample: `n` must be >= 0 (the number of samples), got", n])]):
                 n = tf.identity(n)
-            seed_z, seed_x = tf.unstack(tf.random.experimental.stateless_split(
-                self._seed, 2))
-            z = self._model.prior.sample(n, seed=seed_z)
-            px = self._model.decoder(z)
-            return {"x": px.sample(seed=seed_x), "mean": px.mean()}
+            x, mean = self._model.sample_and_mean(n, seed=self._seed)
+            return {"x": x, "mean": mean}
 
         @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="x")])
         def encode(x):
             x = _checked_rows(x, dim, "encode")
-            loc, scale = self._model.q_layers[0].parameters_for(x)
+            params = self._model.posterior_parameters(x)  # layer 2 at h1's mean
+            loc, scale = params[0]
             out = {"h1_mean": loc, "h1_stddev": scale}
-            if len(self._model.q_layers) == 2:
-                loc2, scale2 = self._model.q_layers[1].parameters_for(loc)
+            if len(params) == 2:
+                loc2, scale2 = params[1]
                 out.update(h2_mean_given_h1_mean=loc2, h2_stddev_given_h1_mean=scale2)
             return out
 

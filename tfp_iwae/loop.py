@@ -1,228 +1,33 @@
 """The training loop behind `launch/train.py`: schedule, checkpoints, resume, TensorBoard.
 
-The logdir's lock and `run_config.json` live in `rundir`, the graceful stop on SIGTERM /
-SIGINT in `preemption`, the memory estimate in `memory`.
+The run's flags live in `config`; the logdir (lock, run_config.json, checkpoints, resume)
+in `rundir`; the strategies in `strategies`; the schedule's stages in `training`; the
+graceful stop on SIGTERM / SIGINT in `preemption`, the memory estimate in `memory`.
 """
 
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from tfp_iwae import data
 from tfp_iwae import diagnostics
-from tfp_iwae import estimators
 from tfp_iwae import evaluation
 from tfp_iwae import memory
-from tfp_iwae import model as model_lib
-from tfp_iwae import objectives
 from tfp_iwae import preemption
 from tfp_iwae import rundir
+from tfp_iwae import strategies
 from tfp_iwae import summaries
 from tfp_iwae import training
+from tfp_iwae.config import MODEL_FIELDS, RunConfig, TrainingError  # noqa: F401
+from tfp_iwae.config import model_flags
+from tfp_iwae.rundir import build_model, load_config  # noqa: F401  (re-exported)
 
 __all__ = ["RunConfig", "train", "TrainingError", "MODEL_FIELDS", "build_model",
-           "stage_at", "load_config"]
-
-CONFIG_FILE = rundir.CONFIG_FILE
-STRATEGIES = ("default", "mirrored", "multi_worker")
-# What reading a corrupt, truncated or mismatched checkpoint raises.
-RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError)
-# Flags that define the model/run: a logdir holding a run with other values is refused.
-# They are recorded in run_config.json and inside every checkpoint (`run_flags`).
-MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "num_samples",
-                "objective", "batch_size", "schedule", "seed", "std_parameterization")
-# Where a checkpoint keeps the JSON of its run's MODEL_FIELDS.
-RUN_FLAGS_KEY = "run_flags/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def make_strategy(name):
-    """None for `default`; MirroredStrategy over local devices; MultiWorkerMirroredStrategy
-    (reads the TF_CONFIG environment variable)."""
-    if name == "default":
-        return None
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and
-                                              resolver.task_id == 0)
-
-
-class TrainingError(RuntimeError):
-    """Bad configuration or a failure that stops training (message names the cause)."""
-
-
-@dataclasses.dataclass
-class RunConfig:
-    dataset: str = "mnist_5k"
-    data_dir: str = None
-    download: bool = True  # let tfds download a dataset missing locally (not a model field)
-    binarization: str = "dynamic"
-    stochastic_layers: int = 1
-    likelihood: str = "bernoulli"
-    std_parameterization: str = "exp"
-    num_samples: int = 5
-    objective: str = "iwae"
-    batch_size: int = 20
-    schedule: str = "paper"
-    epochs: int = 10
-    max_steps: int = 0
-    learning_rate: float = 1e-3
-    logdir: str = "runs/default"
-    seed: int = 0
-    eval_every: int = 1000
-    eval_images: int = 200
-    eval_samples: int = 5000
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    log_every: int = 100
-    init_from: str = None
-    xla: bool = True
-    mixed_precision: bool = False
-    strategy: str = "default"
-    num_shards: int = 0
-    diagnostics_every: int = 0
-    diagnostics_estimators: str = "iwae,stl,dreg"
-    diagnostics_repeats: int = 16
-    steps_per_call: int = 100
-
-    def validate(self):
-        def need(cond, flag, expected, value):
-            if not cond:
-                raise TrainingError(f"--{flag}: expected {expected}, got {value!r}.")
-        need(self.num_samples >= 1, "num_samples", "an integer >= 1", self.num_samples)
-        need(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
-        need(self.stochastic_layers in (1, 2), "stochastic_layers", "1 or 2",
-             self.stochastic_layers)
-        need(self.schedule in ("paper", "constant"), "schedule", "paper or constant",
-             self.schedule)
-        need(self.binarization in data.BINARIZATIONS, "binarization",
-             " | ".join(data.BINARIZATIONS), self.binarization)
-        need(self.dataset in data.DATASETS, "dataset",
-             "one of " + ", ".join(sorted(data.DATASETS)), self.dataset)
-        need(self.likelihood in model_lib.LIKELIHOODS, "likelihood",
-             " | ".join(model_lib.LIKELIHOODS), self.likelihood)
-        need(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
-        need(self.max_steps >= 0, "max_steps", "an integer >= 0 (0: no cap)", self.max_steps)
-        need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
-             "a positive number (finite)", self.learning_rate)
-        need(self.seed >= 0, "seed", "a non-negative integer", self.seed)
-        need(self.strategy in STRATEGIES, "strategy", " | ".join(STRATEGIES), self.strategy)
-        need(self.num_shards >= 0, "num_shards", "an integer >= 0 (0: one per replica)",
-             self.num_shards)
-        need(self.diagnostics_repeats >= 2, "diagnostics_repeats", "an integer >= 2",
-             self.diagnostics_repeats)
-        for name in filter(None, self.diagnostics_estimators.split(",")):
-            try:
-                estimators.get_estimator(name, self.num_samples)
-            except ValueError as e:
-                raise TrainingError(f"--diagnostics_estimators: {e}") from None
-        for flag in ("eval_every", "checkpoint_every", "log_every", "diagnostics_every"):
-            need(getattr(self, flag) >= 0, flag, "an integer >= 0 (0: never)",
-                 getattr(self, flag))
-        need(self.eval_samples >= 1, "eval_samples", "an integer >= 1", self.eval_samples)
-        need(self.steps_per_call >= 1, "steps_per_call", "an integer >= 1",
-             self.steps_per_call)
-        try:
-            estimators.get_estimator(self.objective, self.num_samples)
-        except ValueError as e:
-            raise TrainingError(f"--objective: {e}") from None
-        if self.init_from is not None and not (
-                tf.train.latest_checkpoint(self.init_from) or
-                os.path.exists(self.init_from + ".index")):
-            raise TrainingError(f"--init_from: no checkpoint found at {self.init_from!r} "
-                                f"(expected a run's logdir/checkpoints or a checkpoint prefix).")
-
-
-def load_config(logdir):
-    """The RunConfig recorded in `<logdir>/run_config.json`.
-
-    Raises TrainingError naming the file if it is missing, not JSON, or holds unknown
-    flags or values of the wrong type.
-    """
-    path = os.path.join(logdir, CONFIG_FILE)
-    try:
-        flags = rundir.read_config(logdir)
-    except rundir.RunDirError as e:
-        raise TrainingError(str(e)) from None
-    if flags is None:
-        raise TrainingError(f"--logdir {logdir!r}: no {CONFIG_FILE} (not the logdir of a "
-                            f"training run?).")
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(flags) - set(fields))
-    if unknown:
-        raise TrainingError(f"{path!r}: unknown flags {unknown} (written by another version "
-                            f"of tfp_iwae?).")
-    for name, value in flags.items():
-        default = fields[name].default
-        kind = (float, int) if isinstance(default, float) else type(default)
-        if default is None:  # optional strings (data_dir, init_from)
-            ok = value is None or isinstance(value, str)
-        else:
-            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-        if not ok:
-            raise TrainingError(f"{path!r}: flag {name!r} has value {value!r}, expected "
-                                f"{'a string' if default is None else type(default).__name__}.")
-    return RunConfig(**flags)
-
-
-def model_flags(config):
-    """{flag: value} of MODEL_FIELDS: what must match to resume a run."""
-    return {f: getattr(config, f) for f in MODEL_FIELDS}
-
-
-def stages(config, steps_per_epoch):
-    """[(first_step, last_step_exclusive, learning_rate)] for the whole run."""
-    if config.schedule == "paper":
-        plan = training.paper_schedule(base_learning_rate=config.learning_rate)
-    else:
-        plan = [(config.epochs, config.learning_rate)]
-    out, step = [], 0
-    for passes, lr in plan:
-        out.append((step, step + passes * steps_per_epoch, lr))
-        step += passes * steps_per_epoch
-    return out
-
-
-def stage_at(plan, step):
-    """(stage index, learning rate) at a step."""
-    for i, (first, last, lr) in enumerate(plan):
-        if first <= step < last:
-            return i, lr
-    return len(plan) - 1, plan[-1][2]
-
-
-def build_model(config, data_mean=None):
-    return model_lib.IWAE(stochastic_layers=config.stochastic_layers,
-                          likelihood=config.likelihood,
-                          std_parameterization=config.std_parameterization,
-                          data_mean=data_mean if config.likelihood == "bernoulli" else None,
-                          seed=config.seed,
-                          dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
-
-
-def _check_logdir(config):
-    """Creates the logdir; refuses one whose run_config.json holds other model flags.
-    Writes nothing else: run_config.json is written once the run starts (`train`)."""
-    rundir.make_logdir(config.logdir)
-    theirs = rundir.read_config(config.logdir)
-    diff = rundir.config_differences(theirs, model_flags(config), MODEL_FIELDS) if (
-        theirs is not None) else []
-    if diff:
-        raise TrainingError(f"--logdir {config.logdir!r} holds a run with different "
-                            f"flags ({', '.join(diff)}); use another --logdir. Nothing was "
-                            f"overwritten.")
+           "load_config"]
 
 
 def _check_memory(config):
@@ -263,7 +68,7 @@ def train(config, log=_log):
 
 
 def _train(config, log, held):
-    _check_logdir(config)
+    rundir.check_logdir(config)
     protocol = data.describe(config.dataset, config.binarization)
     train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
                               download=config.download)
@@ -273,11 +78,12 @@ def _train(config, log, held):
         raise TrainingError(f"--batch_size={config.batch_size} exceeds the {len(train_x)} "
                             f"training images of {config.dataset}.")
     steps_per_epoch = len(train_x) // config.batch_size
-    plan = stages(config, steps_per_epoch)
+    plan = training.stages(config.schedule, steps_per_epoch, config.learning_rate,
+                           config.epochs)
     total = plan[-1][1] if not config.max_steps else min(plan[-1][1], config.max_steps)
 
-    strategy = make_strategy(config.strategy)
-    chief = is_chief(strategy)
+    strategy = strategies.make_strategy(config.strategy)
+    chief = strategies.is_chief(strategy)
     if chief:  # workers of a multi-worker run share the chief's logdir
         held.enter_context(rundir.RunLock(config.logdir, on_stale=lambda m: log(f"note: {m}")))
     stop = held.enter_context(preemption.StopRequest(
@@ -292,23 +98,22 @@ def _train(config, log, held):
                             f"{replicas} replicas of --strategy={config.strategy}.")
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        model = build_model(config, data_mean=train_x.mean(0))
+        model = rundir.build_model(config, data_mean=train_x.mean(0))
         opt = training.make_optimizer(config.learning_rate)
-    ckpt_dir = os.path.join(config.logdir, "checkpoints")
+    ckpt_dir = rundir.checkpoint_dir(config.logdir)
     if not chief:  # non-chief workers save (collectively) into a scratch directory
         ckpt_dir = os.path.join(config.logdir, "worker_scratch",
                                 str(strategy.cluster_resolver.task_id))
     step = tf.Variable(0, dtype=tf.int64, name="step")
     parts = dict(model=model.checkpointable(), optimizer=opt, step=step)
-    if fused_path(config):
+    if fused_path(config):  # the data position is the step: no iterator to checkpoint
         images, dynamic = data.presented(config.dataset, train_x, config.binarization)
-        trainer = training.TrainLoop(
+        run_steps = training.TrainLoop(
             model, opt, config.num_samples, images, batch_size=config.batch_size,
             seed=config.seed, estimator=config.objective, dynamic=dynamic,
             stages=[(first, lr) for first, _, lr in plan],
             max_steps_per_call=config.steps_per_call, jit_compile=config.xla,
             resident=images.nbytes <= RESIDENT_MAX_BYTES)
-        run_steps = trainer
     else:  # a strategy or sharded sampling: one compiled step per call, tf.data batches
         step_fn = training.make_train_step(model, opt, config.num_samples,
                                            estimator=config.objective,
@@ -324,10 +129,10 @@ def _train(config, log, held):
     ckpt = tf.train.Checkpoint(run_flags=run_flags, **parts)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
     if manager.checkpoints:
-        _restore_newest_readable(ckpt, manager, step, log, config,
+        rundir.restore_newest_readable(ckpt, manager, step, log, config,
                                  legacy=tf.train.Checkpoint(**parts))
     elif config.init_from:
-        _init_model_from(model, config.init_from, log)
+        rundir.init_model_from(model, config.init_from, log)
 
     writer = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.TRAIN))
     vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.VALIDATION))
@@ -361,15 +166,15 @@ def _train(config, log, held):
         out = run_steps(s, end - s)
         applied = int(out["steps"])
         calls.record(applied, time.perf_counter() - started)
-        if t0 is None:  # the first call compiles: the rate counts from its end
-            t0, s0 = time.perf_counter(), s + applied
         step.assign(s + applied)
         if applied < end - s:  # steps s .. s+applied-1 were applied; the next was not
             raise TrainingError(
                 f"non-finite loss or gradient at step {s + applied} (weights not "
                 f"updated); last good checkpoint: {manager.latest_checkpoint or 'none'}.")
+        if t0 is None:  # the first call compiles: the rate counts from its end
+            t0, s0 = time.perf_counter(), end
         s = end
-        stage, lr = stage_at(plan, s - 1)
+        stage, lr = training.stage_at(plan, s - 1)
         if config.log_every and (s % config.log_every == 0 or s == total):
             metrics = {k: float(v) for k, v in out.items() if k != "steps"}
             # Examples/s since the end of the first (compiling) call, validations included
@@ -414,7 +219,7 @@ def _train(config, log, held):
 # larger ones are gathered on the host per call, with the same numbers.
 RESIDENT_MAX_BYTES = 2 << 30
 # A call of many steps is cut to about this many seconds, so that SIGTERM/SIGINT (checked
-# between calls) is answered quickly whatever the step costs.
+# between calls) is answered quickly whatever a step costs.
 CALL_SECONDS = 2.
 
 
@@ -434,8 +239,7 @@ class _CallSizer:
 
     def record(self, steps, seconds):
         if steps and seconds > 0:
-            per_step = seconds / steps
-            self.size = int(max(1, min(self.most, CALL_SECONDS / per_step)))
+            self.size = int(max(1, min(self.most, CALL_SECONDS * steps / seconds)))
 
 
 def _per_step_calls(step_fn, iterator, optimizer, plan, seed):
@@ -450,7 +254,7 @@ def _per_step_calls(step_fn, iterator, optimizer, plan, seed):
         outs = []
         for i in range(count):
             s = first + i
-            lr = stage_at(plan, s)[1]
+            lr = training.stage_at(plan, s)[1]
             if lr != current[0]:
                 optimizer.learning_rate.assign(lr)
                 current[0] = lr
@@ -473,66 +277,9 @@ def _stop_on_signal(stop, s, manager, log):
     raise preemption.Preempted(stop.requested, s, manager.latest_checkpoint)
 
 
-def _init_model_from(model, init_from, log):
-    """Loads only the model's weights from another run's checkpoint (--init_from)."""
-    src = tf.train.latest_checkpoint(init_from) or init_from
-    node = model.checkpointable()
-    try:
-        # The source also holds an optimizer, a step and a data position: not wanted here.
-        tf.train.Checkpoint(model=node).read(src).assert_existing_objects_matched(
-        ).expect_partial()
-    except RESTORE_ERRORS as e:
-        raise TrainingError(f"--init_from {init_from!r}: incompatible checkpoint "
-                            f"({type(e).__name__}: {str(e)[:300]})") from None
-    log(f"initialised model weights from {src} ({len(model.variables)} variables; "
-        f"optimizer, step and data position start fresh)")
-
-
-def _checkpoint_flags(path):
-    """The MODEL_FIELDS dict recorded in a checkpoint, or None for one written before
-    checkpoints recorded them."""
-    reader = tf.train.load_checkpoint(path)
-    if not reader.has_tensor(RUN_FLAGS_KEY):
-        return None
-    return json.loads(reader.get_tensor(RUN_FLAGS_KEY))
-
-
-def _restore_newest_readable(ckpt, manager, step, log, config, legacy):
-    """Restores the newest checkpoint that reads cleanly; a corrupt newer one is skipped
-    (and named), never deleted; if none reads, raises TrainingError. A checkpoint written
-    with other model flags is refused (TrainingError), also when run_config.json is gone;
-    one from before checkpoints recorded their flags is restored through `legacy`."""
-    failures = []
-    for path in reversed(manager.checkpoints):
-        try:
-            theirs = _checkpoint_flags(path)
-            if theirs is not None:
-                diff = rundir.config_differences(theirs, model_flags(config), MODEL_FIELDS)
-                if diff:
-                    raise TrainingError(
-                        f"--logdir {config.logdir!r}: checkpoint {path} was written by a run "
-                        f"with different flags ({', '.join(diff)}); use another --logdir. "
-                        f"Nothing was overwritten.")
-                ckpt.restore(path).assert_existing_objects_matched()
-            else:
-                legacy.restore(path).assert_existing_objects_matched()
-                log(f"note: {path} predates checkpoints that record their model flags: "
-                    f"they could not be checked against this command's")
-        except RESTORE_ERRORS as e:
-            failures.append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-            continue
-        for f in failures:
-            log(f"warning: skipped unreadable checkpoint {f}")
-        log(f"resumed from {path} at step {int(step)}")
-        return
-    raise TrainingError("Could not restore any checkpoint in the logdir (corrupt, or from "
-                        "another architecture?): " + "; ".join(failures))
-
-
 def _diagnostics_batch(config, x):
-    xb = x[:100]
-    return tf.constant(data.fixed_binarization(xb, 4321) if config.binarization != "none"
-                       else xb)
+    """The fixed batch of the gradient diagnostics: 100 images as the model sees them."""
+    return tf.constant(data.evaluation_pixels(x[:100], config.binarization, 4321))
 
 
 def _gradient_diagnostics(samplers, x, config, s, writer, log):
@@ -548,33 +295,21 @@ def _gradient_diagnostics(samplers, x, config, s, writer, log):
 
 
 def _validate(model, config, valid_x, s, writer, log, protocol):
-    xv = valid_x[:config.eval_images]
-    xb = data.fixed_binarization(xv, 1234) if config.binarization != "none" else xv
-    lk = evaluation.estimate_log_likelihood(model, xb, config.num_samples, seed=s)
-    l5000 = evaluation.estimate_log_likelihood(model, xb, config.eval_samples, seed=s)
-    au = evaluation.active_units(model, xb)  # the pixels the model sees, not grey levels
-    lw = model.log_weights(tf.constant(xb[:100]), config.num_samples, seed=s)
+    """Validation at step `s` (`evaluation.validate`) into TensorBoard and the log."""
+    v = evaluation.validate(model, valid_x[:config.eval_images], config.num_samples,
+                            config.eval_samples, binarization=config.binarization, seed=s,
+                            pictures=bool(summaries.image_side(model.input_dim)))
     summaries.write_validation(
-        writer, s, l_k=float(np.mean(lk)), log_likelihood=float(np.mean(l5000)),
-        bits_per_dim=evaluation.bits_per_dim(-float(np.mean(l5000)), model.input_dim),
-        elbo=float(tf.reduce_mean(objectives.vae_bound(lw))),
-        ess=float(tf.reduce_mean(objectives.effective_sample_size(lw))),
-        active_units=au["counts"], log_weights=lw, num_samples=config.num_samples,
-        eval_samples=config.eval_samples, num_images=len(xv))
-    if summaries.image_side(model.input_dim):
-        samples = model.sample(16, seed=s, mean=True)
-        spread = np.linspace(0, len(xb) - 1, 16).astype(int)  # every class when sorted
-        recon = model.reconstruct(tf.constant(xb[spread]), seed=s)
-        summaries.write_images(writer, s, inputs=xb[spread], reconstructions=recon,
-                               samples=samples)
-    log(f"validation step {s}: L_{config.num_samples} {np.mean(lk):.2f} nats, "
-        f"L_{config.eval_samples} {np.mean(l5000):.2f} nats "
-        f"({evaluation.bits_per_dim(-np.mean(l5000), model.input_dim):.4f} bits/dim), "
-        f"active units {au['counts']} on {len(xv)} images [{protocol}, validation "
-        f"{validation_binarization(config.binarization)}]")
-
-
-def validation_binarization(binarization):
-    """How validation images are presented for a run's --binarization (log label)."""
-    return ("not binarised (intensities)" if binarization == "none" else
-            "fixed-binarised")
+        writer, s, l_k=v["l_k"], log_likelihood=v["log_likelihood"],
+        bits_per_dim=v["bits_per_dim"], elbo=v["elbo"], ess=v["ess"],
+        active_units=v["active_units"], log_weights=v["log_weights"],
+        num_samples=config.num_samples, eval_samples=config.eval_samples,
+        num_images=v["num_images"])
+    if v["samples"] is not None:
+        summaries.write_images(writer, s, inputs=v["inputs"],
+                               reconstructions=v["reconstructions"], samples=v["samples"])
+    log(f"validation step {s}: L_{config.num_samples} {v['l_k']:.2f} nats, "
+        f"L_{config.eval_samples} {v['log_likelihood']:.2f} nats "
+        f"({v['bits_per_dim']:.4f} bits/dim), "
+        f"active units {v['active_units']} on {v['num_images']} images [{protocol}, "
+        f"validation {evaluation.validation_binarization(config.binarization)}]")

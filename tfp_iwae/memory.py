@@ -18,7 +18,7 @@ __all__ = ["per_sample_floats", "training_step_bytes", "validation_bytes",
 
 BYTES_PER_FLOAT = 4
 STEP_OVERHEAD = {True: 1.5, False: 2.5}  # keyed by XLA on/off
-VALIDATION_IMAGES = 100  # loop._validate: log weights of the first 100 validation images
+VALIDATION_IMAGES = 100  # evaluation.validate: log weights of the first 100 images
 
 
 def per_sample_floats(stochastic_layers, input_dim=784):

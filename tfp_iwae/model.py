@@ -91,8 +91,10 @@ class IWAE(keras.Model):
                             std_parameterization=std_parameterization, min_std=min_std)
         gauss = dict(activation=activation, std_parameterization=std_parameterization,
                      min_std=min_std, dtype=dtype_policy)
+        def sub(i):  # the initialiser seed of stochastic layer i
+            return seeds.sub_seed(seed, i, seeds.LAYER_SEED_STRIDE)
+
         # Inference network, bottom-up.
-        sub = (lambda i: None) if seed is None else (lambda i: int(seed) * 10 + i)
         self.q_layers = [networks.GaussianLayer(hidden_units[0], latent_units[0],
                                                 name="q_h1", seed=sub(1), **gauss)]
         if stochastic_layers == 2:
@@ -217,6 +219,33 @@ class IWAE(keras.Model):
         return tfd.JointDistributionNamed(dict(h1=q1, h2=lambda h1: self.q_layers[1](h1)),
                                           validate_args=self.validate_args)
 
+    def posterior_parameters(self, x, seed=None):
+        """The Gaussian parameters of q(z|x), one `(loc, scale)` pair per stochastic layer.
+
+        Args:
+          x: float32 observations `[batch, input_dim]` (any `[*batch, input_dim]`); dtype
+            and trailing size are checked as in `check_inputs`, the support is not (the
+            encoder's parameters are defined for any x).
+          seed: where layer 2's q(h2|h1) is evaluated (two-layer models): None, at
+            h1 = loc1, the mean of q(h1|x); else at one sample h1 = loc1 + scale1 * eps,
+            eps = `seeds.normal(shape, seeds.stateless_seed(seed))` (an int or a `[2]`
+            stateless seed). Unused for one layer.
+
+        Returns:
+          A list, bottom layer first: `[(loc1, scale1)]` or `[(loc1, scale1), (loc2,
+          scale2)]`; layer i's loc (a mean) and scale (a standard deviation, not a
+          variance), in the units of z, each `[batch, latent_units[i]]`.
+        """
+        x = self.check_inputs(x, validate_args=False)
+        loc, scale = self.q_layers[0].parameters_for(x)
+        params = [(loc, scale)]
+        if self.stochastic_layers == 2:
+            h1 = loc
+            if seed is not None:
+                h1 = loc + scale * seeds.normal(tf.shape(loc), seeds.stateless_seed(seed))
+            params.append(self.q_layers[1].parameters_for(h1))
+        return params
+
     def decoder(self, z):
         """p(x|z): z `[*lead, latent]` (or {"h1", "h2"}) -> distribution with batch `lead`."""
         h1 = z["h1"] if isinstance(z, dict) else z
@@ -249,10 +278,25 @@ class IWAE(keras.Model):
         """
         n = objectives.check_num_samples(n, "n", "the number of samples to draw",
                                          allow_tensor=True)
-        seed_z, seed_x = seeds.split_seed(seed, 2)
-        z = self.prior.sample(n, seed=seed_z)
-        px = self.decoder(z)
+        px, seed_x = self._generate(n, seed)
         return px.mean() if mean else px.sample(seed=seed_x)
+
+    def sample_and_mean(self, n, seed=None):
+        """`(x, mean)`, each `[n, input_dim]`: x ~ p(x|z) and E[x|z] (Bernoulli
+        probabilities) for the same ancestral draws z ~ p(z).
+
+        The same numbers as `sample(n, seed)` and `sample(n, seed, mean=True)`; `n` as in
+        `sample`, but 0 is allowed (empty `[0, input_dim]` results).
+        """
+        n = objectives.check_num_samples(n, "n", "the number of samples to draw",
+                                         allow_tensor=True, minimum=0)
+        px, seed_x = self._generate(n, seed)
+        return px.sample(seed=seed_x), px.mean()
+
+    def _generate(self, n, seed):
+        """(p(x|z) for z ~ p(z) `[n, ...]`, the seed of x's draw), from `seed` split in two."""
+        seed_z, seed_x = seeds.split_seed(seed, 2)
+        return self.decoder(self.prior.sample(n, seed=seed_z)), seed_x
 
     def reconstruct(self, x, seed=None):
         """E[x | z] for one z ~ q(z|x): `[batch, input_dim]`."""

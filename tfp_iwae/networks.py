@@ -10,6 +10,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_iwae import seeds
+
 tfd = tfp.distributions
 
 __all__ = ["MLP", "DiagonalGaussian", "GaussianLayer", "BernoulliLayer", "GaussianObservationLayer",
@@ -39,8 +41,8 @@ def _glorot(seed):
 
 
 def _sub_seed(seed, i):
-    """Distinct deterministic seeds for sub-layers (None stays unseeded)."""
-    return None if seed is None else int(seed) * 1000 + i
+    """The initialiser seed of sub-layer i (None stays unseeded; `seeds.sub_seed`)."""
+    return seeds.sub_seed(seed, i, seeds.SUBLAYER_SEED_STRIDE)
 
 
 def _dense(units, name, seed=None, bias_initializer="zeros", dtype=None):
@@ -82,29 +84,6 @@ def _std(raw, parameterization, min_std):
     return tf.nn.softplus(raw) + min_std
 
 
-# Counter-based RNG used for every sample drawn here. XLA on CPU implements TF's default
-# ("auto_select") stateless RNG about 20x slower than Philox, and its compiled draws
-# differ from its uncompiled ones even for a constant seed; Philox is fast. Its numbers
-# are the same with and without XLA only when the seed is a compile-time constant
-# (TensorFlow then folds the op before XLA compiles it); given the seed as a runtime
-# argument, as the training step and the evaluation do, XLA's Philox kernel draws a
-# different stream from TensorFlow's (each reproducible on its own; tested in
-# tests/test_model.py).
-RNG_ALG = "philox"
-
-
-def standard_normal(shape, seed, dtype=tf.float32):
-    """Stateless N(0, 1) samples with the Philox generator."""
-    seed = tfp.random.sanitize_seed(seed)
-    return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg=RNG_ALG)
-
-
-def uniform(shape, seed, dtype=tf.float32):
-    """Stateless U[0, 1) samples with the Philox generator."""
-    seed = tfp.random.sanitize_seed(seed)
-    return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype, alg=RNG_ALG)
-
-
 class DiagonalGaussian(tfd.Independent):
     """`Independent(Normal(loc, scale), 1)` with fast reparameterised Philox sampling.
 
@@ -140,7 +119,7 @@ class DiagonalGaussian(tfd.Independent):
 
     def _sample_n(self, n, seed=None):
         shape = tf.concat([[n], tf.shape(self._loc)], axis=0)
-        return self._loc + self._scale * standard_normal(shape, seed, self._loc.dtype)
+        return self._loc + self._scale * seeds.normal(shape, seed, self._loc.dtype)
 
 
 class GaussianLayer(keras.layers.Layer):
@@ -218,7 +197,7 @@ class BernoulliLogits(tfd.Independent):
 
     def _sample_n(self, n, seed=None):
         shape = tf.concat([[n], tf.shape(self._logits)], axis=0)
-        u = uniform(shape, seed, self._logits.dtype)
+        u = seeds.uniform(shape, seed, self._logits.dtype)
         return tf.cast(u < tf.sigmoid(self._logits), self._logits.dtype)
 
     def _log_prob(self, x):

@@ -24,8 +24,8 @@ _DESCRIPTIONS = {"num_samples": "the number of importance samples k"}
 
 
 def check_num_samples(num_samples, name="num_samples", description=None,
-                      allow_tensor=False):
-    """Returns a count >= 1 (e.g. k), or raises ValueError naming the argument.
+                      allow_tensor=False, minimum=1):
+    """Returns a count >= `minimum` (e.g. k), or raises ValueError naming the argument.
 
     Args:
       num_samples: the value to check.
@@ -35,30 +35,37 @@ def check_num_samples(num_samples, name="num_samples", description=None,
         `num_samples`, nothing for other names.
       allow_tensor: also accept a scalar integer Tensor. One whose value is known at
         trace time is checked now and returned as a Python int; otherwise it is returned
-        as an int32 Tensor with a run-time check (InvalidArgumentError if < 1).
+        as an int32 Tensor with a run-time check (InvalidArgumentError if < `minimum`).
+      minimum: 1 (a count of samples, the default) or 0 (e.g. a number of draws to
+        return, where none is an empty result).
 
     Returns:
-      A Python int >= 1 (or, with `allow_tensor`, an int32 scalar Tensor).
+      A Python int >= `minimum` (or, with `allow_tensor`, an int32 scalar Tensor).
     """
+    if minimum not in (0, 1):
+        raise ValueError(f"`minimum` must be 0 or 1, got {minimum!r}.")
+    kind = "positive" if minimum == 1 else "non-negative"
     if description is None:
         description = _DESCRIPTIONS.get(name)
     about = f" ({description})" if description else ""
     if allow_tensor and tf.is_tensor(num_samples):
         if not num_samples.dtype.is_integer or num_samples.shape.rank not in (0, None):
-            raise ValueError(f"`{name}` must be a positive integer or a scalar integer "
+            raise ValueError(f"`{name}` must be a {kind} integer or a scalar integer "
                              f"Tensor{about}, got {num_samples!r}.")
         static = tf.get_static_value(num_samples)
         if static is None:
             n = tf.cast(num_samples, tf.int32)
-            with tf.control_dependencies([tf.debugging.assert_positive(
-                    n, message=f"`{name}` must be >= 1{about}")]):
+            at_least = (tf.debugging.assert_positive if minimum == 1 else
+                        tf.debugging.assert_non_negative)
+            with tf.control_dependencies([at_least(
+                    n, message=f"`{name}` must be >= {minimum}{about}")]):
                 return tf.identity(n)
         num_samples = static.item() if hasattr(static, "item") else static
     if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
-        kind = "integer or a scalar integer Tensor" if allow_tensor else "Python integer"
-        raise ValueError(f"`{name}` must be a positive {kind}{about}, got {num_samples!r}.")
-    if num_samples < 1:
-        raise ValueError(f"`{name}` must be >= 1{about}, got {num_samples}.")
+        what = "integer or a scalar integer Tensor" if allow_tensor else "Python integer"
+        raise ValueError(f"`{name}` must be a {kind} {what}{about}, got {num_samples!r}.")
+    if num_samples < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}{about}, got {num_samples}.")
     return int(num_samples)
 
 

@@ -1,34 +1,36 @@
-"""The run directory (`--logdir`) of a training run: its lock and its `run_config.json`.
+"""The run directory (`--logdir`) of a training run: what is in it and how to read it back.
 
-One training process owns a logdir at a time. It holds `train.lock`, a file created
-atomically (`O_CREAT | O_EXCL`) that names its host and PID, and keeps an exclusive
-`fcntl.flock` on it while it runs. A second process is refused with the holder's host and
-PID. A lock left behind by a process that no longer runs (killed with SIGKILL, machine
-crash) is stale and removed on the next start: on the same host, a lock is stale when its
-PID is not alive or nobody holds its `flock` (the kernel drops a flock when its process
-dies, so a reused PID does not keep a dead run's lock alive). A lock from another host
-cannot be checked and is never removed automatically.
+A logdir holds `train.lock` (while a process trains in it; see `runlock`, whose names are
+re-exported here), `run_config.json` (the run's flags, written atomically once the run
+really starts; a later start with other model flags is refused), `checkpoints/` (each
+checkpoint also records the run's model flags) and TensorBoard event directories.
 
-`run_config.json` records the flags of the run (written atomically once the run really
-starts); a later start with other model flags is refused.
+`restore_run` gives the config, the model and the checkpoint of a finished or running run
+(used by `launch/evaluate.py`, `sample.py` and `export.py`); the training loop checks the
+logdir, resumes from its newest readable checkpoint or starts from `--init_from` with the
+functions here.
 """
 
-import errno
-import fcntl
 import json
 import os
-import socket
-import time
+
+import tensorflow as tf
+
+from tfp_iwae import data
+from tfp_iwae import model as model_lib
+from tfp_iwae.config import MODEL_FIELDS, RunConfig, TrainingError, model_flags
+from tfp_iwae.runlock import LOCK_FILE, RunDirError, RunLock
 
 __all__ = ["RunDirError", "LOCK_FILE", "CONFIG_FILE", "RunLock", "make_logdir",
-           "read_config", "write_config", "config_differences"]
+           "read_config", "write_config", "config_differences", "load_config",
+           "check_logdir", "checkpoint_dir", "build_model", "RESTORE_ERRORS",
+           "checkpoint_flags", "restore_newest_readable", "init_model_from", "restore_run"]
 
-LOCK_FILE = "train.lock"
 CONFIG_FILE = "run_config.json"
-
-
-class RunDirError(RuntimeError):
-    """The logdir cannot be used (locked, unwritable, unreadable or mismatched config)."""
+# What reading a corrupt, truncated or mismatched checkpoint raises.
+RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError)
+# Where a checkpoint keeps the JSON of its run's MODEL_FIELDS.
+RUN_FLAGS_KEY = "run_flags/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def make_logdir(logdir):
@@ -39,164 +41,9 @@ def make_logdir(logdir):
         raise RunDirError(f"--logdir: cannot create {logdir!r}: {e}") from None
 
 
-# -- lock -------------------------------------------------------------------------------
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def _read_holder(path):
-    """The lock file's {"host", "pid", ...}, or None if unreadable or not yet written."""
-    try:
-        with open(path) as f:
-            holder = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
-        return None
-    return holder
-
-
-def _describe(holder):
-    if holder is None:
-        return "an unknown process (the lock file is empty or unreadable)"
-    return (f"PID {holder['pid']} on host {holder.get('host')!r}"
-            + (f", started {holder['started']}" if holder.get("started") else ""))
-
-
-class RunLock:
-    """Exclusive ownership of a logdir by this process (a context manager).
-
-    `acquire()` creates `<logdir>/train.lock` holding this host and PID, or raises
-    RunDirError naming the process that holds it; a stale lock (see the module docstring)
-    is removed first and `on_stale` is called with a one-line description of it.
-    `release()` (also on leaving the `with` block, on errors and on exceptions raised by
-    signal handlers) removes the file. Only the chief of a multi-worker run takes it.
-    """
-
-    def __init__(self, logdir, on_stale=None, stale_grace_seconds=10.):
-        self.path = os.path.join(logdir, LOCK_FILE)
-        self._on_stale = on_stale or (lambda msg: None)
-        self._grace = stale_grace_seconds
-        self._fd = None
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-
-    @property
-    def held(self):
-        return self._fd is not None
-
-    def acquire(self):
-        host = socket.gethostname()
-        for _ in range(3):  # create; or remove a stale lock and create again
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._remove_if_stale(host)
-                continue
-            except OSError as e:
-                reason = ("not writable" if e.errno in (errno.EACCES, errno.EPERM,
-                                                         errno.EROFS) else "not usable")
-                raise RunDirError(f"--logdir {os.path.dirname(self.path)!r} is {reason}: "
-                                  f"cannot create the lock file {self.path!r} "
-                                  f"({e.strerror or e}).") from None
-            # Locked before its content is written: whoever reads a complete holder from
-            # the file finds the flock held for as long as the holder lives. (Blocking: a
-            # concurrent stale check holds it for an instant.)
-            _flock(fd, blocking=True)
-            try:
-                os.write(fd, json.dumps({"host": host, "pid": os.getpid(), "started":
-                                         time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
-                os.fsync(fd)
-            except OSError as e:
-                _unlink_same_file(self.path, fd)
-                os.close(fd)
-                raise RunDirError(f"--logdir: cannot write the lock file {self.path!r} "
-                                  f"({e.strerror or e}).") from None
-            self._fd = fd
-            return self
-        raise RunDirError(f"--logdir: could not take the lock {self.path!r} (another process "
-                          f"keeps creating it).")
-
-    def _remove_if_stale(self, host):
-        """Removes the existing lock file if its holder is gone, else raises RunDirError."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return  # released meanwhile: try again
-        try:
-            holder = _read_holder(self.path)
-            free = _flock(fd, blocking=False)  # True: nobody holds it; None: no flock here
-            same_host = holder is not None and holder.get("host") == host
-            if holder is None:
-                # Empty: being written right now, or its writer died at once; only the
-                # latter stays empty (and unlocked) past the grace period.
-                stale = free is not False and time.time() - os.fstat(fd).st_mtime > self._grace
-            elif free is None:
-                stale = same_host and not _pid_alive(holder["pid"])
-            else:
-                stale = same_host and free
-            if not stale:
-                if holder is None:
-                    hint = (f"a process is creating it, or died doing so (then it is stale "
-                            f"once {self._grace:.0f} s old)")
-                elif same_host:
-                    hint = "stop it first, or use another --logdir"
-                else:
-                    hint = ("if that process is gone (e.g. its machine crashed), delete the "
-                            "lock file")
-                raise RunDirError(
-                    f"--logdir {os.path.dirname(self.path)!r} is in use by "
-                    f"{_describe(holder)} (lock file {self.path!r}); {hint}.")
-            if _unlink_same_file(self.path, fd):
-                gone = holder is None or not _pid_alive(holder["pid"])
-                self._on_stale(f"removed the stale lock of {_describe(holder)}, which "
-                               f"{'no longer runs' if gone else 'no longer holds it'}")
-        finally:
-            os.close(fd)  # also drops our flock on the old file
-
-    def release(self):
-        """Removes the lock file (if it is still ours) and drops the flock."""
-        if self._fd is None:
-            return
-        try:
-            _unlink_same_file(self.path, self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _flock(fd, blocking):
-    """Takes an exclusive flock: True if taken, False if another holds it, None where the
-    filesystem has no flock."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        return True
-    except BlockingIOError:
-        return False
-    except OSError:
-        return None
-
-
-def _unlink_same_file(path, fd):
-    """Unlinks `path` only if it still names the file open as `fd`; True if it did."""
-    try:
-        if os.stat(path).st_ino == os.fstat(fd).st_ino:
-            os.unlink(path)
-            return True
-    except FileNotFoundError:
-        pass
-    return False
+def checkpoint_dir(logdir):
+    """Where a run keeps its checkpoints: `<logdir>/checkpoints`."""
+    return os.path.join(logdir, "checkpoints")
 
 
 # -- run_config.json --------------------------------------------------------------------
@@ -241,3 +88,130 @@ def config_differences(theirs, mine, fields):
     """`--flag=theirs there vs mine now` for each of `fields` whose values differ."""
     return [f"--{f}={theirs.get(f)!r} there vs {mine.get(f)!r} now" for f in fields
             if theirs.get(f) != mine.get(f)]
+
+
+def load_config(logdir):
+    """The RunConfig recorded in `<logdir>/run_config.json`.
+
+    Raises TrainingError naming the file if it is missing, not JSON, or holds unknown
+    flags or values of the wrong type.
+    """
+    try:
+        flags = read_config(logdir)
+    except RunDirError as e:
+        raise TrainingError(str(e)) from None
+    if flags is None:
+        raise TrainingError(f"--logdir {logdir!r}: no {CONFIG_FILE} (not the logdir of a "
+                            f"training run?).")
+    return RunConfig.from_flags(flags, os.path.join(logdir, CONFIG_FILE))
+
+
+def check_logdir(config):
+    """Creates the logdir; refuses one whose run_config.json holds other model flags.
+    Writes nothing else: run_config.json is written once the run starts (`loop.train`)."""
+    make_logdir(config.logdir)
+    theirs = read_config(config.logdir)
+    diff = config_differences(theirs, model_flags(config), MODEL_FIELDS) if (
+        theirs is not None) else []
+    if diff:
+        raise TrainingError(f"--logdir {config.logdir!r} holds a run with different "
+                            f"flags ({', '.join(diff)}); use another --logdir. Nothing was "
+                            f"overwritten.")
+
+
+# -- model and checkpoints --------------------------------------------------------------
+def build_model(config, data_mean=None):
+    """The (untrained) IWAE a RunConfig describes; `data_mean` (the training images' mean)
+    sets the output bias of a Bernoulli decoder."""
+    return model_lib.IWAE(stochastic_layers=config.stochastic_layers,
+                          likelihood=config.likelihood,
+                          std_parameterization=config.std_parameterization,
+                          data_mean=data_mean if config.likelihood == "bernoulli" else None,
+                          seed=config.seed,
+                          dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
+
+
+def checkpoint_flags(path):
+    """The MODEL_FIELDS dict recorded in a checkpoint, or None for one written before
+    checkpoints recorded them."""
+    reader = tf.train.load_checkpoint(path)
+    if not reader.has_tensor(RUN_FLAGS_KEY):
+        return None
+    return json.loads(reader.get_tensor(RUN_FLAGS_KEY))
+
+
+def restore_newest_readable(ckpt, manager, step, log, config, legacy):
+    """Restores the newest checkpoint that reads cleanly; a corrupt newer one is skipped
+    (and named), never deleted; if none reads, raises TrainingError. A checkpoint written
+    with other model flags is refused (TrainingError), also when run_config.json is gone;
+    one from before checkpoints recorded their flags is restored through `legacy`."""
+    failures = []
+    for path in reversed(manager.checkpoints):
+        try:
+            theirs = checkpoint_flags(path)
+            if theirs is not None:
+                diff = config_differences(theirs, model_flags(config), MODEL_FIELDS)
+                if diff:
+                    raise TrainingError(
+                        f"--logdir {config.logdir!r}: checkpoint {path} was written by a run "
+                        f"with different flags ({', '.join(diff)}); use another --logdir. "
+                        f"Nothing was overwritten.")
+                ckpt.restore(path).assert_existing_objects_matched()
+            else:
+                legacy.restore(path).assert_existing_objects_matched()
+                log(f"note: {path} predates checkpoints that record their model flags: "
+                    f"they could not be checked against this command's")
+        except RESTORE_ERRORS as e:
+            failures.append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            continue
+        for f in failures:
+            log(f"warning: skipped unreadable checkpoint {f}")
+        log(f"resumed from {path} at step {int(step)}")
+        return
+    raise TrainingError("Could not restore any checkpoint in the logdir (corrupt, or from "
+                        "another architecture?): " + "; ".join(failures))
+
+
+def init_model_from(model, init_from, log):
+    """Loads only the model's weights from another run's checkpoint (--init_from)."""
+    src = tf.train.latest_checkpoint(init_from) or init_from
+    node = model.checkpointable()
+    try:
+        # The source also holds an optimizer, a step and a data position: not wanted here.
+        tf.train.Checkpoint(model=node).read(src).assert_existing_objects_matched(
+        ).expect_partial()
+    except RESTORE_ERRORS as e:
+        raise TrainingError(f"--init_from {init_from!r}: incompatible checkpoint "
+                            f"({type(e).__name__}: {str(e)[:300]})") from None
+    log(f"initialised model weights from {src} ({len(model.variables)} variables; "
+        f"optimizer, step and data position start fresh)")
+
+
+def restore_run(logdir, checkpoint=None):
+    """(config, model, checkpoint path) of the training run in `logdir`: the model its
+    run_config.json describes with the weights of `checkpoint` (default: the newest).
+
+    Raises TrainingError (no or bad run_config.json, no checkpoint, a model that cannot be
+    built or a checkpoint that cannot be read) or `data.DataError`, naming the cause.
+    """
+    config = load_config(logdir)
+    ckpt_dir = checkpoint_dir(logdir)
+    path = checkpoint or tf.train.latest_checkpoint(ckpt_dir)
+    if not path:
+        raise TrainingError(f"--logdir {logdir!r}: no checkpoint found in {ckpt_dir}.")
+    try:
+        train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
+                                  download=config.download)
+        model = build_model(config, data_mean=train_x.mean(0))
+    except data.DataError:
+        raise
+    except ValueError as e:
+        raise TrainingError(f"--logdir {logdir!r}: cannot build the model its "
+                            f"run_config.json describes ({e}).") from None
+    try:
+        tf.train.Checkpoint(model=model.checkpointable()).read(
+            path).expect_partial().assert_existing_objects_matched()
+    except RESTORE_ERRORS as e:
+        raise TrainingError(f"checkpoint {path!r} could not be read (corrupt or "
+                            f"incompatible): {e}") from None
+    return config, model, path

@@ -1,8 +1,11 @@
-"""Offline data sources: the embedded MNIST subset and IDX (`.gz`) files.
+"""Offline data sources: the embedded MNIST subset and local files (IDX, `.npz`, `.amat`).
 
 `embedded_mnist(split)` returns float32 intensities in [0, 1] of shape `[N, 784]` (and
-labels `[N]`); `read_idx(path)` returns an IDX file's raw array, header-checked. The other
-local formats (`.npz` arrays, Larochelle's `.amat` files) are read by `tfp_iwae.data`.
+labels `[N]`); `read_idx(path)` returns an IDX file's raw array, header-checked;
+`read_npz(path)` and `read_amat(path)` return float32 `[N, 784]` in [0, 1];
+`read_split_files(name, split, data_dir)` reads a split from whichever of these formats
+`data_dir` holds. Every reader raises `DataError` naming the file at fault. The tf.data
+pipelines over these arrays are in `tfp_iwae.data`.
 """
 
 import functools
@@ -12,8 +15,9 @@ import struct
 
 import numpy as np
 
-__all__ = ["embedded_mnist", "read_idx", "EMBEDDED_MNIST_DESCRIPTION",
-           "EMBEDDED_ORDER_SEED", "DataError"]
+__all__ = ["embedded_mnist", "read_idx", "read_npz", "read_amat", "read_split_files",
+           "files_available", "validate_images", "IDX_FILES", "AMAT_FILES",
+           "EMBEDDED_MNIST_DESCRIPTION", "EMBEDDED_ORDER_SEED", "DataError"]
 
 # Seeds the fixed pseudo-random order in which each mnist_5k split is returned (the file
 # is sorted by class, so without it every prefix of a split would hold only the first
@@ -112,3 +116,108 @@ def read_idx(path):
         raise DataError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the "
                         f"file holds {len(data) - header} bytes (truncated or corrupt).")
     return np.frombuffer(data, dtype, offset=header).reshape(shape)
+
+
+# Local file names: IDX (MNIST, Fashion-MNIST, KMNIST; `.gz` or not) and Larochelle's
+# binarised MNIST (`.amat`); `.npz` arrays are `{split}.npz`.
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+AMAT_FILES = {"train": "binarized_mnist_train.amat",
+              "validation": "binarized_mnist_valid.amat",
+              "test": "binarized_mnist_test.amat"}
+
+
+def validate_images(x, origin):
+    """x float32 `[N, 784]` in [0, 1], finite, non-empty; else DataError naming origin."""
+    if x.ndim != 2 or x.shape[1] != 784:
+        raise DataError(f"{origin}: expected images of 28x28 = 784 pixels, got array of "
+                        f"shape {x.shape}.")
+    if x.shape[0] == 0:
+        raise DataError(f"{origin}: the split is empty.")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{origin}: contains NaN or inf pixel values.")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0. or hi > 1.:
+        raise DataError(f"{origin}: pixel intensities must be in [0, 1] after scaling, "
+                        f"found range [{lo:g}, {hi:g}].")
+    return x
+
+
+def _scale(raw, origin):
+    """uint8 0-255 -> float32 / 255 (other dtypes cast), flattened to `[N, D]`, validated."""
+    raw = np.asarray(raw)
+    if raw.dtype == np.uint8:
+        x = raw.astype(np.float32) / 255.
+    else:
+        x = raw.astype(np.float32)
+    if x.ndim > 1:
+        x = x.reshape(len(x), int(np.prod(x.shape[1:])))
+    return validate_images(x, origin)
+
+
+def read_amat(path):
+    """Larochelle's `.amat` text file (binary pixels): float32 `[N, 784]`, validated."""
+    if not os.path.exists(path):
+        raise DataError(f"Missing file {path}.")
+    try:
+        x = np.loadtxt(path, dtype=np.float32)
+    except ValueError as e:
+        raise DataError(f"{path}: not a valid .amat file ({e}).") from e
+    return validate_images(x.reshape(len(x), -1), path)
+
+
+def read_npz(path):
+    """A `.npz` file's array `x` (uint8 0-255 or float in [0, 1], `[N, 784]` or
+    `[N, 28, 28]`): float32 intensities `[N, 784]` in [0, 1], validated."""
+    try:
+        with np.load(path) as f:
+            if "x" not in f:
+                raise DataError(f"{path}: expected an array named 'x', found "
+                                f"{sorted(f.files)}.")
+            raw = f["x"]
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable .npz ({e}).") from e
+    return _scale(raw, path)
+
+
+def files_available(name, data_dir):
+    """Whether `data_dir` holds local files of dataset `name` (`.amat` for
+    binarized_mnist, `{split}.npz`, or IDX files)."""
+    if not data_dir or not os.path.isdir(data_dir):
+        return False
+    present = set(os.listdir(data_dir))
+    if name == "binarized_mnist" and AMAT_FILES["train"] in present:
+        return True
+    if any(f in present for f in ("train.npz", "test.npz")):
+        return True
+    return any(stem in present or stem + ".gz" in present
+               for stem, _ in IDX_FILES.values())
+
+
+def read_split_files(name, split, data_dir):
+    """Intensities float32 `[N, 784]` in [0, 1] of a stored split (`train`, `test`, or
+    `validation` where files hold one) from the files in `data_dir`: `.amat` (for
+    binarized_mnist), else `{split}.npz`, else IDX images (`.gz` or not)."""
+    present = set(os.listdir(data_dir))
+    if name == "binarized_mnist" and AMAT_FILES["train"] in present:
+        path = os.path.join(data_dir, AMAT_FILES[split])
+        if not os.path.exists(path):
+            raise DataError(f"Missing file {path} for split {split!r}.")
+        return read_amat(path)
+    if f"{split}.npz" in present:
+        return read_npz(os.path.join(data_dir, f"{split}.npz"))
+    if split == "validation":
+        raise DataError(f"No validation files in {data_dir}; use split='train' (the "
+                        f"validation split is cut from it) or provide validation.npz.")
+    stem = IDX_FILES[split][0]
+    path = os.path.join(data_dir, stem + ".gz")
+    if not os.path.exists(path):
+        path = os.path.join(data_dir, stem)
+    if not os.path.exists(path):
+        raise DataError(f"Missing IDX file {os.path.join(data_dir, stem)}(.gz) for split "
+                        f"{split!r} of {name!r} in data_dir={data_dir}.")
+    raw = read_idx(path)
+    if raw.ndim != 3 or raw.shape[1:] != (28, 28):
+        raise DataError(f"{path}: expected an IDX image file of shape [N, 28, 28], got "
+                        f"{raw.shape}.")
+    return _scale(raw.reshape(len(raw), 784), path)

@@ -28,6 +28,8 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from tfp_iwae import data
 from tfp_iwae import model as model_lib
+from tfp_iwae import networks
+from tfp_iwae import training
 
 __all__ = ["TRAIN", "VALIDATION", "eval_run", "TAGS", "HPARAMS", "METRICS", "image_grid",
            "reconstruction_grid", "write_training", "write_gradient_diagnostics",
@@ -132,9 +134,9 @@ HPARAMS = (
     hp.HParam("dataset", hp.Discrete(sorted(data.DATASETS))),
     hp.HParam("binarization", hp.Discrete(list(data.BINARIZATIONS))),
     hp.HParam("likelihood", hp.Discrete(list(model_lib.LIKELIHOODS))),
-    hp.HParam("std_parameterization", hp.Discrete(["exp", "softplus"])),
+    hp.HParam("std_parameterization", hp.Discrete(list(networks.STD_PARAMETERIZATIONS))),
     hp.HParam("batch_size", _NUMBER),
-    hp.HParam("schedule", hp.Discrete(["paper", "constant"])),
+    hp.HParam("schedule", hp.Discrete(list(training.SCHEDULES))),
     hp.HParam("epochs", _NUMBER, description="--epochs (constant schedule)"),
     hp.HParam("max_steps", _NUMBER, description="--max_steps (0: the whole schedule)"),
     hp.HParam("learning_rate", _NUMBER),

@@ -12,9 +12,11 @@ from tfp_iwae import objectives
 from tfp_iwae import seeds
 
 __all__ = ["make_optimizer", "make_train_step", "paper_schedule", "PAPER_ADAM_EPSILON",
-           "TrainLoop", "step_metrics", "step_seed"]
+           "SCHEDULES", "stages", "stage_at", "TrainLoop", "step_metrics", "step_seed"]
 
 PAPER_ADAM_EPSILON = 1e-4
+# Learning-rate schedules of a run (`--schedule`): see `stages`.
+SCHEDULES = ("paper", "constant")
 
 
 def _checked_real(value, name, expected, ok):
@@ -59,6 +61,31 @@ def make_optimizer(learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=PAPER_A
 def paper_schedule(num_stages=8, base_learning_rate=1e-3):
     """[(passes, learning_rate)] for stages i = 0..7: 3^i passes at 1e-3 * 10^(-i/7)."""
     return [(3 ** i, base_learning_rate * 10. ** (-i / 7.)) for i in range(num_stages)]
+
+
+def stages(schedule, steps_per_epoch, learning_rate, epochs):
+    """[(first_step, last_step_exclusive, learning_rate)] for a whole run.
+
+    `schedule` is one of SCHEDULES: `paper` (`paper_schedule` from `learning_rate`; its
+    own number of passes) or `constant` (`epochs` passes at `learning_rate`).
+    """
+    if schedule == "paper":
+        plan = paper_schedule(base_learning_rate=learning_rate)
+    else:
+        plan = [(epochs, learning_rate)]
+    out, step = [], 0
+    for passes, lr in plan:
+        out.append((step, step + passes * steps_per_epoch, lr))
+        step += passes * steps_per_epoch
+    return out
+
+
+def stage_at(plan, step):
+    """(stage index, learning rate) at a step of a `stages` plan."""
+    for i, (first, last, lr) in enumerate(plan):
+        if first <= step < last:
+            return i, lr
+    return len(plan) - 1, plan[-1][2]
 
 
 def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile=True,
