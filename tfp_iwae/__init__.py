@@ -14,12 +14,12 @@ from tfp_iwae.marginal import ImportanceWeightedMarginal
 from tfp_iwae.model import IWAE, paper_architecture
 from tfp_iwae.objectives import (effective_sample_size, iwae_bound, log_weights,
                                  normalized_weights, vae_bound)
-from tfp_iwae.training import make_optimizer, make_train_step, paper_schedule
+from tfp_iwae.training import TrainLoop, make_optimizer, make_train_step, paper_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ESTIMATOR_NAMES", "IWAE", "active_units", "bits_per_dim", "bound_curve", "data",
+    "ESTIMATOR_NAMES", "IWAE", "TrainLoop", "active_units", "bits_per_dim", "bound_curve", "data",
     "estimate_bound_curve",
     "estimate_log_likelihood", "ImportanceWeightedMarginal", "effective_sample_size",
     "estimator_gradients", "get_estimator", "iwae_bound", "log_weights",
