@@ -159,15 +159,11 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
 
     metrics = step_metrics
 
-    def is_finite(grad_norm, bound):
-        return tf.math.logical_and(tf.math.is_finite(grad_norm),
-                                   tf.reduce_all(tf.math.is_finite(bound)))
-
     if strategy is None:
         def step(x, seed):
             grads, bound, lw = shard_gradients(x, seed, 0)
             grad_norm = tf.linalg.global_norm(grads)
-            finite = is_finite(grad_norm, bound)
+            finite = step_is_finite(grad_norm, bound)
 
             def apply():
                 optimizer.apply_gradients(zip(grads, variables))
@@ -246,6 +242,13 @@ def step_metrics(bound, log_weights, grad_norm, finite):
                 elbo=tf.reduce_mean(objectives.vae_bound(log_weights)),
                 ess=tf.reduce_mean(objectives.effective_sample_size(log_weights)),
                 grad_norm=grad_norm, finite=tf.cast(finite, tf.float32))
+
+
+def step_is_finite(grad_norm, bound):
+    """True when a step may be applied: its gradient norm and every example's bound
+    (`[batch]`) are finite (an overflowing norm counts as non-finite)."""
+    return tf.math.logical_and(tf.math.is_finite(grad_norm),
+                               tf.reduce_all(tf.math.is_finite(bound)))
 
 
 def step_seed(base_seed, step):
@@ -345,8 +348,7 @@ class TrainLoop:
                 seed=step_seed(self._seed, s))
             grads = list(out["decoder_grads"]) + list(out["encoder_grads"])
             grad_norm = tf.linalg.global_norm(grads)
-            finite = tf.math.logical_and(tf.math.is_finite(grad_norm),
-                                         tf.reduce_all(tf.math.is_finite(out["bound"])))
+            finite = step_is_finite(grad_norm, out["bound"])
             stage = tf.reduce_sum(tf.cast(s >= starts, tf.int32)) - 1
             optimizer.learning_rate.assign(tf.gather(rates, stage))
             # Applied whatever `finite` says: a non-finite step ends the loop, and the
