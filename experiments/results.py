@@ -23,7 +23,6 @@ Writes `docs/results/<name>.json` (every figure, command and timing),
 
 import argparse
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -40,6 +39,7 @@ PAPER_NLL = {(1, 1): (86.76, 86.76), (1, 5): (86.47, 85.54), (1, 50): (86.35, 84
 PAPER_FIXED_IWAE = {1: 88.71, 5: 87.63, 50: 87.10}  # 1 layer, fixed binarisation
 MNIST_DATASETS = ("mnist", "mnist_5k")  # the paper's numbers are for dynamic MNIST
 CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+EXTRAS = ("binarization", "finetune", "dreg", "piwae")
 
 
 def parse_args(argv=None):
@@ -50,7 +50,13 @@ def parse_args(argv=None):
                         "markers); default: the dataset.")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--epochs", type=int, default=100,
-                   help="Passes over the training split per configuration (constant lr).")
+                   help="Passes over the training split per configuration: at constant lr "
+                        "(--schedule=constant) or the paper's schedule compressed to this "
+                        "many passes (--schedule=paper).")
+    p.add_argument("--schedule", default="constant", choices=("constant", "paper"),
+                   help="constant: --learning_rate throughout; paper: the paper's 8 stages "
+                        "(3^i passes at learning_rate * 10^(-i/7)) compressed to --epochs "
+                        "passes (launch/train.py --schedule_passes).")
     p.add_argument("--finetune_epochs", type=int, default=50,
                    help="Extra passes for the fine-tuning runs and their controls.")
     p.add_argument("--batch_size", type=int, default=20)
@@ -63,7 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--ks", default="1,5,50", help="k of the main table.")
     p.add_argument("--extras", default="binarization,finetune,dreg",
                    help="Also run: binarization (fixed vs dynamic), finetune (sec. 5.2), "
-                        "dreg (IWAE trained with the DReG estimator, 1 layer, top k).")
+                        "dreg (the IWAE bound trained with the DReG estimator, top k, every "
+                        "--layers), piwae (PIWAE(M,K) of Rainforth et al. 2018 at M*K = top "
+                        "k, every --layers).")
     p.add_argument("--runs_dir", default=os.path.join(ROOT, "runs", "results"))
     p.add_argument("--docs", default=os.path.join(ROOT, "docs"))
     p.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
@@ -83,9 +91,9 @@ def parse_args(argv=None):
         p.error(f"--layers must be in {{1, 2}} and --ks >= 1, got {args.layers}, {args.ks}")
     args.extras = [e for e in args.extras.split(",") if e]
     args.name = args.name or args.dataset
-    unknown = set(args.extras) - {"binarization", "finetune", "dreg"}
+    unknown = set(args.extras) - set(EXTRAS)
     if unknown:
-        p.error(f"--extras: unknown {sorted(unknown)}; expected binarization, finetune, dreg")
+        p.error(f"--extras: unknown {sorted(unknown)}; expected {', '.join(EXTRAS)}")
     return args
 
 
@@ -101,19 +109,18 @@ def plan(args):
                                    init_from=init))
         return name
 
-    for layers in args.layers:
+    top = max(args.ks)
+    for layers in args.layers:  # run order: each architecture's table, then its extras
         for k in args.ks:
             add(layers, "vae", k)
             if k > 1:  # at k = 1 the IWAE objective is the VAE's
                 add(layers, "iwae", k)
-    top = max(args.ks)
+        for extra in ("dreg", "piwae"):
+            if extra in args.extras and top > 1:
+                add(layers, extra, top)
     if "binarization" in args.extras:
         add(1, "iwae", top)
         add(1, "iwae", top, f"l1_iwae_k{top}_fixed", binarization="fixed")
-    if "dreg" in args.extras and top > 1:
-        add(1, "vae", top)
-        add(1, "iwae", top)
-        add(1, "dreg", top)
     if "finetune" in args.extras and top > 1:
         for base in ("vae", "iwae"):
             name = add(1, base, top)
@@ -135,11 +142,18 @@ def run_dir(args, name):
 def commands(args, run):
     logdir = run_dir(args, run["name"])
     epoch = max(1, args.train_size // args.batch_size)  # steps per pass
+    from tfp_iwae import estimators
+    objective = run["objective"]
+    if objective in ("miwae", "piwae"):  # M*K = k, M the largest divisor <= sqrt(k)
+        objective = estimators.example_name(objective, run["k"])
+    # fine-tuning runs continue at constant lr; the main runs follow --schedule
+    schedule = (["--schedule=paper", f"--schedule_passes={run['epochs']}"]
+                if args.schedule == "paper" and not run["init_from"] else
+                ["--schedule=constant", f"--epochs={run['epochs']}"])
     train = [sys.executable, "launch/train.py", f"--dataset={args.dataset}",
              f"--binarization={run['binarization']}", f"--stochastic_layers={run['layers']}",
-             f"--objective={run['objective']}", f"--num_samples={run['k']}",
-             f"--batch_size={args.batch_size}", "--schedule=constant",
-             f"--epochs={run['epochs']}", f"--learning_rate={args.learning_rate}",
+             f"--objective={objective}", f"--num_samples={run['k']}",
+             f"--batch_size={args.batch_size}", *schedule, f"--learning_rate={args.learning_rate}",
              f"--seed={args.seed}", f"--logdir={logdir}",
              f"--eval_every={max(1, run['epochs'] // 5) * epoch}", "--eval_images=200",
              "--eval_samples=1000", f"--checkpoint_every={max(1, run['epochs'] // 10) * epoch}",
@@ -180,8 +194,44 @@ def execute(cmd, log_path):
     return time.perf_counter() - t0
 
 
+# What a committed run's result must share with this invocation to be reused.
+SETTINGS = ("dataset", "epochs", "schedule", "batch_size", "learning_rate", "seed",
+            "eval_samples", "eval_images")
+
+
+def committed(args, name):
+    """Where run `name`'s result is committed: (JSON, per-test-image log-likelihoods .npy)
+    under `<docs>/results/<set name>/`; small files, checked in as each run finishes."""
+    base = os.path.join(args.docs, "results", args.name, name)
+    return base + ".json", base + "_test_ll.npy"
+
+
+def settings(args):
+    return {k: getattr(args, k) for k in SETTINGS}
+
+
+def load_committed(args, name):
+    """The committed result of run `name`, or None; SystemExit if it was made with other
+    settings (another budget or schedule under the same --name)."""
+    path = committed(args, name)[0]
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    theirs = result.get("settings")
+    if theirs != settings(args):
+        raise SystemExit(f"{path} was made with {theirs}, not {settings(args)}: use another "
+                         f"--name for other settings (or delete the file to redo the run).")
+    return result
+
+
 def do_run(args, run):
-    """Trains and evaluates one run, doing only what its result.json does not hold yet."""
+    """Trains and evaluates one run, doing only what neither its committed result (under
+    docs/results/<name>/) nor its run directory's result.json holds yet."""
+    result = load_committed(args, run["name"])
+    if result is not None:
+        print(f"[{run['name']}] committed: {committed(args, run['name'])[0]}", flush=True)
+        return result
     logdir = run_dir(args, run["name"])
     done = os.path.join(logdir, "result.json")
     cmds = commands(args, run)
@@ -190,6 +240,7 @@ def do_run(args, run):
         with open(done) as f:
             result = json.load(f)
         if "train" in result:
+            write_committed(args, run["name"], result)
             return result
     print(f"[{run['name']}]", flush=True)
     if args.dry_run:
@@ -210,11 +261,26 @@ def do_run(args, run):
     with open(done + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(done + ".tmp", done)
+    write_committed(args, run["name"], result)
     t = result["test"]
     print(f"  -> test NLL {t['nll_nats']:.2f} nats ({t['bits_per_dim']:.4f} bits/dim), train "
           f"NLL {-result['train']['log_likelihood_nats']:.2f}, active units "
           f"{t['active_units']}, train {result['train_seconds'] / 60:.1f} min", flush=True)
     return result
+
+
+def write_committed(args, name, result):
+    """Copies a finished run's result and per-image test log-likelihoods (float32) to
+    docs/results/<name>/, from which later invocations (and the paired differences) read."""
+    path, npy = committed(args, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ll = np.load(os.path.join(run_dir(args, name),
+                              f"eval_test_k{args.eval_samples}_per_example.npy"))
+    np.save(npy, ll.astype(np.float32))
+    result = dict(result, settings=settings(args))
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def nll_cell(r):
@@ -228,9 +294,7 @@ def nll_cell(r):
 
 def paired(args, a, b):
     """NLL(b) - NLL(a) in nats over the same test images, ± its paired standard error."""
-    ll = [np.load(os.path.join(run_dir(args, name),
-                               f"eval_test_k{args.eval_samples}_per_example.npy"))
-          for name in (a, b)]
+    ll = [np.load(committed(args, name)[1]).astype(np.float64) for name in (a, b)]
     d = ll[0] - ll[1]
     return f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}"
 

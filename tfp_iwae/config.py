@@ -25,7 +25,8 @@ __all__ = ["TrainingError", "RunConfig", "MODEL_FIELDS", "model_flags", "help_te
 # Flags that define the model/run: a logdir holding a run with other values is refused.
 # They are recorded in run_config.json and inside every checkpoint (`run_flags`).
 MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "num_samples",
-                "objective", "batch_size", "schedule", "seed", "std_parameterization")
+                "objective", "batch_size", "schedule", "schedule_passes", "seed",
+                "std_parameterization")
 
 
 class TrainingError(RuntimeError):
@@ -72,6 +73,10 @@ class RunConfig:
     schedule: str = _flag("paper", "paper: stages i=0..7 of 3^i passes at "
                           "learning_rate*10^(-i/7) (3,280 passes); constant: --epochs passes "
                           "at --learning_rate.", choices=training.SCHEDULES)
+    schedule_passes: int = _flag(0, "Paper schedule only: compress its 8 stages to this "
+                                 "many passes in all, each stage keeping its learning rate "
+                                 "and its share 3^i/3280 of the steps (0: the paper's 3,280 "
+                                 "passes).")
     epochs: int = _flag(10, "Passes over the training split (constant schedule).")
     max_steps: int = _flag(0, "Stop after this many steps (0: run the schedule).")
     learning_rate: float = _flag(1e-3, "Adam learning rate (paper: 1e-3 at stage 0).")
@@ -123,6 +128,11 @@ class RunConfig:
         need(self.likelihood in model_lib.LIKELIHOODS, "likelihood",
              " | ".join(model_lib.LIKELIHOODS), self.likelihood)
         need(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        need(self.schedule_passes >= 0, "schedule_passes",
+             "an integer >= 0 (0: the paper's 3,280 passes)", self.schedule_passes)
+        need(self.schedule_passes == 0 or self.schedule == "paper", "schedule_passes",
+             "0 unless --schedule=paper (it compresses the paper schedule)",
+             self.schedule_passes)
         need(self.max_steps >= 0, "max_steps", "an integer >= 0 (0: no cap)", self.max_steps)
         need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
              "a positive number (finite)", self.learning_rate)

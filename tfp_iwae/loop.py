@@ -78,8 +78,11 @@ def _train(config, log, held):
         raise TrainingError(f"--batch_size={config.batch_size} exceeds the {len(train_x)} "
                             f"training images of {config.dataset}.")
     steps_per_epoch = len(train_x) // config.batch_size
-    plan = training.stages(config.schedule, steps_per_epoch, config.learning_rate,
-                           config.epochs)
+    try:
+        plan = training.stages(config.schedule, steps_per_epoch, config.learning_rate,
+                               config.epochs, config.schedule_passes)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
     total = plan[-1][1] if not config.max_steps else min(plan[-1][1], config.max_steps)
 
     strategy = strategies.make_strategy(config.strategy)

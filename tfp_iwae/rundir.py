@@ -86,8 +86,10 @@ def write_config(logdir, flags):
 
 def config_differences(theirs, mine, fields):
     """`--flag=theirs there vs mine now` for each of `fields` whose values differ."""
-    return [f"--{f}={theirs.get(f)!r} there vs {mine.get(f)!r} now" for f in fields
-            if theirs.get(f) != mine.get(f)]
+    defaults = model_flags(RunConfig())  # a flag added later: older runs had its default
+    theirs = {f: theirs.get(f, defaults.get(f)) for f in fields}
+    return [f"--{f}={theirs[f]!r} there vs {mine.get(f)!r} now" for f in fields
+            if theirs[f] != mine.get(f)]
 
 
 def load_config(logdir):

@@ -137,6 +137,8 @@ HPARAMS = (
     hp.HParam("std_parameterization", hp.Discrete(list(networks.STD_PARAMETERIZATIONS))),
     hp.HParam("batch_size", _NUMBER),
     hp.HParam("schedule", hp.Discrete(list(training.SCHEDULES))),
+    hp.HParam("schedule_passes", _NUMBER, description="--schedule_passes: the paper "
+              "schedule compressed to this many passes (0: 3,280)"),
     hp.HParam("epochs", _NUMBER, description="--epochs (constant schedule)"),
     hp.HParam("max_steps", _NUMBER, description="--max_steps (0: the whole schedule)"),
     hp.HParam("learning_rate", _NUMBER),

@@ -12,7 +12,7 @@ from tfp_iwae import objectives
 from tfp_iwae import seeds
 
 __all__ = ["make_optimizer", "make_train_step", "paper_schedule", "PAPER_ADAM_EPSILON",
-           "SCHEDULES", "stages", "stage_at", "TrainLoop", "step_metrics", "step_seed"]
+           "SCHEDULES", "PAPER_PASSES", "stages", "stage_at", "TrainLoop", "step_metrics", "step_seed"]
 
 PAPER_ADAM_EPSILON = 1e-4
 # Learning-rate schedules of a run (`--schedule`): see `stages`.
@@ -63,16 +63,47 @@ def paper_schedule(num_stages=8, base_learning_rate=1e-3):
     return [(3 ** i, base_learning_rate * 10. ** (-i / 7.)) for i in range(num_stages)]
 
 
-def stages(schedule, steps_per_epoch, learning_rate, epochs):
+PAPER_PASSES = sum(p for p, _ in paper_schedule())  # 3,280
+
+
+def stages(schedule, steps_per_epoch, learning_rate, epochs, schedule_passes=0):
     """[(first_step, last_step_exclusive, learning_rate)] for a whole run.
 
     `schedule` is one of SCHEDULES: `paper` (`paper_schedule` from `learning_rate`; its
     own number of passes) or `constant` (`epochs` passes at `learning_rate`).
+
+    `schedule_passes` > 0 compresses the paper's schedule to that many passes in all:
+    stage i keeps its learning rate and its share 3^i / 3,280 of the steps (stage
+    boundaries at round(total_steps * passes_before_stage / 3,280), so the stages add up
+    to exactly `schedule_passes * steps_per_epoch` steps). With `schedule_passes=3280`
+    it is the paper's schedule step for step. ValueError naming `--schedule_passes` if a
+    stage would get no step, or if it is given with the constant schedule.
     """
+    if schedule_passes and schedule != "paper":
+        raise ValueError(f"--schedule_passes={schedule_passes} compresses the paper "
+                         f"schedule; expected --schedule=paper, got {schedule!r}.")
+    if schedule_passes < 0:
+        raise ValueError(f"--schedule_passes: expected an integer >= 0, got "
+                         f"{schedule_passes}.")
     if schedule == "paper":
         plan = paper_schedule(base_learning_rate=learning_rate)
     else:
         plan = [(epochs, learning_rate)]
+    if schedule_passes:
+        total, out, before = schedule_passes * steps_per_epoch, [], 0
+        for passes, lr in plan:
+            first = round(total * before / PAPER_PASSES)
+            before += passes
+            last = round(total * before / PAPER_PASSES)
+            if last <= first:
+                fits = next(p for p in range(schedule_passes + 1, PAPER_PASSES + 1)
+                            if round(p * steps_per_epoch / PAPER_PASSES) >= 1)
+                raise ValueError(
+                    f"--schedule_passes={schedule_passes}: stage {len(out)} of the "
+                    f"compressed paper schedule gets no step at {steps_per_epoch} steps "
+                    f"per pass; expected at least {fits} passes.")
+            out.append((first, last, lr))
+        return out
     out, step = [], 0
     for passes, lr in plan:
         out.append((step, step + passes * steps_per_epoch, lr))
