@@ -76,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--docs", default=os.path.join(ROOT, "docs"))
     p.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     p.add_argument("--dry_run", action="store_true", help="Print the commands only.")
+    p.add_argument("--report_only", action="store_true",
+                   help="Train nothing: write the tables and plots from the committed "
+                        "results (runs not committed yet show as 'not run yet').")
     args = p.parse_args(argv)
     for name in ("epochs", "finetune_epochs", "batch_size", "eval_samples"):
         if getattr(args, name) < 1:
@@ -232,6 +235,9 @@ def do_run(args, run):
     if result is not None:
         print(f"[{run['name']}] committed: {committed(args, run['name'])[0]}", flush=True)
         return result
+    if args.report_only:
+        print(f"[{run['name']}] not run yet", flush=True)
+        return None
     logdir = run_dir(args, run["name"])
     done = os.path.join(logdir, "result.json")
     cmds = commands(args, run)
@@ -325,6 +331,95 @@ def subset_text(args, test):
             "; a class-biased subset before the fix, digits 0-2 only: to be re-measured")
 
 
+def x_k(name):
+    """k of a run name such as l1_iwae_k50 (fixed/fine-tuned runs: their base's k)."""
+    return int(name.split("_k")[1].split("_")[0])
+
+
+def schedule_text(args):
+    """The training budget of every run in words, stage by stage for the paper schedule."""
+    if args.schedule == "constant":
+        return f"{args.epochs} passes over the training split at constant learning rate " \
+               f"{args.learning_rate:g}"
+    from tfp_iwae import training
+    plan = training.stages("paper", args.train_size // args.batch_size,
+                           args.learning_rate, 1, args.epochs)
+    steps = ", ".join(f"{last - first:,}" for first, last, _ in plan)
+    return (f"the paper's schedule (stage i: 3^i passes at {args.learning_rate:g} * "
+            f"10^(-i/7), i = 0..7, 3,280 passes) compressed to {args.epochs} passes "
+            f"(`--schedule_passes={args.epochs}`): stages of {steps} steps "
+            f"({plan[-1][1]:,} steps of {args.batch_size} images), each at its paper "
+            f"learning rate")
+
+
+def table_rows(args, layers, paper_nll):
+    """(run name, label, paper NLL or "-", (paired reference run, its label) or None) for
+    the rows of one architecture: VAE and IWAE at each k, then the extras at the top k."""
+    rows, top = [], max(args.ks)
+    for k in sorted(args.ks):
+        vae, iwae = paper_nll.get((layers, k), ("-", "-"))
+        if k == 1:  # the IWAE objective at k = 1 is the VAE's: one model
+            rows.append((f"l{layers}_vae_k1", "VAE = IWAE", vae, None))
+            continue
+        rows.append((f"l{layers}_vae_k{k}", "VAE", vae, None))
+        rows.append((f"l{layers}_iwae_k{k}", "IWAE", iwae,
+                     (f"l{layers}_vae_k{k}", f"VAE k={k}")))
+    if top > 1:
+        for extra, label in (("dreg", "IWAE bound, DReG gradient"),
+                             ("piwae", f"PIWAE{piwae_params(top)}")):
+            if extra in args.extras:
+                rows.append((f"l{layers}_{extra}_k{top}", label, "-",
+                             (f"l{layers}_iwae_k{top}", f"IWAE k={top}")))
+    return rows
+
+
+def piwae_params(k):
+    from tfp_iwae import estimators
+    return estimators.example_name("piwae", k)[len("piwae"):]
+
+
+def claims(args, r):
+    """Markdown bullets: the paper's headline claims, each with its numbers and verdict."""
+    out = []
+
+    def diff(a, b):  # NLL(b) - NLL(a), its paired standard error
+        ll = [np.load(committed(args, n)[1]).astype(np.float64) for n in (a, b)]
+        d = ll[0] - ll[1]
+        return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+
+    def verdict(d, se):  # a claim that b's NLL is below a's
+        return "**holds**" if d < -3 * se else ("fails (a tie)" if abs(d) <= 3 * se
+                                                else "**fails** (the opposite holds)")
+    for layers in args.layers:
+        arch = f"{layers} layer{'s' if layers > 1 else ''}"
+        for k in (k for k in sorted(args.ks) if k > 1):
+            a, b = f"l{layers}_vae_k{k}", f"l{layers}_iwae_k{k}"
+            if a in r and b in r:
+                d, se = diff(a, b)
+                out.append(f"- IWAE NLL < VAE NLL, {arch}, k={k}: IWAE - VAE = {d:+.2f} ± "
+                           f"{se:.2f} nats: {verdict(d, se)}.")
+        ks = sorted(args.ks)
+        names = [f"l{layers}_vae_k1" if k == 1 else f"l{layers}_iwae_k{k}" for k in ks]
+        if len(ks) > 1 and all(n in r for n in names):
+            steps = [(ks[i], ks[i + 1], *diff(names[i], names[i + 1]))
+                     for i in range(len(ks) - 1)]
+            ok = all(d < -3 * se for _, _, d, se in steps)
+            out.append(f"- IWAE NLL falls with k, {arch}: " + "; ".join(
+                f"k={a} -> {b}: {d:+.2f} ± {se:.2f}" for a, b, d, se in steps) +
+                f": {'**holds**' if ok else '**fails**'}.")
+        pairs = [(k, r[f"l{layers}_vae_k{k}"], r[f"l{layers}_iwae_k{k}"])
+                 for k in ks if k > 1 and f"l{layers}_vae_k{k}" in r
+                 and f"l{layers}_iwae_k{k}" in r]
+        if pairs:
+            au = [(k, sum(v["test"]["active_units"]), sum(i["test"]["active_units"]))
+                  for k, v, i in pairs]
+            ok = all(i > v for _, v, i in au)
+            out.append(f"- IWAE keeps more active units, {arch}: " + "; ".join(
+                f"k={k}: IWAE {i} vs VAE {v}" for k, v, i in au) +
+                f": {'**holds**' if ok else '**fails**'}.")
+    return out
+
+
 def tables(args, results):
     r = {name: res for name, res in results.items() if res is not None}
     mnist = args.dataset in MNIST_DATASETS
@@ -335,44 +430,41 @@ def tables(args, results):
     images = any_run["test"]["images"]
     active_text, train_caveat = subset_text(args, any_run["test"])
     lines = [
-        f"**{protocol}**; budget per configuration: {args.epochs} passes over the training "
-        f"split at batch {args.batch_size}, Adam (eps 1e-4) at constant learning rate "
-        f"{args.learning_rate:g}, seed {args.seed}, XLA, 2 CPU cores. Test NLL = -L_"
-        f"{args.eval_samples} averaged over {images} test images (fixed binarisation of "
-        f"the test images, seed 0), ± one standard error over images (one training seed: "
-        f"seed-to-seed variation is not included). {active_text} " +
+        f"**{protocol}**; {args.train_size:,} training images; budget per configuration: "
+        f"{schedule_text(args)}; batch {args.batch_size}, Adam (eps 1e-4), seed {args.seed}, "
+        f"XLA, 2 CPU cores. Test NLL = -L_{args.eval_samples} averaged over {images:,} test "
+        f"images (fixed binarisation of the test images, seed 0), ± one standard error over "
+        f"images (one training seed: seed-to-seed variation is not included); *paired* "
+        f"differences compare two models on the same test images. Train NLL: the same "
+        f"bound on the first 1,000 training images, binarised once with seed 0"
+        f"{train_caveat}. {active_text} " +
         ("Paper: Burda et al. (2015) table 1, full dynamically binarised MNIST after 3,280 "
-         "passes." if mnist else "The paper reports no numbers for this dataset."),
+         "passes; *- paper* is our test NLL minus the paper's." if mnist else
+         "The paper reports no numbers for this dataset."),
         "",
-        "| layers | k | VAE NLL (nats) | VAE bits/dim | VAE active | IWAE NLL (nats) | "
-        "IWAE bits/dim | IWAE active | IWAE - VAE NLL (paired) | train min (VAE / IWAE) | "
-        "paper VAE | paper IWAE |",
+        "| layers | k | trained with | test NLL (nats) | bits/dim | paper | - paper | "
+        "train NLL | test - train | active units | paired difference (nats) | train min |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for layers in args.layers:
-        for k in args.ks:
-            vae = r.get(f"l{layers}_vae_k{k}")
-            iwae = vae if k == 1 else r.get(f"l{layers}_iwae_k{k}")
-            paper = paper_nll.get((layers, k), ("-", "-"))
-            mins = " / ".join(f"{x['train_seconds'] / 60:.1f}" if x else "-"
-                              for x in (vae, iwae))
-            diff = paired(args, f"l{layers}_vae_k{k}", f"l{layers}_iwae_k{k}") \
-                if k > 1 and vae and iwae else "-"
-            lines.append(f"| {layers} | {k} | " + " | ".join(nll_cell(vae)) + " | " +
-                         " | ".join(nll_cell(iwae)) + f" | {diff} | {mins} | {paper[0]} | "
-                         f"{paper[1]} |")
-    lines += ["", "Train against test (train: the first 1,000 training images, binarised "
-              f"once with seed 0{train_caveat}):", "",
-              "| layers | k | objective | train NLL (nats) | test NLL (nats) | test - train |",
-              "|---|---|---|---|---|---|"]
-    for layers in args.layers:
-        for k in args.ks:
-            for objective in ("vae", "iwae") if k > 1 else ("vae",):
-                x = r.get(f"l{layers}_{objective}_k{k}")
-                if x:
-                    tr, te = -x["train"]["log_likelihood_nats"], x["test"]["nll_nats"]
-                    label = objective.upper() if k > 1 else "VAE = IWAE"
-                    lines.append(f"| {layers} | {k} | {label} | {tr:.2f} | {te:.2f} | "
-                                 f"{te - tr:+.2f} |")
+        for name, label, paper, versus in table_rows(args, layers, paper_nll):
+            x = r.get(name)
+            if x is None:
+                lines.append(f"| {layers} | {x_k(name)} | {label} | not run yet | - | "
+                             f"{paper} | - | - | - | - | - | - |")
+                continue
+            nll, bpd, au = nll_cell(x)
+            te, tr = x["test"]["nll_nats"], -x["train"]["log_likelihood_nats"]
+            gap = f"{te - paper:+.2f}" if isinstance(paper, float) else "-"
+            diff = "-"
+            if versus and versus[0] in r:
+                diff = f"{paired(args, versus[0], name)} vs {versus[1]}"
+            lines.append(f"| {layers} | {x_k(name)} | {label} | {nll} | {bpd} | {paper} | "
+                         f"{gap} | {tr:.2f} | {te - tr:+.2f} | {au} | {diff} | "
+                         f"{x['train_seconds'] / 60:.1f} |")
+    claim_lines = claims(args, r)
+    if claim_lines:
+        lines += ["", "The paper's claims, checked (a paired difference counts when it is "
+                  "beyond 3 standard errors):", ""] + claim_lines
     top = max(args.ks)
     dyn, fixed = r.get(f"l1_iwae_k{top}"), r.get(f"l1_iwae_k{top}_fixed")
     if dyn and fixed:
@@ -392,21 +484,6 @@ def tables(args, results):
                 if label == "fixed" else "-"
             lines.append(f"| {label} | {-tr:.2f} | {nll} | {bpd} | {au} | {gap:.2f} | "
                          f"{diff} | {paper} |")
-    if all(f"l1_{e}_k{top}" in r for e in ("vae", "iwae", "dreg")):
-        lines += ["", f"Encoder gradient estimators, 1 layer, k={top}: DReG (Tucker et al., "
-                  f"2018) trains the same IWAE bound with a lower-variance encoder gradient "
-                  f"(the decoder's gradient is unchanged):", "",
-                  f"| trained with | test NLL (nats) | bits/dim | active | test L_{top} | "
-                  f"train NLL | vs IWAE (paired) |", "|---|---|---|---|---|---|---|"]
-        for e, label in (("vae", "VAE bound"), ("iwae", "IWAE bound, IWAE estimator"),
-                         ("dreg", "IWAE bound, DReG estimator")):
-            x = r[f"l1_{e}_k{top}"]
-            curve = x["test"].get("bound_curve", {})
-            own = dict(zip(curve.get("k", []), curve.get("bound_nats", []))).get(top)
-            diff = "-" if e == "iwae" else paired(args, f"l1_iwae_k{top}", f"l1_{e}_k{top}")
-            lines.append(f"| {label} | " + " | ".join(nll_cell(x)) +
-                         (f" | {own:.2f}" if own is not None else " | -") +
-                         f" | {-x['train']['log_likelihood_nats']:.2f} | {diff} |")
     ft = [(f"l1_{a}_k{top}", f"l1_{a}_k{top}_then_{b}") for a in ("vae", "iwae")
           for b in ("iwae", "vae")]
     if all(base in r and then in r for base, then in ft):
@@ -427,9 +504,11 @@ def tables(args, results):
                                  nll_cell(r[f"{name}_then_{then}"])) + f" | {diff} |")
     lines += ["", "Commands (one configuration each; `experiments/results.py` runs them all):",
               "", "```"]
-    for name, res in r.items():
-        lines.append(res["commands"]["train"])
-        lines.append(res["commands"]["evaluate"])
+    for name, res in r.items():  # as they run from the repository root by default
+        cmds = commands(argparse.Namespace(**dict(
+            vars(args), runs_dir=os.path.join(ROOT, "runs", "results"))), res)
+        lines.append(show(cmds["train"]))
+        lines.append(show(cmds["evaluate"]))
     lines += ["```"]
     return "\n".join(lines) + "\n"
 
@@ -463,6 +542,61 @@ def plot_curves(args, results, path):
     plt.close(fig)
 
 
+def tf_checkpoint_exists(logdir):
+    path = os.path.join(logdir, "checkpoints", "checkpoint")
+    return os.path.exists(path)
+
+
+def plot_budgets(args, path):
+    """Test NLL of the 1-layer k=5 VAE/IWAE pair against training passes, one point per
+    committed result set of this dataset (docs/results/*.json), beside the paper's
+    numbers. Returns False (and draws nothing) when fewer than two sets have the pair."""
+    import glob
+    points = []
+    for f in sorted(glob.glob(os.path.join(args.docs, "results", "*.json"))):
+        with open(f) as fh:
+            res = json.load(fh)
+        a, runs = res.get("args", {}), res.get("runs", {})
+        if a.get("dataset") != args.dataset or a.get("eval_images", 0) != 0:
+            continue  # L_5000 over the whole test split only
+        for objective in ("vae", "iwae"):
+            x = runs.get(f"l1_{objective}_k5")
+            if x:
+                points.append((objective, a.get("schedule", "constant"), a["epochs"],
+                               x["test"]["nll_nats"], x["test"]["nll_standard_error_nats"]))
+    if len({p[1:3] for p in points}) < 2:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    colors = {"vae": "tab:blue", "iwae": "tab:orange"}
+    for objective in ("vae", "iwae"):
+        for schedule, marker in (("constant", "s"), ("paper", "o")):
+            pts = sorted(p[2:] for p in points if p[0] == objective and p[1] == schedule)
+            if pts:
+                x, y, e = zip(*pts)
+                ax.errorbar(x, y, yerr=e, marker=marker, color=colors[objective],
+                            ls="-" if schedule == "paper" else "none", capsize=2,
+                            label=f"{objective.upper()} k=5, "
+                                  + ("paper schedule compressed" if schedule == "paper"
+                                     else "constant lr"))
+        paper = PAPER_NLL[(1, 5)][objective == "iwae"]
+        ax.axhline(paper, color=colors[objective], ls=":", lw=1)
+        ax.annotate(f"paper {objective.upper()} {paper} (3,280 passes)", (1, paper),
+                    xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("passes over the training images")
+    ax.set_ylabel("test NLL = -L_5000 (nats)")
+    ax.set_title(f"1 layer, k=5: test NLL against budget ({args.dataset})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def update_readme(path, dataset, text):
     start, end = f"<!-- results:{dataset}:start -->", f"<!-- results:{dataset}:end -->"
     with open(path) as f:
@@ -492,17 +626,27 @@ def main(argv=None):
     if args.dry_run:
         return
     os.makedirs(os.path.join(args.docs, "results"), exist_ok=True)
-    top = max(args.ks)
-    best = f"l{max(args.layers)}_iwae_k{top}" if top > 1 else f"l{max(args.layers)}_vae_k1"
+    done = {name: res for name, res in results.items() if res is not None}
+    if not done:
+        raise SystemExit(f"no results of {args.name} yet: nothing to report.")
+    best = min(done, key=lambda name: done[name]["test"]["nll_nats"])  # lowest test NLL
     samples_png = os.path.join(args.docs, f"samples_{args.name}.png")
-    execute([sys.executable, "launch/sample.py", f"--logdir={run_dir(args, best)}",
-             f"--out={samples_png}"], os.path.join(run_dir(args, best), "console.log"))
+    if tf_checkpoint_exists(run_dir(args, best)):
+        execute([sys.executable, "launch/sample.py", f"--logdir={run_dir(args, best)}",
+                 f"--out={samples_png}"], os.path.join(run_dir(args, best), "console.log"))
+    else:  # a machine with the committed results but not the runs
+        print(f"no checkpoint of {best} here: {samples_png} left as it is", flush=True)
     curve_png = os.path.join(args.docs, f"bound_vs_k_{args.name}.png")
     plot_curves(args, results, curve_png)
     text = tables(args, results)
     rel = os.path.relpath(args.docs, ROOT)
     text += (f"\n![test bound against k]({rel}/bound_vs_k_{args.name}.png)\n"
-             f"![samples and reconstructions of {best}]({rel}/samples_{args.name}.png)\n")
+             f"![samples and reconstructions of {best}, the lowest test NLL of the set]"
+             f"({rel}/samples_{args.name}.png)\n")
+    budget_png = os.path.join(args.docs, f"nll_vs_passes_{args.dataset}.png")
+    if plot_budgets(args, budget_png):
+        text += (f"![test NLL of the 1-layer k=5 pair against training passes, every "
+                 f"committed {args.dataset} set]({rel}/nll_vs_passes_{args.dataset}.png)\n")
     with open(os.path.join(args.docs, "results", f"{args.name}.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.docs, "results", f"{args.name}.json"), "w") as f:

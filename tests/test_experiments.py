@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -41,3 +42,56 @@ def test_results_script_writes_table_json_plots_and_readme_section(tmp_path):
     assert table in text
     for png in ("bound_vs_k_mnist_5k.png", "samples_mnist_5k.png"):
         assert tf.io.decode_png(tf.io.read_file(str(docs / png))).shape[0] > 100
+
+    # A machine with the committed results (docs/results/mnist_5k/) but none of the runs:
+    # nothing is trained or evaluated again, and the same table comes out.
+    assert sorted(p.name for p in (docs / "results" / "mnist_5k").iterdir()) == [
+        "l1_vae_k1.json", "l1_vae_k1_test_ll.npy"]
+    fresh = [c for c in cmd if not c.startswith("--runs_dir")] + [
+        f"--runs_dir={tmp_path / 'elsewhere'}"]
+    proc = subprocess.run(fresh, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "[l1_vae_k1] committed" in proc.stdout and "$ python launch/" not in proc.stdout
+    assert (docs / "results" / "mnist_5k.md").read_text() == table
+    # The same --name with another budget is refused, naming the way out.
+    other = [c if c != "--epochs=1" else "--epochs=2" for c in cmd]
+    proc = subprocess.run(other, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode != 0 and "use another --name" in proc.stderr
+
+
+def _results_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "results", os.path.join(ROOT, "experiments", "results.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("shift,verdict", [(-0.5, "**holds**"), (+0.1, "fails (a tie)"),
+                                           (+0.5, "**fails** (the opposite holds)")])
+def test_claims_use_paired_differences_beyond_three_standard_errors(tmp_path, shift,
+                                                                    verdict):
+    """IWAE - VAE is the mean over test images of the per-image NLL differences; its
+    standard error is their std / sqrt(n). Per-image noise of std 1 over n = 400 images
+    gives SE 0.05: a shift of 0.5 nats is 10 SE (a verdict), 0.1 nats (2 SE) a tie."""
+    results = _results_module()
+    args = results.parse_args(["--layers=1", "--ks=1,5", f"--docs={tmp_path}",
+                               "--name=t", "--extras="])
+    rng = np.random.default_rng(0)
+    base = rng.normal(-90.0, 5.0, size=400)
+    noise = rng.normal(0.0, 1.0, size=400)
+    noise -= noise.mean()  # the mean difference is exactly `shift`
+    lls = {"l1_vae_k1": base - 2.0 + 0.1 * noise, "l1_vae_k5": base,
+           "l1_iwae_k5": base - shift + noise}
+    r = {}
+    for name, ll in lls.items():
+        os.makedirs(tmp_path / "results" / "t", exist_ok=True)
+        np.save(results.committed(args, name)[1], ll.astype(np.float32))
+        r[name] = {"test": {"active_units": [20 if "vae" in name else 30]}}
+    text = "\n".join(results.claims(args, r))
+    assert (f"IWAE NLL < VAE NLL, 1 layer, k=5: IWAE - VAE = {shift:+.2f} ± 0.05 nats: "
+            f"{verdict}.") in text
+    # k=1 -> 5: NLL falls by 2 - shift nats, beyond 3 SE in every case here
+    assert f"k=1 -> 5: {shift - 2.0:+.2f}" in text and "falls with k, 1 layer" in text
+    assert "IWAE keeps more active units, 1 layer: k=5: IWAE 30 vs VAE 20: **holds**" in text
