@@ -1,11 +1,12 @@
-"""Regenerates the README's results: VAE vs IWAE, binarisation, fine-tuning, bound vs k.
+"""Regenerates the README's results: the paper's table 1, extras, bound vs k, budget.
 
+    python experiments/results.py --dataset=mnist --data_dir=../shared/data/mnist \
+        --name=mnist_p10 --schedule=paper --epochs=10 --ks=5,1,50 \
+        --extras=dreg,piwae                            # full MNIST, 14 runs, ~2 h
     python experiments/results.py                      # embedded MNIST digits (mnist_5k)
     python experiments/results.py --dataset=fashion_mnist \
         --data_dir=/usr/share/datasets/fashion-mnist --layers=1 --extras= --epochs=10 \
         --eval_images=2000
-    python experiments/results.py --name=mnist_5k_300_passes --layers=1 --ks=50 \
-        --extras= --epochs=300                         # the k=50 pair, 3x longer
 
 Every number comes from the command-line tools (`launch/train.py`, `launch/evaluate.py`,
 `launch/sample.py`) run as subprocesses; the exact commands are written next to the
@@ -14,11 +15,18 @@ results. Runs go to `--runs_dir/<name>/<run>` and are resumed/skipped when re-ru
 `--runs_dir/<name>` is one TensorBoard logdir: `tensorboard --logdir runs/results/mnist_5k`
 shows every run of the set side by side (HParams table with test NLL, overlaid curves).
 
+As each run finishes, its result and per-test-image log-likelihoods are written to
+`docs/results/<name>/<run>.{json,_test_ll.npy}` (small files, meant to be committed);
+a run whose result is there is never redone, so a set too long for one sitting is
+finished over several (on other machines too), and `--report_only` writes the tables
+from what is committed. Reusing a `--name` with other settings is refused.
+
 Writes `docs/results/<name>.json` (every figure, command and timing),
 `docs/results/<name>.md` (the tables), `docs/bound_vs_k_<name>.png`,
-`docs/samples_<name>.png`, and replaces the README section between
-`<!-- results:<name>:start -->` and `<!-- results:<name>:end -->` when present
-(`--name` defaults to the dataset).
+`docs/samples_<name>.png` (the set's lowest test NLL), `docs/nll_vs_passes_<dataset>.png`
+(the 1-layer k=5 pair of every committed set of the dataset, when there are two or
+more), and replaces the README section between `<!-- results:<name>:start -->` and
+`<!-- results:<name>:end -->` when present (`--name` defaults to the dataset).
 """
 
 import argparse
@@ -651,7 +659,8 @@ def main(argv=None):
         f.write(text)
     with open(os.path.join(args.docs, "results", f"{args.name}.json"), "w") as f:
         json.dump({"args": {k: v for k, v in vars(args).items()
-                            if k not in ("runs_dir", "docs", "readme", "dry_run")},
+                            if k not in ("runs_dir", "docs", "readme", "dry_run",
+                                         "report_only")},
                    "runs": results}, f, indent=1)
     update_readme(args.readme, args.name, text)
     print(text)
