@@ -306,11 +306,17 @@ def nll_cell(r):
             f"{t['bits_per_dim']:.4f}", au)
 
 
-def paired(args, a, b):
-    """NLL(b) - NLL(a) in nats over the same test images, ± its paired standard error."""
+def paired_difference(args, a, b):
+    """(NLL(b) - NLL(a), its paired standard error) in nats over the same test images."""
     ll = [np.load(committed(args, name)[1]).astype(np.float64) for name in (a, b)]
     d = ll[0] - ll[1]
-    return f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}"
+    return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+
+
+def paired(args, a, b):
+    """NLL(b) - NLL(a) ± its paired standard error, as text."""
+    d, se = paired_difference(args, a, b)
+    return f"{d:+.2f} ± {se:.2f}"
 
 
 def subset_text(args, test):
@@ -390,11 +396,6 @@ def claims(args, r):
     """Markdown bullets: the paper's headline claims, each with its numbers and verdict."""
     out = []
 
-    def diff(a, b):  # NLL(b) - NLL(a), its paired standard error
-        ll = [np.load(committed(args, n)[1]).astype(np.float64) for n in (a, b)]
-        d = ll[0] - ll[1]
-        return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
-
     def verdict(d, se):  # a claim that b's NLL is below a's
         return "**holds**" if d < -3 * se else ("fails (a tie)" if abs(d) <= 3 * se
                                                 else "**fails** (the opposite holds)")
@@ -403,13 +404,13 @@ def claims(args, r):
         for k in (k for k in sorted(args.ks) if k > 1):
             a, b = f"l{layers}_vae_k{k}", f"l{layers}_iwae_k{k}"
             if a in r and b in r:
-                d, se = diff(a, b)
+                d, se = paired_difference(args, a, b)
                 out.append(f"- IWAE NLL < VAE NLL, {arch}, k={k}: IWAE - VAE = {d:+.2f} ± "
                            f"{se:.2f} nats: {verdict(d, se)}.")
         ks = sorted(args.ks)
         names = [f"l{layers}_vae_k1" if k == 1 else f"l{layers}_iwae_k{k}" for k in ks]
         if len(ks) > 1 and all(n in r for n in names):
-            steps = [(ks[i], ks[i + 1], *diff(names[i], names[i + 1]))
+            steps = [(ks[i], ks[i + 1], *paired_difference(args, names[i], names[i + 1]))
                      for i in range(len(ks) - 1)]
             ok = all(d < -3 * se for _, _, d, se in steps)
             out.append(f"- IWAE NLL falls with k, {arch}: " + "; ".join(

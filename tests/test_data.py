@@ -361,9 +361,12 @@ def test_results_tables_mark_results_measured_before_the_data_fixes():
     def table(dataset, **extra):
         test = dict(protocol=f"{dataset} [dynamic binarisation]", images=40, nll_nats=100.,
                     nll_standard_error_nats=1., bits_per_dim=0.18, active_units=[20], **extra)
-        run = dict(test=test, train={"log_likelihood_nats": -90.}, train_seconds=60.,
+        run = dict(name="l1_vae_k1", layers=1, objective="vae", k=1, binarization="dynamic",
+                   epochs=100, init_from=None, test=test,
+                   train={"log_likelihood_nats": -90.}, train_seconds=60.,
                    commands={"train": "python launch/train.py", "evaluate": "python e"})
         args = results.parse_args([f"--dataset={dataset}", "--layers=1", "--ks=1", "--extras="])
+        args.train_size = 3500  # set by results.main from the data
         return results.tables(args, {"l1_vae_k1": run})
 
     old = table("mnist_5k")

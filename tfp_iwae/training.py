@@ -12,7 +12,8 @@ from tfp_iwae import objectives
 from tfp_iwae import seeds
 
 __all__ = ["make_optimizer", "make_train_step", "paper_schedule", "PAPER_ADAM_EPSILON",
-           "SCHEDULES", "PAPER_PASSES", "stages", "stage_at", "TrainLoop", "step_metrics", "step_seed"]
+           "SCHEDULES", "PAPER_PASSES", "stages", "stage_at", "TrainLoop", "step_metrics",
+           "step_seed"]
 
 PAPER_ADAM_EPSILON = 1e-4
 # Learning-rate schedules of a run (`--schedule`): see `stages`.
