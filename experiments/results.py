@@ -455,7 +455,9 @@ def tables(args, results):
         "train NLL | test - train | active units | paired difference (nats) | train min |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for layers in args.layers:
-        for name, label, paper, versus in table_rows(args, layers, paper_nll):
+        for name, label, paper_value, versus in table_rows(args, layers, paper_nll):
+            paper = (f"{paper_value:.2f}" if isinstance(paper_value, float)
+                     else paper_value)
             x = r.get(name)
             if x is None:
                 lines.append(f"| {layers} | {x_k(name)} | {label} | not run yet | - | "
@@ -463,7 +465,7 @@ def tables(args, results):
                 continue
             nll, bpd, au = nll_cell(x)
             te, tr = x["test"]["nll_nats"], -x["train"]["log_likelihood_nats"]
-            gap = f"{te - paper:+.2f}" if isinstance(paper, float) else "-"
+            gap = f"{te - paper_value:+.2f}" if isinstance(paper_value, float) else "-"
             diff = "-"
             if versus and versus[0] in r:
                 diff = f"{paired(args, versus[0], name)} vs {versus[1]}"

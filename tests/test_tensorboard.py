@@ -175,7 +175,9 @@ def test_results_runs_share_one_parent_logdir_named_in_the_tensorboard_command(t
     parent = results.tensorboard_logdir(args)
     assert parent == os.path.join(str(tmp_path), "mnist_5k")
     runs = results.plan(args)
-    assert len(runs) == 16
+    # 5 per architecture (VAE k=1,5,50; IWAE k=5,50), DReG k=50 for each architecture,
+    # fixed binarisation, 4 fine-tuning runs
+    assert len(runs) == 17
     for run in runs:
         for cmd in results.commands(args, run).values():
             logdir = next(a for a in cmd if a.startswith("--logdir=")).split("=", 1)[1]
