@@ -542,12 +542,19 @@ def plot_curves(args, results, path):
                         ("VAE" if "_vae_" in name else "IWAE") + f" k={top}"))
             ax.errorbar(c["k"], c["bound_nats"], yerr=c["standard_error_nats"], ls=style,
                         marker="o", ms=3, capsize=2, label=label)
+    save_log_x(fig, ax, path, "k (importance samples at evaluation)",
+               "test L_k (nats), mean over images", f"Test bound against k ({args.name})", 8)
+
+
+def save_log_x(fig, ax, path, xlabel, ylabel, title, legend_fontsize):
+    """Finishes a results plot (log x axis, labels, grid, legend) and writes it to path."""
+    import matplotlib.pyplot as plt
     ax.set_xscale("log")
-    ax.set_xlabel("k (importance samples at evaluation)")
-    ax.set_ylabel("test L_k (nats), mean over images")
-    ax.set_title(f"Test bound against k ({args.name})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_fontsize)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -596,15 +603,8 @@ def plot_budgets(args, path):
         ax.axhline(paper, color=colors[objective], ls=":", lw=1)
         ax.annotate(f"paper {objective.upper()} {paper} (3,280 passes)", (1, paper),
                     xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("passes over the training images")
-    ax.set_ylabel("test NLL = -L_5000 (nats)")
-    ax.set_title(f"1 layer, k=5: test NLL against budget ({args.dataset})")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_log_x(fig, ax, path, "passes over the training images", "test NLL = -L_5000 (nats)",
+               f"1 layer, k=5: test NLL against budget ({args.dataset})", 7)
     return True
 
 
