@@ -95,3 +95,39 @@ def test_claims_use_paired_differences_beyond_three_standard_errors(tmp_path, sh
     # k=1 -> 5: NLL falls by 2 - shift nats, beyond 3 SE in every case here
     assert f"k=1 -> 5: {shift - 2.0:+.2f}" in text and "falls with k, 1 layer" in text
     assert "IWAE keeps more active units, 1 layer: k=5: IWAE 30 vs VAE 20: **holds**" in text
+
+
+def test_parallel_runs_share_the_cores_and_fine_tuning_waits_for_its_base(tmp_path, monkeypatch):
+    """--parallel=N: N runs at once, each with cores // N TensorFlow threads; a run that
+    starts from another's checkpoint (fine-tuning) starts only after that run is done; the
+    results come back in plan order whatever order the runs finish in."""
+    import threading
+    import time as time_module
+    results = _results_module()
+    args = results.parse_args(["--layers=1", "--ks=5", "--extras=finetune", "--parallel=2",
+                               f"--docs={tmp_path}", f"--runs_dir={tmp_path}", "--name=t"])
+    runs = results.plan(args)
+    done, running, peak, lock = set(), set(), [0], threading.Lock()
+
+    def fake_run(args_, run):
+        with lock:
+            assert run["init_from"] is None or run["init_from"] in done, run["name"]
+            running.add(run["name"])
+            peak[0] = max(peak[0], len(running))
+        time_module.sleep(0.2 if run["objective"] == "vae" else 0.05)  # finish out of order
+        with lock:
+            running.discard(run["name"])
+            done.add(run["name"])
+        return {"name": run["name"]}
+
+    monkeypatch.setattr(results, "do_run", fake_run)
+    out = results.run_all(args, runs)
+    assert list(out) == [r["name"] for r in runs] and len(runs) == 6  # 2 bases, 4 fine-tunes
+    assert all(out[name]["name"] == name for name in out)
+    assert peak[0] == 2
+    env = results.thread_env(2)
+    assert env["TF_NUM_INTRAOP_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert "TF_NUM_INTRAOP_THREADS" not in results.thread_env(1) or \
+        results.thread_env(1)["TF_NUM_INTRAOP_THREADS"] == os.environ["TF_NUM_INTRAOP_THREADS"]
+    with pytest.raises(SystemExit):
+        results.parse_args(["--parallel=0"])
