@@ -131,3 +131,31 @@ def test_parallel_runs_share_the_cores_and_fine_tuning_waits_for_its_base(tmp_pa
         results.thread_env(1)["TF_NUM_INTRAOP_THREADS"] == os.environ["TF_NUM_INTRAOP_THREADS"]
     with pytest.raises(SystemExit):
         results.parse_args(["--parallel=0"])
+
+
+def test_gradient_snr_script_measures_each_estimator_on_a_trained_run(trained_run, tmp_path):
+    """At k=1 the IWAE gradient is the VAE gradient (softmax over one sample is 1): with
+    the same seeds their SNRs are equal; at k=5 they are different estimators."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "gradient_snr", os.path.join(ROOT, "experiments", "gradient_snr.py"))
+    snr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(snr)
+    logdir, _ = trained_run
+    out = str(tmp_path / "snr")
+    common = [f"--runs_dir={os.path.dirname(logdir)}", f"--runs={os.path.basename(logdir)}",
+              "--estimators=vae,iwae", "--batches=2", "--repeats=4", "--batch_size=8"]
+    snr.main(common + ["--num_samples=1", f"--out={out}"])
+    res = json.loads(open(out + ".json").read())["runs"][os.path.basename(logdir)]
+    assert res["k"] == 1
+    est = res["estimators"]
+    for group in ("encoder", "decoder"):
+        assert 0 < est["vae"][group]["snr"] < np.inf
+        assert est["iwae"][group]["snr"] == pytest.approx(est["vae"][group]["snr"], rel=1e-5)
+    rows = [line.split(" | ") for line in open(out + ".md") if line.startswith("| ")][1:]  # after the header
+    assert [(r[2], r[4]) for r in rows] == [("1", "vae"), ("1", "iwae")]  # k, estimator
+    snr.main(common + ["--num_samples=5", f"--out={out}"])
+    est = json.loads(open(out + ".json").read())["runs"][os.path.basename(logdir)]["estimators"]
+    assert est["iwae"]["encoder"]["snr"] != pytest.approx(est["vae"]["encoder"]["snr"], rel=1e-3)
+    with pytest.raises(SystemExit):
+        snr.main(common + ["--repeats=1", f"--out={out}"])
