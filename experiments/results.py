@@ -686,17 +686,18 @@ def main(argv=None):
     text += (f"\n![test bound against k]({rel}/bound_vs_k_{args.name}.png)\n"
              f"![samples and reconstructions of {best}, the lowest test NLL of the set]"
              f"({rel}/samples_{args.name}.png)\n")
+    with open(os.path.join(args.docs, "results", f"{args.name}.json"), "w") as f:
+        json.dump({"args": {k: v for k, v in vars(args).items()
+                            if k not in ("runs_dir", "docs", "readme", "dry_run",
+                                         "report_only", "parallel")},
+                   "runs": results}, f, indent=1)
+    # (before the budget plot, which reads every committed set's JSON, this one's too)
     budget_png = os.path.join(args.docs, f"nll_vs_passes_{args.dataset}.png")
     if plot_budgets(args, budget_png):
         text += (f"![test NLL of the 1-layer k=5 pair against training passes, every "
                  f"committed {args.dataset} set]({rel}/nll_vs_passes_{args.dataset}.png)\n")
     with open(os.path.join(args.docs, "results", f"{args.name}.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(args.docs, "results", f"{args.name}.json"), "w") as f:
-        json.dump({"args": {k: v for k, v in vars(args).items()
-                            if k not in ("runs_dir", "docs", "readme", "dry_run",
-                                         "report_only")},
-                   "runs": results}, f, indent=1)
     update_readme(args.readme, args.name, text)
     print(text)
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; compare the runs in "
