@@ -284,6 +284,10 @@ def do_run(args, run):
     os.makedirs(logdir, exist_ok=True)
     log_path = os.path.join(logdir, "console.log")
     if "test" not in result:
+        cores = os.cpu_count() or 1
+        result["machine"] = {"cpu_cores": cores,
+                             "threads": int(thread_env(args.parallel).get(
+                                 "TF_NUM_INTRAOP_THREADS", cores))}
         result["train_seconds"] = execute(cmds["train"], log_path, args.parallel)
         result["evaluate_seconds"] = execute(cmds["evaluate"], log_path, args.parallel)
         with open(os.path.join(logdir, f"eval_test_k{args.eval_samples}.json")) as f:
@@ -463,6 +467,17 @@ def claims(args, r):
     return out
 
 
+def machine_text(r):
+    """Where a set's runs trained: the CPU cores and TensorFlow threads each run recorded.
+    Results without the record predate it; all of those were made on the 2-core machine."""
+    seen = {(x["machine"]["cpu_cores"], x["machine"]["threads"]) if "machine" in x
+            else (2, 2) for x in r.values()}
+    return "; ".join(f"{cores} CPU cores" + ("" if threads >= cores else
+                                            f", {threads} TensorFlow thread(s) per run "
+                                            f"(runs trained {cores // threads} at a time)")
+                     for cores, threads in sorted(seen))
+
+
 def tables(args, results):
     r = {name: res for name, res in results.items() if res is not None}
     mnist = args.dataset in MNIST_DATASETS
@@ -475,7 +490,7 @@ def tables(args, results):
     lines = [
         f"**{protocol}**; {args.train_size:,} training images; budget per configuration: "
         f"{schedule_text(args)}; batch {args.batch_size}, Adam (eps 1e-4), seed {args.seed}, "
-        f"XLA, 2 CPU cores. Test NLL = -L_{args.eval_samples} averaged over {images:,} test "
+        f"XLA, {machine_text(r)}. Test NLL = -L_{args.eval_samples} averaged over {images:,} test "
         f"images (fixed binarisation of the test images, seed 0), ± one standard error over "
         f"images (one training seed: seed-to-seed variation is not included); *paired* "
         f"differences compare two models on the same test images. Train NLL: the same "

@@ -34,6 +34,9 @@ def test_results_script_writes_table_json_plots_and_readme_section(tmp_path):
     # one pass over 3,500 digits from the data-mean init: better than the init, not a miracle
     assert 90 < test["nll_nats"] < 220
     assert "launch/train.py" in run["commands"]["train"]
+    cores = os.cpu_count() or 1
+    threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS", cores))  # --parallel=1: as set
+    assert run["machine"] == {"cpu_cores": cores, "threads": threads}
     table = (docs / "results" / "mnist_5k.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| 1 | 1 |"))
     assert f"{test['nll_nats']:.2f}" in row and "86.76" in row  # ours beside the paper's
