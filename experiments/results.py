@@ -212,12 +212,12 @@ def thread_env(parallel):
     return env
 
 
-def execute(cmd, log_path, parallel=1):
+def execute(cmd, log_path, env):
     print("  $ " + show(cmd), flush=True)
     t0 = time.perf_counter()
     with open(log_path, "a") as log:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env=thread_env(parallel))
+                              env=env)
     if proc.returncode:
         with open(log_path) as f:
             tail = f.read()[-3000:]
@@ -283,16 +283,16 @@ def do_run(args, run):
         return None
     os.makedirs(logdir, exist_ok=True)
     log_path = os.path.join(logdir, "console.log")
+    env = thread_env(args.parallel)
     if "test" not in result:
         cores = os.cpu_count() or 1
         result["machine"] = {"cpu_cores": cores,
-                             "threads": int(thread_env(args.parallel).get(
-                                 "TF_NUM_INTRAOP_THREADS", cores))}
-        result["train_seconds"] = execute(cmds["train"], log_path, args.parallel)
-        result["evaluate_seconds"] = execute(cmds["evaluate"], log_path, args.parallel)
+                             "threads": int(env.get("TF_NUM_INTRAOP_THREADS", cores))}
+        result["train_seconds"] = execute(cmds["train"], log_path, env)
+        result["evaluate_seconds"] = execute(cmds["evaluate"], log_path, env)
         with open(os.path.join(logdir, f"eval_test_k{args.eval_samples}.json")) as f:
             result["test"] = json.load(f)
-    execute(cmds["evaluate_train"], log_path, args.parallel)
+    execute(cmds["evaluate_train"], log_path, env)
     with open(os.path.join(logdir, f"eval_train_k{args.eval_samples}.json")) as f:
         result["train"] = json.load(f)
     result["commands"] = {k: show(c) for k, c in cmds.items()}
@@ -691,7 +691,8 @@ def main(argv=None):
     samples_png = os.path.join(args.docs, f"samples_{args.name}.png")
     if tf_checkpoint_exists(run_dir(args, best)):
         execute([sys.executable, "launch/sample.py", f"--logdir={run_dir(args, best)}",
-                 f"--out={samples_png}"], os.path.join(run_dir(args, best), "console.log"))
+                 f"--out={samples_png}"], os.path.join(run_dir(args, best), "console.log"),
+                thread_env(1))
     else:  # a machine with the committed results but not the runs
         print(f"no checkpoint of {best} here: {samples_png} left as it is", flush=True)
     curve_png = os.path.join(args.docs, f"bound_vs_k_{args.name}.png")

@@ -62,10 +62,11 @@ def test_results_script_writes_table_json_plots_and_readme_section(tmp_path):
     assert proc.returncode != 0 and "use another --name" in proc.stderr
 
 
-def _results_module():
+def _results_module(name="results"):
+    """experiments/<name>.py as a module (the experiment scripts are not a package)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(
-        "results", os.path.join(ROOT, "experiments", "results.py"))
+        name, os.path.join(ROOT, "experiments", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -139,11 +140,7 @@ def test_parallel_runs_share_the_cores_and_fine_tuning_waits_for_its_base(tmp_pa
 def test_gradient_snr_script_measures_each_estimator_on_a_trained_run(trained_run, tmp_path):
     """At k=1 the IWAE gradient is the VAE gradient (softmax over one sample is 1): with
     the same seeds their SNRs are equal; at k=5 they are different estimators."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "gradient_snr", os.path.join(ROOT, "experiments", "gradient_snr.py"))
-    snr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(snr)
+    snr = _results_module("gradient_snr")
     logdir, _ = trained_run
     out = str(tmp_path / "snr")
     common = [f"--runs_dir={os.path.dirname(logdir)}", f"--runs={os.path.basename(logdir)}",
@@ -155,7 +152,8 @@ def test_gradient_snr_script_measures_each_estimator_on_a_trained_run(trained_ru
     for group in ("encoder", "decoder"):
         assert 0 < est["vae"][group]["snr"] < np.inf
         assert est["iwae"][group]["snr"] == pytest.approx(est["vae"][group]["snr"], rel=1e-5)
-    rows = [line.split(" | ") for line in open(out + ".md") if line.startswith("| ")][1:]  # after the header
+    rows = [line.split(" | ") for line in open(out + ".md")
+            if line.startswith("| ")][1:]  # after the header row
     assert [(r[2], r[4]) for r in rows] == [("1", "vae"), ("1", "iwae")]  # k, estimator
     snr.main(common + ["--num_samples=5", f"--out={out}"])
     est = json.loads(open(out + ".json").read())["runs"][os.path.basename(logdir)]["estimators"]
