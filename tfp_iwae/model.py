@@ -252,15 +252,17 @@ class IWAE(keras.Model):
         return self.p_x(h1)
 
     # -- Bounds ---------------------------------------------------------------------
-    def log_weights(self, x, num_samples, seed=None):
+    def log_weights(self, x, num_samples, seed=None, likelihood_block=None):
         """`log p(x, z_i) - log q(z_i|x)`, shape `[num_samples, batch]`, in nats.
 
         x: `[batch, input_dim]`, float32 (see `check_inputs` for dtypes and checks).
+        likelihood_block: p(x|z) `likelihood_block` samples at a time (same draws; see
+        `objectives.log_weights`).
         """
         x = self.check_inputs(x)
         return objectives.log_weights(x, prior=self.prior, likelihood_fn=self.decoder,
                                       posterior=self._posterior(x), num_samples=num_samples,
-                                      seed=seed)
+                                      seed=seed, likelihood_block=likelihood_block)
 
     def bound(self, x, num_samples, objective="iwae", seed=None):
         """Per-example bound `[batch]` in nats: `iwae` (L_k) or `vae` (mean log weight)."""

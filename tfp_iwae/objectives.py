@@ -69,7 +69,8 @@ def check_num_samples(num_samples, name="num_samples", description=None,
     return int(num_samples)
 
 
-def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None):
+def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None,
+                likelihood_block=None):
     """Log importance weights `log p(z) + log p(x|z) - log q(z|x)` for `z ~ q(z|x)`.
 
     Args:
@@ -83,19 +84,47 @@ def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None):
       num_samples: Python int k >= 1.
       seed: None, an int or a stateless `[2]` int Tensor; the same seed gives the
         same samples.
+      likelihood_block: None (default), or a Python int b >= 1: all k samples are
+        drawn at once as usual (the same draws), but p(x|z) is evaluated b samples at a
+        time in a `tf.while_loop` (`tf.map_fn`; the k mod b left over in one more call),
+        so the likelihood's intermediates (e.g. `[b, *batch, 784]` logits) stay small
+        enough for the CPU's caches. The same log weights, up to float rounding.
 
     Returns:
       Tensor `[num_samples, *batch]` of log weights in nats.
 
     Raises:
-      ValueError: if `num_samples` is not an integer >= 1.
+      ValueError: if `num_samples` or `likelihood_block` is not an integer >= 1.
     """
     num_samples = check_num_samples(num_samples)
     z = posterior.sample(num_samples, seed=seeds.stateless_seed(seed))
     log_q = posterior.log_prob(z)
     log_pz = prior.log_prob(z)
-    log_px_given_z = likelihood_fn(z).log_prob(x)
+    if likelihood_block is None or likelihood_block >= num_samples:
+        log_px_given_z = likelihood_fn(z).log_prob(x)
+    else:
+        log_px_given_z = _blocked_log_likelihood(x, likelihood_fn, z, num_samples,
+                                                 likelihood_block, log_q.dtype)
     return log_pz + log_px_given_z - log_q
+
+
+def _blocked_log_likelihood(x, likelihood_fn, z, num_samples, block, dtype):
+    """log p(x|z) `[num_samples, *batch]` from samples z (a structure), `block` at a time."""
+    if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1:
+        raise ValueError(f"`likelihood_block` must be None or an integer >= 1 (samples per "
+                         f"likelihood evaluation), got {block!r}.")
+    full, rest = divmod(num_samples, int(block))
+    head = tf.nest.map_structure(
+        lambda t: tf.reshape(t[:full * block], tf.concat([[full, block], tf.shape(t)[1:]],
+                                                         axis=0)), z)
+    per_block = tf.map_fn(lambda zb: likelihood_fn(zb).log_prob(x), head,
+                          fn_output_signature=dtype)
+    parts = [tf.reshape(per_block, tf.concat([[full * block], tf.shape(per_block)[2:]],
+                                             axis=0))]
+    if rest:
+        tail = tf.nest.map_structure(lambda t: t[full * block:], z)
+        parts.append(likelihood_fn(tail).log_prob(x))
+    return tf.concat(parts, axis=0) if rest else parts[0]
 
 
 def _checked_log_weights(log_weights, axis, fn_name):
