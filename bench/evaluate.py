@@ -11,7 +11,8 @@ subprocess so its peak resident memory is its own; the compilation runs first, o
 warm-up call with the timed call's shapes, and is reported apart. The roofline is the
 forward matmul FLOPs L_k needs (encoder once per image, every later layer on k * N rows;
 `train_step.forward_matmul_flops`) at the float32 GEMM rate measured in the same run, at
-the evaluation's largest GEMM shape [chunk * batch, 200] x [200, 784]:
+the evaluation's largest GEMM shape [block * batch, 200] x [200, 784] (a chunk's
+likelihood runs in blocks of `evaluation.likelihood_block_size(chunk, batch)` samples):
 share = FLOPs / seconds / sgemm rate.
 Reference: a plain PyTorch IWAE took ~280 s for L_5000 over 1,000 images on 2 cores.
 """
@@ -120,8 +121,11 @@ def main(argv=None):
     dataset, data_dir, note = test_images(args.dataset, args.data_dir)
     print(note)
     chunks = [int(c) for c in args.chunks.split(",")]
-    sgemm = {c: max(train_step.sgemm_rate(c * BATCH, 200, 784, args.sgemm_seconds).values())
-             for c in chunks}
+    from tfp_iwae import evaluation
+    rows = {c: evaluation.likelihood_block_size(c, BATCH) * BATCH for c in chunks}
+    rates = {r: max(train_step.sgemm_rate(r, 200, 784, args.sgemm_seconds).values())
+             for r in sorted(set(rows.values()))}
+    sgemm = {c: rates[rows[c]] for c in chunks}
     print(f"{'layers':>6} {'chunk':>6} {'images':>6} {'seconds':>8} {'compile s':>9} "
           f"{'GFLOP/s':>8} {'sgemm':>6} {'share':>6} {'peak RSS MiB':>12} {'vs PyTorch':>10}")
     rows = []
