@@ -243,12 +243,12 @@ def bernoulli_log_prob(x, logits):
 class BernoulliLogits(tfd.Independent):
     """Independent Bernoulli over the last axis, with a fused, fast `log_prob`.
 
-    `log_prob(x) = sum_j x_j l_j - softplus(l_j)` (`bernoulli_log_prob`) for x in [0, 1] (real-valued x gives
-    the continuous relaxation used by the paper's code for non-binary pixels; with
-    `validate_args` x must be binary, every entry 0 or 1, the Bernoulli support). Samples
-    are float32 {0, 1}. logits: `[*batch, units]`; batch shape `[*batch]`, event shape
-    `[units]`; parameters `logits`, `validate_args`, `name` (`copy()` and batch slicing
-    work).
+    `log_prob(x) = sum_j x_j l_j - softplus(l_j)` (`bernoulli_log_prob`) for x in [0, 1]
+    (real-valued x gives the continuous relaxation used by the paper's code for non-binary
+    pixels; with `validate_args` x must be binary, every entry 0 or 1, the Bernoulli
+    support). Samples are float32 {0, 1}. logits: `[*batch, units]`; batch shape
+    `[*batch]`, event shape `[units]`; parameters `logits`, `validate_args`, `name`
+    (`copy()` and batch slicing work).
     """
 
     def __init__(self, logits, validate_args=False, name="BernoulliLogits"):
