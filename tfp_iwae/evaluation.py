@@ -25,7 +25,10 @@ _ROWS_PER_BLOCK = 5_000
 
 
 def likelihood_block_size(chunk, batch_size):
-    """Samples per likelihood block: min(chunk, 5,000 rows // batch_size), at least 1."""
+    """Samples per likelihood block: min(chunk, 5,000 rows // batch_size), at least 1
+    (None, no blocks, when batch_size is None: a batch whose size is not static)."""
+    if batch_size is None:
+        return None
     return int(max(1, min(chunk, _ROWS_PER_BLOCK // max(1, int(batch_size)))))
 
 
@@ -102,7 +105,7 @@ def _compiled_estimator(model):
             state += (tf.TensorArray(tf.float32, size=num_full,
                                      element_shape=[chunk, x.shape[0]]),)
 
-        block = likelihood_block_size(chunk, x.shape[0]) if x.shape[0] else None
+        block = likelihood_block_size(chunk, x.shape[0])
 
         def body(j, acc_m, acc_s, *kept):
             lw = m.log_weights(x, chunk, seed=seeds.fold_in(seed, j), likelihood_block=block)
@@ -113,8 +116,7 @@ def _compiled_estimator(model):
         lws = [t.concat() for t in kept]
         if rest:
             lw = m.log_weights(x, rest, seed=seeds.fold_in(seed, num_full),
-                               likelihood_block=likelihood_block_size(rest, x.shape[0])
-                               if x.shape[0] else None)
+                               likelihood_block=likelihood_block_size(rest, x.shape[0]))
             acc_m, acc_s = _log_sum_exp_update(acc_m, acc_s, lw)
             lws.append(lw)
         k = tf.cast(num_full * chunk + rest, tf.float64)

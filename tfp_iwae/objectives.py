@@ -100,20 +100,19 @@ def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None,
     z = posterior.sample(num_samples, seed=seeds.stateless_seed(seed))
     log_q = posterior.log_prob(z)
     log_pz = prior.log_prob(z)
-    if likelihood_block is None or likelihood_block >= num_samples:
+    block = None if likelihood_block is None else check_num_samples(
+        likelihood_block, "likelihood_block", "samples per likelihood evaluation")
+    if block is None or block >= num_samples:
         log_px_given_z = likelihood_fn(z).log_prob(x)
     else:
-        log_px_given_z = _blocked_log_likelihood(x, likelihood_fn, z, num_samples,
-                                                 likelihood_block, log_q.dtype)
+        log_px_given_z = _blocked_log_likelihood(x, likelihood_fn, z, num_samples, block,
+                                                 log_q.dtype)
     return log_pz + log_px_given_z - log_q
 
 
 def _blocked_log_likelihood(x, likelihood_fn, z, num_samples, block, dtype):
     """log p(x|z) `[num_samples, *batch]` from samples z (a structure), `block` at a time."""
-    if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1:
-        raise ValueError(f"`likelihood_block` must be None or an integer >= 1 (samples per "
-                         f"likelihood evaluation), got {block!r}.")
-    full, rest = divmod(num_samples, int(block))
+    full, rest = divmod(num_samples, block)
     head = tf.nest.map_structure(
         lambda t: tf.reshape(t[:full * block], tf.concat([[full, block], tf.shape(t)[1:]],
                                                          axis=0)), z)
