@@ -40,7 +40,7 @@ x = data.load_array(name, "test", data_dir=data_dir, source="embedded" if name =
                     else "files", download=False)
 x = data.fixed_binarization(x[:images] if images > 0 else x, 0)
 model = tfp_iwae.IWAE(layers, seed=0)
-fn = evaluation._compiled_estimator(model)
+fn = evaluation._compiled_estimator(model, evaluation.decoder_matmuls_for(model))
 # Compile: the timed call's shapes (a full batch, the last partial batch, a full chunk and
 # the k mod chunk remainder) with one chunk's work; k enters the program as a Tensor.
 t0 = time.perf_counter()

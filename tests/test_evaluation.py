@@ -36,14 +36,17 @@ def test_chunked_estimate_is_the_exact_log_mean_exp_of_its_draws(model_and_x, ch
     np.testing.assert_allclose(est, ref, rtol=0, atol=1e-9)
 
 
-def test_chunk_j_draws_with_fold_in_seed_j(model_and_x):
+@pytest.mark.parametrize("matmuls", ["xla", "tensorflow"])
+def test_chunk_j_draws_with_fold_in_seed_j(model_and_x, matmuls):
     # The compiled loop draws chunk j with fold_in(seed, j), the last (partial) chunk
     # included: the same log weights as one jitted call per chunk (the evaluation before
     # the loop moved onto the device), to float32 rounding (XLA fuses the loop body
-    # differently). XLA's stateless draws differ from eager ones, so the reference is jitted.
+    # differently; `tensorflow` runs the decoder's GEMMs in another library). XLA's
+    # stateless draws differ from eager ones, so the reference is jitted.
     model, x = model_and_x
     _, lw = evaluation.estimate_log_likelihood(model, x[:5], 25, chunk_size=10, seed=6,
-                                               return_log_weights=True)
+                                               return_log_weights=True,
+                                               decoder_matmuls=matmuls)
     chunk_log_weights = tf.function(model.log_weights, jit_compile=True)
     base = seeds.stateless_seed(6)
     ref = np.concatenate([chunk_log_weights(x[:5], n, seed=seeds.fold_in(base, j))
@@ -79,21 +82,54 @@ def test_likelihood_blocks_change_no_draw(mnist_5k, layers):
         model.log_weights(x[:2], 10, seed=1, likelihood_block=0)
 
 
-def test_compiled_once_per_shape_across_calls_seeds_and_k(model_and_x):
+@pytest.mark.parametrize("matmuls", ["xla", "tensorflow"])
+def test_compiled_once_per_shape_across_calls_seeds_and_k(model_and_x, matmuls):
     # One trace per batch shape (25 images in batches of 10: 10 and the last 5), reused by
     # later calls with another seed and another k with the same chunk remainder.
     _, x = model_and_x
     model = tfp_iwae.IWAE(1, seed=0)
-    kw = dict(chunk_size=20, batch_size=10)
+    kw = dict(chunk_size=20, batch_size=10, decoder_matmuls=matmuls)
     first = evaluation.estimate_log_likelihood(model, x[:25], 60, seed=5, **kw)
-    fn = evaluation._compiled_estimator(model)
+    fn = evaluation._compiled_estimator(model, matmuls)
     assert fn.experimental_get_tracing_count() == 2
     again = evaluation.estimate_log_likelihood(model, x[:25], 60, seed=5, **kw)
     other = evaluation.estimate_log_likelihood(model, x[:25], 100, seed=[7, 8], **kw)
-    assert evaluation._compiled_estimator(model) is fn
+    assert evaluation._compiled_estimator(model, matmuls) is fn
     assert fn.experimental_get_tracing_count() == 2
     np.testing.assert_array_equal(first, again)
     assert other.shape == (25,) and not np.allclose(first, other)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_decoder_matmuls_in_tensorflow_or_xla_give_the_same_estimate(mnist_5k, layers):
+    # Same draws, the decoder's GEMMs in oneDNN (TensorFlow ops) or in XLA: L_k and every
+    # log weight agree to float32 rounding of ~500-nat sums (1e-3 nats), for 1 and 2
+    # stochastic layers, blocks with a remainder (chunk 70 of a 100-image batch: blocks of
+    # 50 and a rest of 20) and a last partial chunk (k = 150); another seed moves L_k by
+    # far more (different draws), so the agreement is not that of any two estimates.
+    train, test = mnist_5k
+    model = tfp_iwae.IWAE(layers, data_mean=train.mean(0), seed=0)
+    x = (test[:100] > 0.5).astype(np.float32)
+    kw = dict(chunk_size=70, seed=2, return_log_weights=True)
+    xla, lw_xla = evaluation.estimate_log_likelihood(model, x, 150, decoder_matmuls="xla",
+                                                     **kw)
+    tfm, lw_tf = evaluation.estimate_log_likelihood(model, x, 150,
+                                                    decoder_matmuls="tensorflow", **kw)
+    np.testing.assert_allclose(tfm, xla, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(lw_tf, lw_xla, rtol=0, atol=1e-3)
+    other = evaluation.estimate_log_likelihood(model, x, 150, chunk_size=70, seed=3)
+    assert np.abs(other - xla).max() > 1e-2
+    assert evaluation.decoder_matmuls_for(model) == "tensorflow"  # CPU, Bernoulli decoder
+
+
+def test_decoder_matmuls_choices():
+    gaussian = tfp_iwae.IWAE(1, likelihood="gaussian", seed=0)
+    assert evaluation.decoder_matmuls_for(gaussian) == "xla"  # no split for its decoder
+    with pytest.raises(ValueError, match="decoder_matmuls='tensorflow'.*Bernoulli"):
+        evaluation.decoder_matmuls_for(gaussian, "tensorflow")
+    with pytest.raises(ValueError, match="`decoder_matmuls` must be one of"):
+        evaluation.estimate_log_likelihood(gaussian, np.zeros([2, 784], np.float32), 3,
+                                           decoder_matmuls="onednn")
 
 
 def test_compiled_estimator_goes_with_its_model(model_and_x):
