@@ -3,10 +3,12 @@
     python bench/evaluate.py --dataset=mnist --data_dir=../shared/data/mnist   # 10,000 images
     python bench/evaluate.py                      # no IDX files: mnist_5k's 1,000 test images
     python bench/evaluate.py --images 200 --num_samples 50 --chunks 50   # smoke run
+    python bench/evaluate.py --images 1000 --decoder_matmuls tensorflow,xla  # the two programs
 
 The images are the whole test split (`--images` takes the first n): all 10,000 MNIST test
 digits when `--data_dir` holds the IDX files, else (said so in the output) the embedded
-mnist_5k test split, binarised once (seed 0). Each (layers, chunk) cell runs in a fresh
+mnist_5k test split, binarised once (seed 0). Each (layers, chunk, decoder_matmuls) cell
+runs in a fresh
 subprocess so its peak resident memory is its own; the compilation runs first, on a
 warm-up call with the timed call's shapes, and is reported apart. The roofline is the
 forward matmul FLOPs L_k needs (encoder once per image, every later layer on k * N rows;
@@ -36,21 +38,23 @@ from tfp_iwae import data, evaluation
 images, k, chunk, layers, batch = (int(a) for a in sys.argv[1:6])
 chunk = min(chunk, k)
 name, data_dir = sys.argv[6], sys.argv[7] or None
+model = tfp_iwae.IWAE(layers, seed=0)
+matmuls = evaluation.decoder_matmuls_for(model, sys.argv[8])
 x = data.load_array(name, "test", data_dir=data_dir, source="embedded" if name == "mnist_5k"
                     else "files", download=False)
 x = data.fixed_binarization(x[:images] if images > 0 else x, 0)
-model = tfp_iwae.IWAE(layers, seed=0)
-fn = evaluation._compiled_estimator(model, evaluation.decoder_matmuls_for(model))
+fn = evaluation._compiled_estimator(model, matmuls)
 # Compile: the timed call's shapes (a full batch, the last partial batch, a full chunk and
 # the k mod chunk remainder) with one chunk's work; k enters the program as a Tensor.
 t0 = time.perf_counter()
 warm = x[:batch + len(x) % batch] if len(x) > batch else x
 evaluation.estimate_log_likelihood(model, warm, chunk + k % chunk, chunk_size=chunk,
-                                   batch_size=batch, seed=1)
+                                   batch_size=batch, seed=1, decoder_matmuls=matmuls)
 compile_secs = time.perf_counter() - t0
 traces = fn.experimental_get_tracing_count()
 t0 = time.perf_counter()
-ll = evaluation.estimate_log_likelihood(model, x, k, chunk_size=chunk, batch_size=batch, seed=0)
+ll = evaluation.estimate_log_likelihood(model, x, k, chunk_size=chunk, batch_size=batch, seed=0,
+                                        decoder_matmuls=matmuls)
 secs = time.perf_counter() - t0
 # Peak RSS of this process image: VmHWM (reset at exec). ru_maxrss would also count the
 # parent's pages shared at fork time (a large parent, e.g. bench/report.py, inflates it).
@@ -63,7 +67,7 @@ except (OSError, StopIteration):
 print(json.dumps({"seconds": secs, "compile_seconds": compile_secs, "images": len(x),
                   "retraces": fn.experimental_get_tracing_count() - traces,
                   "peak_rss_mib": peak, "ru_maxrss_mib": ru_maxrss,
-                  "mean_ll": float(np.mean(ll))}))
+                  "mean_ll": float(np.mean(ll)), "decoder_matmuls": matmuls}))
 """
 
 
@@ -83,12 +87,14 @@ def test_images(dataset="mnist", data_dir=None):
 
 
 def measure(images=1000, num_samples=5000, chunk=50, layers=1, dataset="mnist_5k",
-            data_dir=None, batch=BATCH):
+            data_dir=None, batch=BATCH, decoder_matmuls="auto"):
     """One evaluation in a fresh subprocess: {'seconds', 'compile_seconds', 'images',
     'retraces' (of the timed call; 0 expected), 'peak_rss_mib' (VmHWM), 'ru_maxrss_mib',
-    'mean_ll' (nats)}. images <= 0: the whole test split."""
+    'mean_ll' (nats), 'decoder_matmuls' (as resolved)}. images <= 0: the whole test
+    split; decoder_matmuls as in `estimate_log_likelihood`."""
     out = subprocess.run([sys.executable, "-c", CHILD, str(images), str(num_samples),
-                          str(chunk), str(layers), str(batch), dataset, data_dir or ""],
+                          str(chunk), str(layers), str(batch), dataset, data_dir or "",
+                          decoder_matmuls],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -115,6 +121,9 @@ def main(argv=None):
     p.add_argument("--chunks", default="50,500")
     p.add_argument("--layers", default="1")
     p.add_argument("--sgemm_seconds", type=float, default=1.0)
+    p.add_argument("--decoder_matmuls", default="auto",
+                   help="auto, xla or tensorflow, or a comma list to compare (each cell "
+                   "runs once per value)")
     args = p.parse_args(argv)
     sys.path.insert(0, HERE)
     import train_step
@@ -126,23 +135,27 @@ def main(argv=None):
     rates = {r: max(train_step.sgemm_rate(r, 200, 784, args.sgemm_seconds).values())
              for r in sorted(set(rows.values()))}
     sgemm = {c: rates[rows[c]] for c in chunks}
-    print(f"{'layers':>6} {'chunk':>6} {'images':>6} {'seconds':>8} {'compile s':>9} "
-          f"{'GFLOP/s':>8} {'sgemm':>6} {'share':>6} {'peak RSS MiB':>12} {'vs PyTorch':>10}")
+    print(f"{'layers':>6} {'chunk':>6} {'matmuls':>10} {'images':>6} {'seconds':>8} "
+          f"{'compile s':>9} {'GFLOP/s':>8} {'sgemm':>6} {'share':>6} {'peak RSS MiB':>12} "
+          f"{'vs PyTorch':>10}")
     rows = []
-    for layers in [int(v) for v in args.layers.split(",")]:
-        for chunk in chunks:
-            r = measure(args.images, args.num_samples, chunk, layers, dataset, data_dir)
-            flops, share = roofline(r, args.num_samples, layers, sgemm[chunk])
-            ref = PYTORCH_L5000_SECONDS * r["images"] * args.num_samples / 5e6
-            rows.append(dict(r, layers=layers, chunk=chunk, flops=flops, share=share,
-                             sgemm=sgemm[chunk], pytorch_seconds=ref))
-            print(f"{layers:>6} {chunk:>6} {r['images']:>6} {r['seconds']:8.1f} "
-                  f"{r['compile_seconds']:9.1f} {flops / r['seconds'] / 1e9:8.1f} "
-                  f"{sgemm[chunk] / 1e9:6.0f} {share:6.1%} {r['peak_rss_mib']:12.0f} "
-                  f"{ref / r['seconds']:9.1f}x", flush=True)
-            if r["retraces"]:
-                print(f"  warning: the timed call retraced {r['retraces']} time(s), so its "
-                      f"seconds include compilation", flush=True)
+    cells = [(int(v), c, m) for v in args.layers.split(",") for c in chunks
+             for m in args.decoder_matmuls.split(",")]
+    for layers, chunk, matmuls in cells:
+        r = measure(args.images, args.num_samples, chunk, layers, dataset, data_dir,
+                    decoder_matmuls=matmuls)
+        flops, share = roofline(r, args.num_samples, layers, sgemm[chunk])
+        ref = PYTORCH_L5000_SECONDS * r["images"] * args.num_samples / 5e6
+        rows.append(dict(r, layers=layers, chunk=chunk, flops=flops, share=share,
+                         sgemm=sgemm[chunk], pytorch_seconds=ref))
+        print(f"{layers:>6} {chunk:>6} {r['decoder_matmuls']:>10} {r['images']:>6} "
+              f"{r['seconds']:8.1f} "
+              f"{r['compile_seconds']:9.1f} {flops / r['seconds'] / 1e9:8.1f} "
+              f"{sgemm[chunk] / 1e9:6.0f} {share:6.1%} {r['peak_rss_mib']:12.0f} "
+              f"{ref / r['seconds']:9.1f}x", flush=True)
+        if r["retraces"]:
+            print(f"  warning: the timed call retraced {r['retraces']} time(s), so its "
+                  f"seconds include compilation", flush=True)
     return note, rows
 
 

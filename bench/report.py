@@ -16,7 +16,9 @@ Rows:
     roofline). Then the whole loop at batch 20 against batch 100;
   * L_5000 over the whole MNIST test set (10,000 images from the IDX files in --data_dir;
     without them, and said so, mnist_5k's 1,000), 1 and 2 layers, per chunk size, each in
-    a fresh process (bench/evaluate.py): seconds (compilation apart), share of the
+    a fresh process (bench/evaluate.py), at the default `decoder_matmuls` (on a CPU the
+    decoder's matmuls as TensorFlow ops) and, for the first cell, also as one XLA program
+    per batch (the ratio of the two): seconds (compilation apart), share of the
     roofline (forward matmul FLOPs at the sgemm rate below) and peak resident memory
     (VmHWM), against the ~280 s per 1,000 images of a plain PyTorch IWAE (1 layer) on
     the same 2 cores;
@@ -126,17 +128,31 @@ def main(argv=None):
                              f"{small / big:.0%}"))
                 print(*rows[-1], sep=" | ", flush=True)
     base_batch = 100 if 100 in batches else batches[0]
-    for n_layers, chunk in [(n, int(c)) for n in layers for c in args.chunks.split(",")]:
-        r = eval_bench.measure(images, num_samples, chunk, n_layers, eval_data, eval_dir)
+    # Every (layers, chunk) cell at the default decoder_matmuls ("auto"); the first layer
+    # count's first chunk also as one XLA program per batch, for the ratio between them.
+    cells = [(n, int(c), "auto") for n in layers for c in args.chunks.split(",")]
+    cells.insert(1, (cells[0][0], cells[0][1], "xla"))
+    auto_seconds = {}
+    for n_layers, chunk, matmuls in cells:
+        r = eval_bench.measure(images, num_samples, chunk, n_layers, eval_data, eval_dir,
+                               decoder_matmuls=matmuls)
         flops, share = eval_bench.roofline(r, num_samples, n_layers, roof_rate)
         ref = eval_bench.PYTORCH_L5000_SECONDS * r["images"] * num_samples / 5e6
+        where = {"tensorflow": "decoder matmuls as TF ops", "xla": "all XLA"}[
+            r["decoder_matmuls"]]
+        if matmuls == "auto":
+            auto_seconds[(n_layers, chunk)] = (r["seconds"], r["decoder_matmuls"])
+            versus = f"{ref / r['seconds']:.1f}x faster"
+        else:
+            auto, auto_where = auto_seconds[(n_layers, chunk)]
+            versus = f"{r['seconds'] / auto:.2f}x the time of the default ({auto_where})"
         rows.append((f"L_{num_samples}, {r['images']:,} {eval_data} test images, {n_layers} "
-                     f"layer{'s' * (n_layers > 1)}, chunk {chunk}",
+                     f"layer{'s' * (n_layers > 1)}, chunk {chunk}, {where}",
                      f"{r['seconds']:.1f} s (+{r['compile_seconds']:.0f} s compile), peak "
                      f"RSS {r['peak_rss_mib']:,.0f} MiB",
                      f"roofline {flops / roof_rate:.1f} s; PyTorch "
                      f"{'1-layer ' * (n_layers > 1)}reference {ref:.0f} s",
-                     f"{share:.1%} of roofline; {ref / r['seconds']:.1f}x faster"))
+                     f"{share:.1%} of roofline; {versus}"))
         print(*rows[-1], sep=" | ", flush=True)
     base = step_rate.get((layers[0], min(ks), base_batch))
     sources = [("mnist_5k", None)]

@@ -215,7 +215,7 @@ def _split_estimator(model_ref):
             _, out = tf.while_loop(
                 lambda i, _: i < full, body,
                 (tf.constant(0), tf.TensorArray(tf.float32, size=full)),
-                parallel_iterations=2)
+                parallel_iterations=1)
             parts.append(tf.reshape(out.stack(), tf.shape(base[:full * block])))
         if rem:
             parts.append(log_prob(x, m.p_x.logits(h[full * block:])))
