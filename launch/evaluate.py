@@ -34,7 +34,7 @@ flags.DEFINE_integer("fixed_binarization_seed", 0,
 flags.DEFINE_string("output", None, "Results JSON path (default: in --logdir).")
 flags.DEFINE_enum("decoder_matmuls", "auto", ["auto", "xla", "tensorflow"],
                   "Where the decoder's matmuls run: `tensorflow` (TensorFlow ops: oneDNN's "
-                  "GEMM on x86 CPUs, the draws and log-probs in XLA; ~20% faster L_5000 on "
+                  "GEMM on x86 CPUs, the draws and log-probs in XLA; ~1.2x faster L_5000 on "
                   "a CPU), `xla` (one XLA program per batch) or `auto` (tensorflow on a "
                   "CPU with a Bernoulli decoder, else xla). Same draws either way.")
 flags.DEFINE_list("curve_ks", [], "Also report the bound against k for these k (each <= "
