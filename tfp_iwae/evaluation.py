@@ -79,9 +79,10 @@ def decoder_matmuls_for(model, decoder_matmuls="auto"):
 
     `xla`: each batch is one XLA program. `tensorflow`: the decoder's dense layers
     (MatMul + bias + tanh, the bulk of L_k's FLOPs) run as TensorFlow ops, which on x86
-    CPUs go to oneDNN's GEMM, ~1.3x the rate of XLA:CPU's at these shapes; the draws,
-    log-probabilities and the running log-sum-exp stay in XLA programs, so the draws are
-    the same and L_k agrees to float32 rounding (bench/report.py: L_5000 of 10,000 MNIST
+    CPUs go to oneDNN's GEMM, ~1.3x the rate of XLA:CPU's at these shapes; the draws and
+    log-probabilities stay in XLA programs, so the draws are the same and, for a float32
+    model, L_k agrees to float32 rounding (a mixed-precision model's bfloat16 matmuls
+    round differently in the two libraries; bench/report.py: L_5000 of 10,000 MNIST
     test images, 1 layer, 110 s against 130 s on a 2-core CPU). `auto`: `tensorflow` for
     a Bernoulli decoder when no GPU is visible, else `xla` (XLA's GPU matmuls are the
     vendor's own).
@@ -179,18 +180,20 @@ def _xla_estimator(model_ref):
 def _split_estimator(model_ref):
     """`_xla_estimator`'s function (same arguments, draws and result) with the decoder's
     dense layers as TensorFlow ops: a graph-mode loop over chunks in which, per chunk, one
-    XLA program draws z ~ q(z|x) with fold_in(seed, j) and returns h1 (the decoder's
-    input) and log p(z) - log q(z|x) `[n, b]`; then, per likelihood block of
-    `likelihood_block_size(n, b)` samples, `model.p_x.logits` runs as TensorFlow ops
-    (oneDNN's fused MatMul + bias + tanh on x86 CPUs) and an XLA program takes the
-    Bernoulli log-probs. The running float64 log-sum-exp stays on the device.
+    XLA program derives the chunk's seed fold_in(seed, j) and draws z ~ q(z|x) with it
+    (both inside XLA, as in `_xla_estimator`, so the draws are the same by construction)
+    and returns h1 (the decoder's input) and log p(z) - log q(z|x) `[n, b]`; then, per
+    likelihood block of `likelihood_block_size(n, b)` samples, `model.p_x.logits` runs as
+    TensorFlow ops (oneDNN's fused MatMul + bias + tanh on x86 CPUs) and an XLA program
+    takes the Bernoulli log-probs. The running float64 log-sum-exp (small `[b]` and
+    `[n, b]` TensorFlow ops) stays on the device.
     """
 
     @tf.function(jit_compile=True)
-    def draw(x, seed, n):
+    def draw(x, seed, j, n):
         m = model_ref()
         q = m.encoder(x)
-        z = q.sample(n, seed=seeds.stateless_seed(seed))
+        z = q.sample(n, seed=seeds.stateless_seed(seeds.fold_in(seed, j)))
         base = m.prior.log_prob(z) - q.log_prob(z)
         return (z["h1"] if isinstance(z, dict) else z), base
 
@@ -198,10 +201,10 @@ def _split_estimator(model_ref):
     def log_prob(x, logits):
         return networks.bernoulli_log_prob(x, logits)
 
-    def chunk_log_weights(x, seed, n):
-        """`[n, b]` log weights of one chunk of n (a Python int) samples."""
+    def chunk_log_weights(x, seed, j, n):
+        """`[n, b]` log weights of chunk j, n (a Python int) samples."""
         m = model_ref()
-        h, base = draw(x, seed, n)
+        h, base = draw(x, seed, j, n)
         block = likelihood_block_size(n, x.shape[0]) or n
         full, rem = divmod(n, block)
         parts = []
@@ -224,6 +227,9 @@ def _split_estimator(model_ref):
 
     @tf.function
     def batch_log_mean_exp(x, seed, num_full, chunk, rest, keep):
+        # float32 as `log_weights` would see it (a Dataset may yield other dtypes); the
+        # support checks of validate_args run in `draw`, through the encoder.
+        x = model_ref().check_inputs(x, validate_args=False)
         b = tf.shape(x)[0]
         state = (tf.constant(0), tf.fill([b], tf.constant(-np.inf, tf.float64)),
                  tf.zeros([b], tf.float64))
@@ -231,7 +237,7 @@ def _split_estimator(model_ref):
             state += (tf.TensorArray(tf.float32, size=num_full),)
 
         def body(j, acc_m, acc_s, *kept):
-            lw = chunk_log_weights(x, seeds.fold_in(seed, j), chunk)
+            lw = chunk_log_weights(x, seed, j, chunk)
             kept = tuple(t.write(j, lw) for t in kept)
             return (j + 1,) + _log_sum_exp_update(acc_m, acc_s, lw) + kept
 
@@ -239,7 +245,7 @@ def _split_estimator(model_ref):
                                                parallel_iterations=1)
         lws = [t.concat() for t in kept]
         if rest:
-            lw = chunk_log_weights(x, seeds.fold_in(seed, num_full), rest)
+            lw = chunk_log_weights(x, seed, num_full, rest)
             acc_m, acc_s = _log_sum_exp_update(acc_m, acc_s, lw)
             lws.append(lw)
         k = tf.cast(num_full * chunk + rest, tf.float64)
@@ -262,7 +268,8 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
     log-sum-exp in float64: the result is the exact L_k of all k draws while peak memory
     depends on `chunk_size * batch_size`, not on k. Batches are dispatched back to back;
     the results are read to the host once, at the end. On a CPU the decoder's matmuls run
-    as TensorFlow (oneDNN) ops and the rest as XLA programs (`decoder_matmuls`).
+    as TensorFlow (oneDNN) ops between XLA programs for the draws and the log-probs
+    (`decoder_matmuls`).
 
     Args:
       model: an `IWAE`.
