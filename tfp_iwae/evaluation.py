@@ -119,6 +119,38 @@ def _log_sum_exp_update(m, s, log_weights):
     return new_m, s
 
 
+def _log_mean_exp_over_chunks(chunk_log_weights, x, seed, num_full, chunk, rest, keep):
+    """The chunk loop both estimator programs share (see `_xla_estimator`).
+
+    chunk_log_weights(x, seed, j, n) gives chunk j's `[n, b]` float32 log weights (n a
+    Python int; drawn with fold_in(seed, j)). Runs num_full chunks of `chunk` samples in a
+    `tf.while_loop` (one chunk at a time), then `rest`, keeping the running float64
+    (max, sum) pair; returns L_k `[b]` in nats and, with keep, the log weights `[k, b]`.
+    """
+    b = tf.shape(x)[0]
+    state = (tf.constant(0), tf.fill([b], tf.constant(-np.inf, tf.float64)),
+             tf.zeros([b], tf.float64))
+    if keep:  # XLA needs the TensorArray's size static: num_full is an int here
+        state += (tf.TensorArray(tf.float32, size=num_full,
+                                 element_shape=[chunk, x.shape[0]]),)
+
+    def body(j, acc_m, acc_s, *kept):
+        lw = chunk_log_weights(x, seed, j, chunk)
+        kept = tuple(t.write(j, lw) for t in kept)
+        return (j + 1,) + _log_sum_exp_update(acc_m, acc_s, lw) + kept
+
+    _, acc_m, acc_s, *kept = tf.while_loop(lambda j, *_: j < num_full, body, state,
+                                           parallel_iterations=1)
+    lws = [t.concat() for t in kept]
+    if rest:
+        lw = chunk_log_weights(x, seed, num_full, rest)
+        acc_m, acc_s = _log_sum_exp_update(acc_m, acc_s, lw)
+        lws.append(lw)
+    k = tf.cast(num_full * chunk + rest, tf.float64)
+    out = acc_m + tf.math.log(acc_s) - tf.math.log(k)
+    return (out, tf.concat(lws, axis=0)) if keep else out
+
+
 def _compiled_estimator(model, decoder_matmuls="xla"):
     """The model's per-batch estimator, traced once per (batch shape, chunk, rest, keep).
 
@@ -146,33 +178,14 @@ def _xla_estimator(model_ref):
     all k = num_full * chunk + rest log weights, accumulated on the device; with keep,
     also those log weights `[k, b]` float32.
     """
+    def chunk_log_weights(x, seed, j, n):
+        return model_ref().log_weights(x, n, seed=seeds.fold_in(seed, j),
+                                       likelihood_block=likelihood_block_size(n, x.shape[0]))
+
     @tf.function(jit_compile=True)
     def batch_log_mean_exp(x, seed, num_full, chunk, rest, keep):
-        m = model_ref()
-        b = tf.shape(x)[0]
-        state = (tf.constant(0), tf.fill([b], tf.constant(-np.inf, tf.float64)),
-                 tf.zeros([b], tf.float64))
-        if keep:  # XLA needs the TensorArray's size static: num_full is an int here
-            state += (tf.TensorArray(tf.float32, size=num_full,
-                                     element_shape=[chunk, x.shape[0]]),)
-
-        block = likelihood_block_size(chunk, x.shape[0])
-
-        def body(j, acc_m, acc_s, *kept):
-            lw = m.log_weights(x, chunk, seed=seeds.fold_in(seed, j), likelihood_block=block)
-            kept = tuple(t.write(j, lw) for t in kept)
-            return (j + 1,) + _log_sum_exp_update(acc_m, acc_s, lw) + kept
-
-        _, acc_m, acc_s, *kept = tf.while_loop(lambda j, *_: j < num_full, body, state)
-        lws = [t.concat() for t in kept]
-        if rest:
-            lw = m.log_weights(x, rest, seed=seeds.fold_in(seed, num_full),
-                               likelihood_block=likelihood_block_size(rest, x.shape[0]))
-            acc_m, acc_s = _log_sum_exp_update(acc_m, acc_s, lw)
-            lws.append(lw)
-        k = tf.cast(num_full * chunk + rest, tf.float64)
-        out = acc_m + tf.math.log(acc_s) - tf.math.log(k)
-        return (out, tf.concat(lws, axis=0)) if keep else out
+        return _log_mean_exp_over_chunks(chunk_log_weights, x, seed, num_full, chunk, rest,
+                                         keep)
 
     return batch_log_mean_exp
 
@@ -205,52 +218,17 @@ def _split_estimator(model_ref):
         """`[n, b]` log weights of chunk j, n (a Python int) samples."""
         m = model_ref()
         h, base = draw(x, seed, j, n)
-        block = likelihood_block_size(n, x.shape[0]) or n
-        full, rem = divmod(n, block)
-        parts = []
-        if full:
-            blocks = tf.reshape(h[:full * block],
-                                tf.concat([[full, block], tf.shape(h)[1:]], axis=0))
-
-            def body(i, out):
-                return i + 1, out.write(i, log_prob(x, m.p_x.logits(blocks[i])))
-
-            # One block at a time: its [block * b, 784] logits are what the blocks bound.
-            _, out = tf.while_loop(
-                lambda i, _: i < full, body,
-                (tf.constant(0), tf.TensorArray(tf.float32, size=full)),
-                parallel_iterations=1)
-            parts.append(tf.reshape(out.stack(), tf.shape(base[:full * block])))
-        if rem:
-            parts.append(log_prob(x, m.p_x.logits(h[full * block:])))
-        return base + (tf.concat(parts, axis=0) if len(parts) > 1 else parts[0])
+        return base + objectives.log_likelihood_in_blocks(
+            lambda hb: log_prob(x, m.p_x.logits(hb)), h, n,
+            likelihood_block_size(n, x.shape[0]), tf.float32)
 
     @tf.function
     def batch_log_mean_exp(x, seed, num_full, chunk, rest, keep):
         # float32 as `log_weights` would see it (a Dataset may yield other dtypes); the
         # support checks of validate_args run in `draw`, through the encoder.
         x = model_ref().check_inputs(x, validate_args=False)
-        b = tf.shape(x)[0]
-        state = (tf.constant(0), tf.fill([b], tf.constant(-np.inf, tf.float64)),
-                 tf.zeros([b], tf.float64))
-        if keep:
-            state += (tf.TensorArray(tf.float32, size=num_full),)
-
-        def body(j, acc_m, acc_s, *kept):
-            lw = chunk_log_weights(x, seed, j, chunk)
-            kept = tuple(t.write(j, lw) for t in kept)
-            return (j + 1,) + _log_sum_exp_update(acc_m, acc_s, lw) + kept
-
-        _, acc_m, acc_s, *kept = tf.while_loop(lambda j, *_: j < num_full, body, state,
-                                               parallel_iterations=1)
-        lws = [t.concat() for t in kept]
-        if rest:
-            lw = chunk_log_weights(x, seed, num_full, rest)
-            acc_m, acc_s = _log_sum_exp_update(acc_m, acc_s, lw)
-            lws.append(lw)
-        k = tf.cast(num_full * chunk + rest, tf.float64)
-        out = acc_m + tf.math.log(acc_s) - tf.math.log(k)
-        return (out, tf.concat(lws, axis=0)) if keep else out
+        return _log_mean_exp_over_chunks(chunk_log_weights, x, seed, num_full, chunk, rest,
+                                         keep)
 
     return batch_log_mean_exp
 

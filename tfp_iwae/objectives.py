@@ -102,27 +102,34 @@ def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None,
     log_pz = prior.log_prob(z)
     block = None if likelihood_block is None else check_num_samples(
         likelihood_block, "likelihood_block", "samples per likelihood evaluation")
-    if block is None or block >= num_samples:
-        log_px_given_z = likelihood_fn(z).log_prob(x)
-    else:
-        log_px_given_z = _blocked_log_likelihood(x, likelihood_fn, z, num_samples, block,
-                                                 log_q.dtype)
+    log_px_given_z = log_likelihood_in_blocks(lambda zb: likelihood_fn(zb).log_prob(x), z,
+                                              num_samples, block, log_q.dtype)
     return log_pz + log_px_given_z - log_q
 
 
-def _blocked_log_likelihood(x, likelihood_fn, z, num_samples, block, dtype):
-    """log p(x|z) `[num_samples, *batch]` from samples z (a structure), `block` at a time."""
+def log_likelihood_in_blocks(log_likelihood, z, num_samples, block, dtype):
+    """`log_likelihood(z)` `[num_samples, *batch]`, computed `block` samples at a time.
+
+    z: samples `[num_samples, ...]` (or a structure of them); log_likelihood maps samples
+    `[n, ...]` to log-probabilities `[n, *batch]` of `dtype`. The first
+    (num_samples // block) * block samples go through a `tf.map_fn` one block at a time
+    (so a graph-mode caller holds one block's intermediates, not up to ten), the rest in
+    one more call; block None, or >= num_samples: one call on all of z. Shared by
+    `log_weights` and the evaluation's program with TensorFlow-op decoder matmuls.
+    """
+    if block is None or block >= num_samples:
+        return log_likelihood(z)
     full, rest = divmod(num_samples, block)
     head = tf.nest.map_structure(
         lambda t: tf.reshape(t[:full * block], tf.concat([[full, block], tf.shape(t)[1:]],
                                                          axis=0)), z)
-    per_block = tf.map_fn(lambda zb: likelihood_fn(zb).log_prob(x), head,
-                          fn_output_signature=dtype)
+    per_block = tf.map_fn(log_likelihood, head, fn_output_signature=dtype,
+                          parallel_iterations=1)
     parts = [tf.reshape(per_block, tf.concat([[full * block], tf.shape(per_block)[2:]],
                                              axis=0))]
     if rest:
         tail = tf.nest.map_structure(lambda t: t[full * block:], z)
-        parts.append(likelihood_fn(tail).log_prob(x))
+        parts.append(log_likelihood(tail))
     return tf.concat(parts, axis=0) if rest else parts[0]
 
 
