@@ -62,7 +62,7 @@ def main(argv):
                      f"got {curve_ks}.")
     config, model, path = _common.restore_run(F.logdir, F.checkpoint)
     try:
-        evaluation.decoder_matmuls_for(model, F.decoder_matmuls)
+        matmuls = evaluation.decoder_matmuls_for(model, F.decoder_matmuls)
     except ValueError as e:
         _common.fail(f"--decoder_matmuls: {e}")
     try:
@@ -83,7 +83,7 @@ def main(argv):
                                             chunk_size=F.chunk_size or None,
                                             batch_size=F.batch_size, seed=F.seed,
                                             return_log_weights=bool(curve_ks),
-                                            decoder_matmuls=F.decoder_matmuls)
+                                            decoder_matmuls=matmuls)
     curve = None
     if curve_ks:
         ll, lw = ll
@@ -115,7 +115,7 @@ def main(argv):
         "active_units_binarization_seed": F.fixed_binarization_seed
         if config.binarization != "none" else None,
         "seconds": seconds,
-        "decoder_matmuls": evaluation.decoder_matmuls_for(model, F.decoder_matmuls),
+        "decoder_matmuls": matmuls,
     }
     if curve is not None:
         result["bound_curve"] = curve
