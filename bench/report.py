@@ -7,9 +7,10 @@
 Rows:
   * training examples/s at k = 1, 5, 50 for the 1- and 2-stochastic-layer paper models
     (IWAE, XLA) at batch 20 (the paper's) and 100, three ways: one compiled step per call
-    (`training.make_train_step`, a fixed batch), the fused loop (`training.TrainLoop`,
-    --steps_per_call steps per compiled call with the training images on the device),
-    and the whole training loop behind `launch/train.py` at its defaults (progress lines,
+    (`training.make_train_step`, a fixed binary batch: no gather, no binarisation), the
+    fused loop (`training.TrainLoop`, --steps_per_call steps per compiled call with the
+    training images on the device, gathered and binarised in the program), these two
+    timed in alternating windows (median of 3 each), and the whole training loop behind `launch/train.py` at its defaults (progress lines,
     summaries and checkpoints; validation off), each next to the matmul roofline: the
     step's matmul FLOPs at the sgemm rate measured in the same run (share = achieved /
     roofline; NumPy's and TensorFlow's sgemm are both measured, the faster is the
@@ -47,6 +48,7 @@ import input_pipeline  # noqa: E402
 import train_step  # noqa: E402
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+ROUNDS = 3  # alternating timing windows per training cell
 
 
 def device_name():
@@ -97,10 +99,17 @@ def main(argv=None):
             flops = train_step.step_matmul_flops(model, 100, k) / 100  # per example
             roof = roof_rate / flops
             for batch in batches:
-                eps = train_step.time_step(tfp_iwae.IWAE(n_layers), k, "iwae", batch, seconds)
+                # One step per call and the fused loop in alternating windows (median of
+                # each), so that drift in the machine's speed hits both alike.
+                built = train_step.build_step(tfp_iwae.IWAE(n_layers), k, "iwae", batch)
                 loop = train_step.build_fused(tfp_iwae.IWAE(n_layers), k, "iwae", batch,
                                               args.steps_per_call, train_images)
-                fused = train_step.fused_rate(loop, batch, seconds)
+                windows = {"step": [], "fused": []}
+                for _ in range(ROUNDS):
+                    windows["step"].append(train_step.rate_of(built, batch, seconds / ROUNDS))
+                    windows["fused"].append(train_step.fused_rate(
+                        loop, batch, seconds / ROUNDS, min_calls=1))
+                eps, fused = (float(np.median(windows[w])) for w in ("step", "fused"))
                 steps = int(np.clip(round(2.5 * seconds * fused / batch, -2), 300, 6000))
                 whole = train_step.launcher_rate(
                     n_layers, k, batch, 300 if args.quick else steps,
