@@ -10,8 +10,9 @@ Rows:
     (`training.make_train_step`, a fixed binary batch: no gather, no binarisation), the
     fused loop (`training.TrainLoop`, --steps_per_call steps per compiled call with the
     training images on the device, gathered and binarised in the program), these two
-    timed in alternating windows (median of 3 each), and the whole training loop behind `launch/train.py` at its defaults (progress lines,
-    summaries and checkpoints; validation off), each next to the matmul roofline: the
+    timed in alternating windows (median of 3 each), and the whole training loop behind
+    `launch/train.py` at its defaults (progress lines, summaries and checkpoints;
+    validation off), each next to the matmul roofline: the
     step's matmul FLOPs at the sgemm rate measured in the same run (share = achieved /
     roofline; NumPy's and TensorFlow's sgemm are both measured, the faster is the
     roofline). Then the whole loop at batch 20 against batch 100;
