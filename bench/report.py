@@ -12,10 +12,10 @@ Rows:
     training images on the device, gathered and binarised in the program), these two
     timed in alternating windows (median of 3 each), and the whole training loop behind
     `launch/train.py` at its defaults (progress lines, summaries and checkpoints;
-    validation off), each next to the matmul roofline: the
-    step's matmul FLOPs at the sgemm rate measured in the same run (share = achieved /
-    roofline; NumPy's and TensorFlow's sgemm are both measured, the faster is the
-    roofline). Then the whole loop at batch 20 against batch 100;
+    validation off), each next to the matmul roofline: the step's matmul FLOPs at the
+    sgemm rate measured in the same run (share = achieved / roofline; NumPy's and
+    TensorFlow's sgemm are both measured, the faster is the roofline). Then the whole
+    loop at batch 20 against batch 100;
   * L_5000 over the whole MNIST test set (10,000 images from the IDX files in --data_dir;
     without them, and said so, mnist_5k's 1,000), 1 and 2 layers, per chunk size, each in
     a fresh process (bench/evaluate.py), at the default `decoder_matmuls` (on a CPU the

@@ -1,5 +1,6 @@
 """SIGTERM / SIGINT: finish the step, checkpoint it, exit 128 + signal, resume bit-exactly."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,20 +25,22 @@ def test_stop_request_records_signals_and_restores_handlers():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-@pytest.fixture
-def python_sigint():
-    """SIGINT as in an interactive Python (KeyboardInterrupt), whatever the test runner
-    was started with: a shell starts background jobs (`pytest &`, nohup) with SIGINT
-    ignored, and StopRequest rightly leaves an ignored signal alone."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+@contextlib.contextmanager
+def handler_during(signum, handler):
+    """`handler` for `signum` inside the block, the previous one restored after it."""
+    before = signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signum, before)
 
 
-def test_second_sigint_interrupts_at_once(python_sigint):
-    with preemption.StopRequest() as stop:
+def test_second_sigint_interrupts_at_once():
+    # SIGINT as in an interactive Python (KeyboardInterrupt), whatever the test runner was
+    # started with: a shell starts background jobs (`pytest &`, nohup) with SIGINT
+    # ignored, and StopRequest rightly leaves an ignored signal alone.
+    with handler_during(signal.SIGINT, signal.default_int_handler), \
+            preemption.StopRequest() as stop:
         signal.raise_signal(signal.SIGINT)
         assert stop.requested == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):  # Python's own SIGINT behaviour again
@@ -48,16 +51,13 @@ def test_second_sigint_interrupts_at_once(python_sigint):
 def test_an_ignored_signal_stays_ignored():
     # A job started with SIGTERM ignored (e.g. by its scheduler) keeps it so: the stop
     # request neither installs a handler nor records the signal.
-    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
+    with handler_during(signal.SIGTERM, signal.SIG_IGN):
         with preemption.StopRequest() as stop:
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.1)
             assert stop.requested is None
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def test_disabled_stop_request_leaves_signals_alone():
