@@ -51,15 +51,16 @@ def dense_chain(sizes):
     return list(zip(sizes[:-1], sizes[1:]))
 
 
-def dense_layers(model, batch, k):
+def dense_layers(model, batch, k, encoder_per_sample=False):
     """(rows, multiply-adds per row) of every dense matmul of one pass over `batch` images
     with k samples each, encoder first, from the model's architecture (`input_dim`,
     `latent_units`, `hidden_units`; the decoder mirrors the encoder's hidden sizes):
     q(h1|x) runs on the batch rows, every later layer on batch * k rows. The first entry
-    is the encoder's input layer."""
+    is the encoder's input layer. encoder_per_sample: q(h1|x) on batch * k rows too, as
+    an implementation that repeats each image k times before encoding it would run it."""
     out = []
     for i in range(model.stochastic_layers):  # q(h1|x) once per image, q(h2|h1) per sample
-        rows = batch if i == 0 else batch * k
+        rows = batch if i == 0 and not encoder_per_sample else batch * k
         d_in = model.input_dim if i == 0 else model.latent_units[0]
         sizes = [d_in] + list(model.hidden_units[i])
         out += [(rows, a * b) for a, b in dense_chain(sizes)] + \
@@ -81,9 +82,11 @@ def step_matmul_flops(model, batch, k):
                      for i, (rows, mac) in enumerate(dense_layers(model, batch, k))))
 
 
-def forward_matmul_flops(model, batch, k):
-    """Matmul FLOPs of one forward pass (2 per multiply-add): e.g. L_k of `batch` images."""
-    return float(sum(2 * rows * mac for rows, mac in dense_layers(model, batch, k)))
+def forward_matmul_flops(model, batch, k, encoder_per_sample=False):
+    """Matmul FLOPs of one forward pass (2 per multiply-add): e.g. L_k of `batch` images
+    (encoder_per_sample: q(h1|x) counted on all k * batch rows, see `dense_layers`)."""
+    return float(sum(2 * rows * mac for rows, mac in
+                     dense_layers(model, batch, k, encoder_per_sample)))
 
 
 def build_step(model, k, estimator, batch):

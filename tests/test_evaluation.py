@@ -190,6 +190,21 @@ def test_peak_memory_depends_on_the_chunk_not_on_k():
     assert whole - small > 150, (small, whole)
 
 
+def test_roofline_flops_count_the_encoder_once_per_image():
+    # bench's forward-matmul count for L_k of N images, 1 layer (784-200-200-2x50 encoder,
+    # 50-200-200-784 decoder): 2 FLOPs per multiply-add, the decoder on k * N rows, the
+    # encoder on N rows; encoding each image k times puts the encoder on k * N rows too.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+    from train_step import forward_matmul_flops
+    encoder = 784 * 200 + 200 * 200 + 200 * 100
+    decoder = 50 * 200 + 200 * 200 + 200 * 784
+    n, k = 10_000, 5000
+    model = tfp_iwae.IWAE(1)
+    assert forward_matmul_flops(model, n, k) == 2 * (n * encoder + n * k * decoder)
+    assert forward_matmul_flops(model, n, k, encoder_per_sample=True) == \
+        2 * n * k * (encoder + decoder)  # 42.4 TFLOP against 20.7
+
+
 def test_active_units_statistic_matches_numpy(model_and_x):
     model, x = model_and_x
     au = evaluation.active_units(model, x, threshold=1e-2)
