@@ -101,14 +101,18 @@ def measure(images=1000, num_samples=5000, chunk=50, layers=1, dataset="mnist_5k
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def roofline(result, num_samples, layers, sgemm):
-    """(forward matmul FLOPs, share of the roofline) of a `measure` result, given the sgemm
-    rate in FLOP/s. The FLOPs are those L_k needs: q(h1|x) once per image."""
+def _flops(result, num_samples, layers, encoder_per_sample=False):
     sys.path.insert(0, HERE)
     import tfp_iwae
     import train_step
-    flops = train_step.forward_matmul_flops(tfp_iwae.IWAE(layers), result["images"],
-                                            num_samples)
+    return train_step.forward_matmul_flops(tfp_iwae.IWAE(layers), result["images"],
+                                           num_samples, encoder_per_sample)
+
+
+def roofline(result, num_samples, layers, sgemm):
+    """(forward matmul FLOPs, share of the roofline) of a `measure` result, given the sgemm
+    rate in FLOP/s. The FLOPs are those L_k needs: q(h1|x) once per image."""
+    flops = _flops(result, num_samples, layers)
     return flops, flops / result["seconds"] / sgemm
 
 
@@ -116,11 +120,7 @@ def per_sample_encoder_seconds(result, num_samples, layers, sgemm):
     """Seconds that the forward matmuls of an L_k which encodes each image k times (q(h1|x)
     on all k * N rows, ~2x the FLOPs at 1 layer) would take at the sgemm rate: a floor for
     such an implementation, which this package's evaluation does not run."""
-    sys.path.insert(0, HERE)
-    import tfp_iwae
-    import train_step
-    return train_step.forward_matmul_flops(tfp_iwae.IWAE(layers), result["images"],
-                                           num_samples, encoder_per_sample=True) / sgemm
+    return _flops(result, num_samples, layers, encoder_per_sample=True) / sgemm
 
 
 def main(argv=None):

@@ -23,8 +23,8 @@ Rows:
     per batch (the ratio of the two): seconds (compilation apart), share of the
     roofline (forward matmul FLOPs at the sgemm rate below, the encoder once per image;
     beside it the roofline of an evaluation that encodes each image k times, about twice
-    the FLOPs at 1 layer) and peak resident memory (VmHWM), against the ~280 s per 1,000 images of a plain PyTorch IWAE (1 layer) on
-    the same 2 cores;
+    the FLOPs at 1 layer) and peak resident memory (VmHWM), against the ~280 s per 1,000
+    images of a plain PyTorch IWAE (1 layer) on the same 2 cores;
   * input pipeline examples/s (dynamic binarisation, batch 100) against the k = 1 step.
 Every ratio is taken between figures measured in this run on this machine.
 """
