@@ -12,12 +12,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _declared(section, key=None):
-    """Normalised distribution names listed in setup.cfg's [options] `section` (or, with
-    key, in [options.extras_require] `key`)."""
+def _declared(extra=None):
+    """Normalised distribution names of setup.cfg's install_requires (or, given `extra`,
+    of that entry of extras_require)."""
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(ROOT, "setup.cfg"))
-    text = cfg["options.extras_require"][key] if key else cfg["options"][section]
+    text = cfg["options.extras_require"][extra] if extra else \
+        cfg["options"]["install_requires"]
     names = (re.match(r"[A-Za-z0-9_.\-]+", line.strip()) for line in text.splitlines())
     return {_normalise(m.group(0)) for m in names if m}
 
@@ -84,12 +85,9 @@ def test_every_third_party_import_is_declared(folder, extras):
     # install for the others. importlib.metadata maps a module to the distributions that
     # provide it; a module that only arrives as another package's dependency (keras
     # through tensorflow) has no declared provider and fails here.
-    declared = _declared("install_requires")
-    for key in extras:
-        declared |= _declared(None, key)
+    declared = _declared().union(*(_declared(e) for e in extras))
     missing = _undeclared(_top_level_imports(os.path.join(ROOT, folder), SCRIPT_MODULES),
-                          declared,
-                          importlib.metadata.packages_distributions())
+                          declared, importlib.metadata.packages_distributions())
     assert not missing, f"imported but not declared in setup.cfg: {missing}"
 
 
