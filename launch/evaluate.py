@@ -37,10 +37,37 @@ flags.DEFINE_enum("decoder_matmuls", "auto", ["auto", "xla", "tensorflow"],
                   "GEMM on x86 CPUs, the draws and log-probs in XLA; ~1.2x faster L_5000 on "
                   "a CPU), `xla` (one XLA program per batch) or `auto` (tensorflow on a "
                   "CPU with a Bernoulli decoder, else xla). Same draws either way.")
+flags.DEFINE_float("progress_secs", 30., "Print a progress line (images done, running mean "
+                   "L_k, time left) at most this often, in seconds (0: none).")
 flags.DEFINE_list("curve_ks", [], "Also report the bound against k for these k (each <= "
                   "--num_samples), averaged over disjoint blocks of the same draws, e.g. "
                   "1,5,50,500,5000. Keeps all log weights on the host: 8 * N * "
                   "--num_samples bytes.")
+
+
+def _progress_printer(total, t0):
+    """`estimate_log_likelihood`'s progress callback: a line every --progress_secs (not
+    after the last batch: the result line follows), with the running mean of L_k over
+    the images done; batches are read only when a line is printed."""
+    unread, state = [], {"sum": 0., "n": 0, "last": t0}
+
+    def progress(done, batch_estimates):
+        unread.append(batch_estimates)
+        now = time.perf_counter()
+        if done >= total or now - state["last"] < F.progress_secs:
+            return
+        for b in unread:
+            v = b.numpy()
+            state["sum"] += float(np.sum(v))
+            state["n"] += len(v)
+        unread.clear()
+        state["last"] = now
+        left = (now - t0) * (total - done) / done
+        print(f"L_{F.num_samples}: {done:,}/{total:,} images, mean "
+              f"{state['sum'] / state['n']:.2f} nats so far, {now - t0:.0f} s, "
+              f"~{left:.0f} s left", flush=True)
+
+    return progress
 
 
 def main(argv):
@@ -50,6 +77,9 @@ def main(argv):
         ("chunk_size", F.chunk_size, F.chunk_size >= 0, "an integer >= 0 (0: automatic)"),
         ("batch_size", F.batch_size, F.batch_size >= 1, "an integer >= 1"),
         ("max_images", F.max_images, F.max_images >= 0, "an integer >= 0 (0: all images)"),
+        ("progress_secs", F.progress_secs,
+         F.progress_secs >= 0 and np.isfinite(F.progress_secs),
+         "a finite number of seconds >= 0 (0: no progress lines)"),
         ("seed", F.seed, F.seed >= 0, "an integer >= 0"),
         ("fixed_binarization_seed", F.fixed_binarization_seed,
          F.fixed_binarization_seed >= 0, "an integer >= 0")])
@@ -83,7 +113,9 @@ def main(argv):
                                             chunk_size=F.chunk_size or None,
                                             batch_size=F.batch_size, seed=F.seed,
                                             return_log_weights=bool(curve_ks),
-                                            decoder_matmuls=matmuls)
+                                            decoder_matmuls=matmuls,
+                                            progress=_progress_printer(len(xb), t0)
+                                            if F.progress_secs else None)
     curve = None
     if curve_ks:
         ll, lw = ll

@@ -101,6 +101,15 @@ def test_logdir_whose_parent_is_a_file(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_evaluate_bad_progress_secs(trained_run, value):
+    proc = run("evaluate.py", f"--logdir={trained_run[0]}", f"--progress_secs={value}")
+    assert proc.returncode != 0
+    assert re.search(r"--progress_secs: expected a finite number of seconds >= 0",
+                     proc.stderr), proc.stderr[-1500:]
+
+
+@pytest.mark.slow
 def test_results_path_that_cannot_be_written(trained_run, tmp_path):
     logdir, _ = trained_run
     (tmp_path / "file").write_text("x")

@@ -36,6 +36,20 @@ def test_chunked_estimate_is_the_exact_log_mean_exp_of_its_draws(model_and_x, ch
     np.testing.assert_allclose(est, ref, rtol=0, atol=1e-9)
 
 
+def test_progress_sees_every_batch_and_its_estimates(model_and_x):
+    # progress(images_done, batch_estimates) after each batch: 30 images in batches of
+    # 16 -> counts 16, 30, and the batches' estimates, concatenated, are the result.
+    model, x = model_and_x
+    calls = []
+    est = evaluation.estimate_log_likelihood(
+        model, x, 20, batch_size=16, seed=2,
+        progress=lambda done, b: calls.append((done, b.numpy())))
+    assert [done for done, _ in calls] == [16, 30]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in calls]), est)
+    with pytest.raises(ValueError, match=r"`progress` must be None or a callable"):
+        evaluation.estimate_log_likelihood(model, x, 20, progress="every 10 s")
+
+
 @pytest.mark.parametrize("matmuls", ["xla", "tensorflow"])
 def test_chunk_j_draws_with_fold_in_seed_j(model_and_x, matmuls):
     # The compiled loop draws chunk j with fold_in(seed, j), the last (partial) chunk

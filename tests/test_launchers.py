@@ -45,7 +45,8 @@ def test_evaluate_reports_nats_bits_and_protocol(trained_run, tmp_path):
     logdir, _ = trained_run
     out = tmp_path / "res.json"
     proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=500", "--chunk_size=77",
-               "--max_images=200", f"--output={out}", "--curve_ks=1,5,50,500")
+               "--max_images=200", f"--output={out}", "--curve_ks=1,5,50,500",
+               "--progress_secs=0.001")
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["dataset"] == "mnist_5k" and res["binarization"] == "dynamic"
@@ -58,6 +59,13 @@ def test_evaluate_reports_nats_bits_and_protocol(trained_run, tmp_path):
     per = np.load(str(out).replace(".json", "_per_example.npy"))
     assert per.shape == (200,)
     assert "L_500" in proc.stdout and "bits/dim" in proc.stdout
+    # One progress line per batch but the last (two batches of 100 images): the running
+    # mean after the first batch is that batch's mean of the per-example estimates.
+    progress = [l for l in proc.stdout.splitlines() if "images, mean" in l]
+    assert len(progress) == 1 and progress[0].startswith("L_500: 100/200 images, mean "), \
+        proc.stdout
+    mean = float(progress[0].split("mean ")[1].split()[0])
+    assert mean == pytest.approx(per[:100].mean(), abs=0.006)
     # The bound against k for a trained model: E[L_k] grows with k (Burda et al., thm 1),
     # and the block-averaged L_500 is the reported estimate itself.
     curve = res["bound_curve"]

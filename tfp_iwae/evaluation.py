@@ -235,7 +235,7 @@ def _split_estimator(model_ref):
 
 def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size=None,
                             batch_size=100, seed=0, return_log_weights=False,
-                            decoder_matmuls="auto"):
+                            decoder_matmuls="auto", progress=None):
     """Per-example IWAE estimate L_k of log p(x), streamed over chunks of samples.
 
     Chunk j draws `chunk_size` samples with the stateless seed fold_in(seed, j) (the last
@@ -262,6 +262,10 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
       decoder_matmuls: `auto` (default), `xla` or `tensorflow`: where the decoder's
         matmuls run (`decoder_matmuls_for`); the same draws either way, and L_k agrees to
         float32 rounding.
+      progress: None, or a callable `progress(images_done, batch_estimates)` called
+        after each batch is dispatched, with the number of images dispatched so far and
+        that batch's L_k `[b]` float64 Tensor (reading it waits for the batch; the
+        estimator itself reads nothing before the end).
 
     Returns:
       float64 NumPy array `[N]` of L_k in nats (and the log weights if asked).
@@ -279,7 +283,10 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
     # with the log weights kept it stays an int (their TensorArray's size must be static).
     num_full = k // chunk if return_log_weights else tf.constant(k // chunk, tf.int32)
 
-    results, host_lw, pending = [], [], None
+    if progress is not None and not callable(progress):
+        raise ValueError(f"estimate_log_likelihood: `progress` must be None or a callable "
+                         f"progress(images_done, batch_estimates), got {progress!r}.")
+    results, host_lw, pending, done = [], [], None, 0
     for x in _batches(x_or_dataset, batch_size):
         out = fn(x, base, num_full, chunk, k % chunk, bool(return_log_weights))
         if return_log_weights:
@@ -288,6 +295,9 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
                 host_lw.append(pending.numpy().astype(np.float64))
             pending = lw
         results.append(out)
+        if progress is not None:
+            done += int(x.shape[0]) if x.shape[0] is not None else int(tf.shape(x)[0])
+            progress(done, out)
     if pending is not None:
         host_lw.append(pending.numpy().astype(np.float64))
     est = tf.concat(results, axis=0).numpy() if results else np.zeros([0])
