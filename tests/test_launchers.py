@@ -109,7 +109,7 @@ def test_sigkill_and_restart_resumes_and_matches_uninterrupted_run(tmp_path):
     assert 150 <= killed_at < 400
     again = run("train.py", f"--logdir={killed}", *args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from" in again.stdout
+    assert "resumed from" in again.stdout
     resumed_at = int(again.stdout.split("at step ")[1].split()[0])
     assert resumed_at >= killed_at
     a = checkpoint_values(os.path.join(ref, "checkpoints", "ckpt-400"))
@@ -185,6 +185,7 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_single_device(tmp_path):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
     # ... and the shard layout matters: one shard draws different samples.
     other = run("train.py", f"--logdir={tmp_path / 'o'}", *args)
+    assert other.returncode == 0, other.stderr[-3000:]
     c = checkpoint_values(str(tmp_path / "o" / "checkpoints" / "ckpt-60"))
     assert max(np.abs(a[k] - c[k]).max() for k in a) > 1e-3
 
