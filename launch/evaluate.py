@@ -49,22 +49,19 @@ def _progress_printer(total, t0):
     """`estimate_log_likelihood`'s progress callback: a line every --progress_secs (not
     after the last batch: the result line follows), with the running mean of L_k over
     the images done; batches are read only when a line is printed."""
-    unread, state = [], {"sum": 0., "n": 0, "last": t0}
+    unread, state = [], {"sum": 0., "last": t0}
 
     def progress(done, batch_estimates):
         unread.append(batch_estimates)
         now = time.perf_counter()
         if done >= total or now - state["last"] < F.progress_secs:
             return
-        for b in unread:
-            v = b.numpy()
-            state["sum"] += float(np.sum(v))
-            state["n"] += len(v)
+        state["sum"] += sum(float(np.sum(b.numpy())) for b in unread)  # all `done` images
         unread.clear()
         state["last"] = now
         left = (now - t0) * (total - done) / done
         print(f"L_{F.num_samples}: {done:,}/{total:,} images, mean "
-              f"{state['sum'] / state['n']:.2f} nats so far, {now - t0:.0f} s, "
+              f"{state['sum'] / done:.2f} nats so far, {now - t0:.0f} s, "
               f"~{left:.0f} s left", flush=True)
 
     return progress

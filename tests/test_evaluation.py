@@ -13,6 +13,8 @@ import tensorflow as tf
 import tfp_iwae
 from tfp_iwae import evaluation, seeds
 
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
 
 @pytest.fixture(scope="module")
 def model_and_x(mnist_5k):
@@ -196,7 +198,7 @@ def test_peak_memory_depends_on_the_chunk_not_on_k():
     # samples (its draws z and their noise, [20000, 25, 50] float32 = 100 MB each, are
     # drawn at once; the likelihood runs in blocks) shows the measurement sees the growth
     # an unchunked evaluation would have (~480 MiB here).
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+    sys.path.insert(0, BENCH)
     from evaluate import measure
     small, large, whole = (measure(25, k, chunk)["peak_rss_mib"]
                            for k, chunk in ((50, 50), (5000, 50), (20000, 20000)))
@@ -208,7 +210,7 @@ def test_roofline_flops_count_the_encoder_once_per_image():
     # bench's forward-matmul count for L_k of N images, 1 layer (784-200-200-2x50 encoder,
     # 50-200-200-784 decoder): 2 FLOPs per multiply-add, the decoder on k * N rows, the
     # encoder on N rows; encoding each image k times puts the encoder on k * N rows too.
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench"))
+    sys.path.insert(0, BENCH)
     from train_step import forward_matmul_flops
     encoder = 784 * 200 + 200 * 200 + 200 * 100
     decoder = 50 * 200 + 200 * 200 + 200 * 784

@@ -296,7 +296,7 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
             pending = lw
         results.append(out)
         if progress is not None:
-            done += int(x.shape[0]) if x.shape[0] is not None else int(tf.shape(x)[0])
+            done += int(x.shape[0])  # eager batches: the shape is known
             progress(done, out)
     if pending is not None:
         host_lw.append(pending.numpy().astype(np.float64))
