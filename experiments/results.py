@@ -51,6 +51,7 @@ PAPER_FIXED_IWAE = {1: 88.71, 5: 87.63, 50: 87.10}  # 1 layer, fixed binarisatio
 MNIST_DATASETS = ("mnist", "mnist_5k")  # the paper's numbers are for dynamic MNIST
 CURVE_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 EXTRAS = ("binarization", "finetune", "dreg", "piwae")
+TRAIN_EVAL_IMAGES = 1000  # the train-set bound: on the first 1,000 training images
 
 
 def parse_args(argv=None):
@@ -191,7 +192,7 @@ def commands(args, run):
     # (exactly the fixed-binarisation run's training data): train - test is overfitting.
     train_eval = [sys.executable, "launch/evaluate.py", f"--logdir={logdir}",
                   f"--num_samples={args.eval_samples}", "--split=train",
-                  "--max_images=1000", "--fixed_binarization_seed=0"]
+                  f"--max_images={TRAIN_EVAL_IMAGES}", "--fixed_binarization_seed=0"]
     out = {"train": train, "evaluate": evaluate, "evaluate_train": train_eval}
     return out
 
@@ -290,10 +291,10 @@ def do_run(args, run):
                              "threads": int(env.get("TF_NUM_INTRAOP_THREADS", cores))}
         result["train_seconds"] = execute(cmds["train"], log_path, env)
         result["evaluate_seconds"] = execute(cmds["evaluate"], log_path, env)
-        with open(os.path.join(logdir, f"eval_test_k{args.eval_samples}.json")) as f:
+        with open(eval_result(args, logdir, "test") + ".json") as f:
             result["test"] = json.load(f)
     execute(cmds["evaluate_train"], log_path, env)
-    with open(os.path.join(logdir, f"eval_train_k{args.eval_samples}.json")) as f:
+    with open(eval_result(args, logdir, "train") + ".json") as f:
         result["train"] = json.load(f)
     result["commands"] = {k: show(c) for k, c in cmds.items()}
     with open(done + ".tmp", "w") as f:
@@ -321,13 +322,24 @@ def run_all(args, runs):
     return {run["name"]: results[run["name"]] for run in runs}
 
 
+def eval_result(args, logdir, split):
+    """The path stem of a run's `launch/evaluate.py` result for `split` (its .json and
+    _per_example.npy): the test split's first --eval_images images (all if 0), or the
+    first 1,000 training images (`commands`)."""
+    from tfp_iwae import evaluation
+    first = args.eval_images if split == "test" else TRAIN_EVAL_IMAGES
+    stem = os.path.join(logdir, evaluation.result_name(split, args.eval_samples, first))
+    if first and not os.path.exists(stem + ".json"):  # --max_images covered the split
+        stem = os.path.join(logdir, evaluation.result_name(split, args.eval_samples))
+    return stem
+
+
 def write_committed(args, name, result):
     """Copies a finished run's result and per-image test log-likelihoods (float32) to
     docs/results/<name>/, from which later invocations (and the paired differences) read."""
     path, npy = committed(args, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    ll = np.load(os.path.join(run_dir(args, name),
-                              f"eval_test_k{args.eval_samples}_per_example.npy"))
+    ll = np.load(eval_result(args, run_dir(args, name), "test") + "_per_example.npy")
     np.save(npy, ll.astype(np.float32))
     result = dict(result, settings=settings(args))
     with open(path + ".tmp", "w") as f:

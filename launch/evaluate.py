@@ -2,8 +2,11 @@
 
     python launch/evaluate.py --logdir=runs/default [--num_samples=5000] [--split=test]
 
-Writes `<logdir>/eval_<split>_k<k>.json` (and per-example log-likelihoods as .npy), and
-the same numbers as TensorBoard summaries into `<logdir>/eval_<split>/`.
+Writes `<logdir>/eval_<split>_k<k>.json` (`..._k<k>_first<n>.json` when --max_images
+scores only the first n images of the split; per-example log-likelihoods beside it as
+.npy), and the same numbers as TensorBoard summaries into `<logdir>/eval_<split>/`, tagged
+by k and n in the same way (e.g. `bound/nll_k5000`): an evaluation never overwrites one
+of another k or of more images.
 """
 
 import json
@@ -11,8 +14,7 @@ import os
 import sys
 import time
 
-import _common
-from absl import app
+import _common  # first: quiet start-up, error reporting
 from absl import flags
 import numpy as np
 import tensorflow as tf
@@ -21,7 +23,8 @@ from tfp_iwae import data, evaluation, summaries
 
 F = flags.FLAGS
 flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.")
-flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (default: the latest).")
+flags.DEFINE_string("checkpoint", None, "A checkpoint prefix of the run (default: the "
+                    "newest), e.g. an older one when the newest is damaged.")
 flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to evaluate.")
 flags.DEFINE_integer("num_samples", 5000, "k of the L_k estimate (paper: 5000).")
 flags.DEFINE_integer("chunk_size", 0, "Samples per compiled chunk (0: automatic, "
@@ -31,7 +34,9 @@ flags.DEFINE_integer("max_images", 0, "Evaluate only the first N images (0: all)
 flags.DEFINE_integer("seed", 0, "Seed of the importance samples.")
 flags.DEFINE_integer("fixed_binarization_seed", 0,
                      "Seed of the one fixed binarisation of the evaluation images.")
-flags.DEFINE_string("output", None, "Results JSON path (default: in --logdir).")
+flags.DEFINE_string("output", None, "Results JSON path (default: <logdir>/eval_<split>_k<k>"
+                    ".json, or ..._first<n>.json with --max_images=n below the split's "
+                    "size).")
 flags.DEFINE_enum("decoder_matmuls", "auto", ["auto", "xla", "tensorflow"],
                   "Where the decoder's matmuls run: `tensorflow` (TensorFlow ops: oneDNN's "
                   "GEMM on x86 CPUs, the draws and log-probs in XLA; ~1.2x faster L_5000 on "
@@ -87,7 +92,7 @@ def main(argv):
     if curve_ks and not 1 <= curve_ks[0] <= curve_ks[-1] <= F.num_samples:
         _common.fail(f"--curve_ks: each k must be in [1, --num_samples={F.num_samples}], "
                      f"got {curve_ks}.")
-    config, model, path = _common.restore_run(F.logdir, F.checkpoint)
+    config, model, path, step = _common.restore_run(F.logdir, F.checkpoint)
     try:
         matmuls = evaluation.decoder_matmuls_for(model, F.decoder_matmuls)
     except ValueError as e:
@@ -100,8 +105,9 @@ def main(argv):
     if F.max_images > len(x):
         _common.fail(f"--max_images: expected at most the {len(x)} images of the "
                      f"{config.dataset} {F.split} split (0: all), got {F.max_images}.")
-    if F.max_images:
-        x = x[:F.max_images]
+    first = F.max_images if 0 < F.max_images < len(x) else None  # a subset of the split
+    if first:
+        x = x[:first]
     protocol = data.describe(config.dataset, config.binarization)
     xb = x if config.binarization == "none" else data.fixed_binarization(
         x, F.fixed_binarization_seed)
@@ -125,13 +131,15 @@ def main(argv):
         config.dataset, config.binarization, seed=F.fixed_binarization_seed,
         data_dir=config.data_dir, download=config.download))
     nll = -float(np.mean(ll))
-    out = F.output or os.path.join(F.logdir, f"eval_{F.split}_k{F.num_samples}.json")
+    out = F.output or os.path.join(F.logdir, evaluation.result_name(F.split, F.num_samples,
+                                                                    first) + ".json")
     result = {
         "dataset": config.dataset, "binarization": config.binarization, "protocol": protocol,
         "protocol_note": data.protocol_note(config.dataset),
         "evaluation_binarization": f"fixed once (seed {F.fixed_binarization_seed})"
         if config.binarization != "none" else "none",
-        "split": F.split, "images": int(len(x)), "checkpoint": path,
+        "split": F.split, "images": int(len(x)), "first_images_only": bool(first),
+        "checkpoint": path, "checkpoint_step": step,
         "stochastic_layers": config.stochastic_layers, "objective": config.objective,
         "train_num_samples": config.num_samples, "num_samples": F.num_samples,
         "log_likelihood_nats": -nll, "nll_nats": nll,
@@ -157,10 +165,10 @@ def main(argv):
     except OSError as e:
         _common.fail(f"--output: cannot write results to {out!r}: {e}")
     try:  # into the run's logdir, beside its training curves (HParams table, scalars)
-        summaries.write_evaluation(F.logdir, F.split, path, log_likelihood=-nll, nll=nll,
+        summaries.write_evaluation(F.logdir, F.split, step, log_likelihood=-nll, nll=nll,
                                    bits_per_dim=result["bits_per_dim"],
                                    active_units=au["counts"], num_samples=F.num_samples,
-                                   num_images=len(x))
+                                   num_images=len(x), first=first)
     except (OSError, tf.errors.OpError) as e:  # e.g. a read-only logdir: results stand
         print(f"warning: no TensorBoard summaries written to --logdir {F.logdir!r}: {e}",
               file=sys.stderr)
@@ -169,8 +177,8 @@ def main(argv):
             f"L_{k} {b:.2f}" for k, b in zip(curve["k"], curve["bound_nats"])))
     print(f"{protocol} {F.split} ({len(x)} images): L_{F.num_samples} = {-nll:.2f} nats, "
           f"NLL {nll:.2f} nats = {result['bits_per_dim']:.4f} bits/dim; active units "
-          f"{au['counts']}; {seconds:.1f}s. Results: {out}")
+          f"{au['counts']}; {seconds:.1f}s; checkpoint {path} (step {step}). Results: {out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -10,8 +10,7 @@ import os
 import shutil
 import tempfile
 
-import _common
-from absl import app
+import _common  # first: quiet start-up, error reporting
 from absl import flags
 import tensorflow as tf
 
@@ -19,6 +18,8 @@ from tfp_iwae import export
 
 F = flags.FLAGS
 flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint prefix of the run (default: the "
+                    "newest), e.g. an older one when the newest is damaged.")
 flags.DEFINE_string("out", None, "SavedModel directory (default: <logdir>/saved_model).")
 flags.DEFINE_integer("num_samples", 1000, "k of the exported log_prob (L_k, nats).")
 flags.DEFINE_integer("seed", 0, "Fixed stateless seed of the exported sampling.")
@@ -76,7 +77,7 @@ def main(argv):
         ("seed", F.seed, F.seed >= 0, "an integer >= 0")])
     out = F.out or os.path.join(F.logdir, "saved_model")
     check_out(out, F.logdir, F.overwrite)
-    _, model, ckpt = _common.restore_run(F.logdir)
+    _, model, ckpt, _ = _common.restore_run(F.logdir, F.checkpoint)
     try:
         write_replacing(model, out)
     except (OSError, tf.errors.OpError) as e:
@@ -86,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

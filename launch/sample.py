@@ -4,9 +4,9 @@
 """
 
 import os
+import sys
 
-import _common
-from absl import app
+import _common  # first: quiet start-up, error reporting
 from absl import flags
 import numpy as np
 import tensorflow as tf
@@ -16,6 +16,8 @@ from tfp_iwae.summaries import image_grid as grid  # the TensorBoard grids' tili
 
 F = flags.FLAGS
 flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint prefix of the run (default: the "
+                    "newest), e.g. an older one when the newest is damaged.")
 flags.DEFINE_string("out", None, "PNG path (default: <logdir>/samples.png).")
 flags.DEFINE_integer("rows", 8, "Grid rows (samples: rows x rows; reconstructions: rows "
                      "rows of ceil(rows / 2) data | reconstruction pairs).")
@@ -34,27 +36,35 @@ def main(argv):
     _common.quiet_absl()
     _common.check_flags([("rows", F.rows, F.rows >= 1, "an integer >= 1"),
                          ("seed", F.seed, F.seed >= 0, "an integer >= 0")])
-    config, model, _ = _common.restore_run(F.logdir)
+    config, model, path, _ = _common.restore_run(F.logdir, F.checkpoint)
     n = F.rows * F.rows
     samples = model.sample(n, seed=F.seed, mean=F.mean).numpy()
-    test = data.load_array(config.dataset, "test", data_dir=config.data_dir,
-                           download=config.download)
-    # Evenly spaced test images: splits stored sorted by class (mnist_5k) show every class.
-    per_row = pairs_per_row(F.rows)
-    x = test[np.linspace(0, len(test) - 1, F.rows * per_row).astype(int)]
-    recon = model.reconstruct(tf.constant(x), seed=F.seed).numpy()
-    pairs = np.stack([x, recon], 1).reshape(-1, x.shape[-1])
-    sep = np.ones([F.rows * 28, 28])
-    picture = np.concatenate([grid(samples, F.rows, F.rows), sep,
-                              grid(pairs, F.rows, 2 * per_row)], axis=1)
+    try:
+        test = data.load_array(config.dataset, "test", data_dir=config.data_dir,
+                               download=False)
+    except data.DataError as e:  # e.g. a run copied to a machine without its data
+        print(f"note: no reconstructions, the test images cannot be read here ({e})",
+              file=sys.stderr)
+        picture = grid(samples, F.rows, F.rows)
+        what = f"{n} samples"
+    else:
+        # Evenly spaced test images: splits stored sorted by class show every class.
+        per_row = pairs_per_row(F.rows)
+        x = test[np.linspace(0, len(test) - 1, F.rows * per_row).astype(int)]
+        recon = model.reconstruct(tf.constant(x), seed=F.seed).numpy()
+        pairs = np.stack([x, recon], 1).reshape(-1, x.shape[-1])
+        sep = np.ones([F.rows * 28, 28])
+        picture = np.concatenate([grid(samples, F.rows, F.rows), sep,
+                                  grid(pairs, F.rows, 2 * per_row)], axis=1)
+        what = f"left {n} samples, right data|reconstruction pairs"
     out = F.out or os.path.join(F.logdir, "samples.png")
     png = tf.io.encode_png(tf.cast(np.round(picture[..., None] * 255), tf.uint8))
     try:
         tf.io.write_file(out, png)
     except tf.errors.OpError as e:
         _common.fail(f"--out: cannot write {out!r}: {e}")
-    print(f"wrote {out}: left {n} samples, right data|reconstruction pairs")
+    print(f"wrote {out} from {path}: {what}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -4,19 +4,19 @@
     python launch/train.py --dataset=fashion_mnist --data_dir=/usr/share/datasets/fashion-mnist \
         --stochastic_layers=2 --num_samples=50 --objective=iwae --logdir=runs/fm_iwae50
 
-Re-running the same command resumes from the last checkpoint in --logdir. SIGTERM or
-SIGINT (Ctrl-C) finish the current step, write a checkpoint and exit with status 143 / 130;
-a second process on the same --logdir is refused while the first runs.
+Re-running the same command resumes from the last checkpoint in --logdir (a changed
+--learning_rate or other training flag is refused unless --allow_changed_flags names it).
+SIGTERM, SIGINT (Ctrl-C) or SIGHUP (a closed terminal) finish the current step, write a
+checkpoint and exit with status 143 / 130 / 129; a second process on the same --logdir is
+refused while the first runs.
 """
 
 import dataclasses
-import sys
 
-import _common  # noqa: F401  (quiet TF log level, error reporting)
-from absl import app
+import _common  # first: quiet start-up, error reporting
 from absl import flags
 
-from tfp_iwae import config, data, estimators, loop, preemption, rundir
+from tfp_iwae import config, estimators, loop
 
 F = flags.FLAGS
 _DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
@@ -91,15 +91,9 @@ def main(argv):
     values.pop("cpu_devices")
     params = {p: values.pop(p) for p in PARAM_FLAGS}
     values["objective"] = objective_name(values["objective"], **params)
-    try:
-        result = loop.train(config.RunConfig(**values))
-    except (loop.TrainingError, rundir.RunDirError, data.DataError) as e:
-        _common.fail(str(e))
-    except preemption.Preempted as e:
-        print(f"stopped: {e}", file=sys.stderr, flush=True)
-        sys.exit(e.exit_code)
+    result = loop.train(config.RunConfig(**values))
     print(f"done: step {result['step']}, checkpoint {result['checkpoint']}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _common.run(main)

@@ -416,3 +416,109 @@ def test_launchers_import_the_installed_package_not_their_checkout(tmp_path):
                                "--helpshort"], capture_output=True, text=True, timeout=120,
                               cwd=str(tmp_path), env=env)
         assert "the environment provides this" in proc.stderr, (script, proc.stderr[-1500:])
+
+
+def damaged_copy(trained_run, tmp_path):
+    """A copy of the trained run whose newest checkpoint (ckpt-300) is damaged."""
+    import shutil
+    logdir = tmp_path / "run"
+    shutil.copytree(trained_run[0], logdir)
+    data = glob.glob(str(logdir / "checkpoints" / "ckpt-300.data-*"))[0]
+    with open(data, "r+b") as f:
+        f.truncate(100)
+    return logdir
+
+
+@pytest.mark.parametrize("script", ["sample.py", "export.py", "evaluate.py"])
+def test_a_damaged_newest_checkpoint_names_the_older_ones_and_checkpoint_reads_them(
+        trained_run, tmp_path, script):
+    logdir = damaged_copy(trained_run, tmp_path)
+    extra = {"sample.py": [f"--out={tmp_path / 's.png'}"],
+             "export.py": [f"--out={tmp_path / 'sm'}", "--num_samples=5"],
+             "evaluate.py": ["--num_samples=5", "--max_images=10"]}[script]
+    proc = run(script, f"--logdir={logdir}", *extra)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "ckpt-300" in proc.stderr and "ckpt-200" in proc.stderr
+    assert "--checkpoint" in proc.stderr
+    older = str(logdir / "checkpoints" / "ckpt-200")
+    proc = run(script, f"--logdir={logdir}", f"--checkpoint={older}", *extra)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert older in proc.stdout
+
+
+def test_a_run_moved_away_from_its_data_samples_and_exports(tmp_path):
+    # A run trained on files in a data_dir that is gone (a run copied to another machine):
+    # sample and export need no data (the model's weights all come from the checkpoint),
+    # and evaluate says clearly which data it misses.
+    import shutil
+    fashion = "/usr/share/datasets/fashion-mnist"
+    if not os.path.exists(os.path.join(fashion, "train-images-idx3-ubyte.gz")):
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    data_dir = tmp_path / "data"
+    shutil.copytree(fashion, data_dir)
+    logdir = tmp_path / "run"
+    proc = run("train.py", "--dataset=fashion_mnist", f"--data_dir={data_dir}",
+               f"--logdir={logdir}", "--max_steps=20", "--eval_every=0", "--noxla", *FAST)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shutil.rmtree(data_dir)
+    proc = run("sample.py", f"--logdir={logdir}", f"--out={tmp_path / 's.png'}", "--rows=4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no reconstructions" in proc.stderr and "Traceback" not in proc.stderr
+    assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "s.png"))).shape == (112, 112, 1)
+    proc = run("export.py", f"--logdir={logdir}", f"--out={tmp_path / 'sm'}",
+               "--num_samples=5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert str(data_dir) in proc.stderr
+
+
+def test_evaluate_names_the_checkpoint_and_step_it_read(trained_run, tmp_path):
+    logdir, _ = trained_run
+    out = tmp_path / "r.json"
+    proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=5", "--max_images=10",
+               f"--output={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["checkpoint"].endswith("ckpt-300") and res["checkpoint_step"] == 300
+    assert res["first_images_only"] and "(step 300)" in proc.stdout
+
+
+def test_a_quick_evaluation_does_not_replace_a_full_one(trained_run, tmp_path):
+    import shutil
+    logdir = tmp_path / "run"
+    shutil.copytree(trained_run[0], logdir)
+    full = run("evaluate.py", f"--logdir={logdir}", "--num_samples=20")
+    assert full.returncode == 0, full.stderr[-2000:]
+    quick = run("evaluate.py", f"--logdir={logdir}", "--num_samples=20", "--max_images=20")
+    assert quick.returncode == 0, quick.stderr[-2000:]
+    whole = json.loads((logdir / "eval_test_k20.json").read_text())
+    part = json.loads((logdir / "eval_test_k20_first20.json").read_text())
+    assert whole["images"] == 1000 and part["images"] == 20
+    assert not whole["first_images_only"] and part["first_images_only"]
+
+
+def test_launchers_hide_cuda_probing_on_a_machine_without_a_gpu(tmp_path):
+    # TensorFlow's C++ lines about CUDA (an `E0000 ... failed call to cuInit` error on a
+    # CPU machine) and INFO lines printed before it reads TF_CPP_MIN_LOG_LEVEL are not
+    # shown; every other stderr line is, in order.
+    if glob.glob("/dev/nvidia[0-9]*"):
+        pytest.skip("this machine has a GPU: the CUDA lines are kept")
+    script = tmp_path / "noisy.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {os.path.join(ROOT, 'launch')!r})\n"
+        "import _common\n"
+        "os.write(2, b'E0000 00:00:1796585987.274320 7798 cuda_platform.cc:52] failed "
+        "call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\\n')\n"
+        "os.write(2, b'I0000 00:00:1796585862.767563 6158 port.cc:153] oneDNN custom "
+        "operations are on.\\n')\n"
+        "os.write(2, b'first real line\\n')\n"
+        "print('error: second real line', file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=launcher_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "first real line\nerror: second real line\n"
+    shown = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           env=launcher_env(TFP_IWAE_SHOW_CUDA_PROBE="1"), timeout=60)
+    assert "cuInit" in shown.stderr

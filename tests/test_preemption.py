@@ -110,3 +110,69 @@ def test_sigterm_checkpoints_the_step_reached_and_the_restart_is_bit_exact(train
     assert a.keys() == b.keys() and len(a) == 14
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def start_train(logdir, *args):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
+                             f"--logdir={logdir}", *args], cwd=ROOT, env=launcher_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def send_after_line(proc, prefix, signum, delay=0.):
+    """Sends `signum` once a stdout line starts with `prefix`; (stdout, stderr, seconds
+    from the signal to the exit)."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            time.sleep(delay)
+            proc.send_signal(signum)
+            sent = time.perf_counter()
+            break
+    else:
+        raise AssertionError("".join(lines) + proc.stderr.read())
+    out, err = proc.communicate(timeout=300)
+    return "".join(lines) + out, err, time.perf_counter() - sent
+
+
+@pytest.mark.slow
+def test_sighup_checkpoints_and_exits_129(tmp_path):
+    # A closed terminal or ssh connection: handled like SIGTERM (it used to kill the run,
+    # losing the steps since the last checkpoint and leaving its lock).
+    logdir = tmp_path / "hup"
+    proc = start_train(logdir, "--max_steps=100000", "--checkpoint_every=100000",
+                       "--eval_every=0", *FAST, "--log_every=10")
+    out, err, _ = send_after_line(proc, "step 10/", signal.SIGHUP)
+    assert proc.returncode == 129, (out[-2000:], err[-2000:])
+    (line,) = [l for l in out.splitlines() if l.startswith("received SIGHUP at step ")]
+    at = int(line.split("at step ")[1].split(":")[0])
+    assert tf.train.latest_checkpoint(str(logdir / "checkpoints")).endswith(f"ckpt-{at}")
+    assert not (logdir / rundir.LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+def test_sigint_during_start_up_exits_130_without_a_traceback(tmp_path):
+    proc = start_train(tmp_path / "early", "--max_steps=10")
+    time.sleep(1.)  # importing TensorFlow: before the training loop takes SIGINT over
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().endswith("interrupted"), err[-2000:]
+
+
+@pytest.mark.slow
+def test_sigterm_during_validation_stops_it_within_seconds(tmp_path):
+    # A long validation (L_5000 of 500 images: ~10 s on 2 cores) starts right after the
+    # step 20 line; SIGTERM half a second into it stops it between its batches of
+    # VALIDATION_BATCH images, writes the step's checkpoint and exits (it used to finish
+    # the validation first: 47 s in one probe, past a cluster's grace period).
+    logdir = tmp_path / "val"
+    proc = start_train(logdir, "--max_steps=40", "--log_every=20", "--eval_every=20",
+                       "--eval_images=500", "--eval_samples=5000", "--batch_size=20",
+                       "--checkpoint_every=1000")
+    out, err, seconds = send_after_line(proc, "step 20/", signal.SIGTERM, delay=0.5)
+    assert proc.returncode == 143, (out[-2000:], err[-2000:])
+    assert "validation step 20: stopped unfinished" in out
+    assert "received SIGTERM at step 20" in out
+    assert seconds < 5., seconds
+    assert tf.train.latest_checkpoint(str(logdir / "checkpoints")).endswith("ckpt-20")

@@ -92,20 +92,35 @@ def test_written_tags_are_exactly_the_documented_table(tmp_path):
                            reconstructions=np.zeros([16, 784]), samples=np.ones([16, 784]))
     w.close()
     v.close()
-    ckpt = tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64)).write(
-        str(tmp_path / "ckpt" / "ckpt-7"))
-    out = summaries.write_evaluation(str(tmp_path), "test", ckpt, log_likelihood=-96.,
+    out = summaries.write_evaluation(str(tmp_path), "test", 7, log_likelihood=-96.,
                                      nll=96., bits_per_dim=0.177, active_units=[20],
                                      num_samples=20, num_images=4)
     assert out == str(tmp_path / "eval_test")
     documented = {}
     for run, tag, _ in summaries.TAGS:
         documented.setdefault(run.replace("<split>", "test"), set()).add(
-            tag.replace("layer{}", "layer1").replace("/{}", "/iwae"))
+            tag.replace("layer{}", "layer1").replace("/{}", "/iwae")
+            .replace("_k<k>[_first<n>]", "_k20"))
     written = {run: read_tags(str(tmp_path / run)) for run in documented}
     assert {run: set(tags) for run, tags in written.items()} == documented
     assert all(steps == [10] for steps in written["train"].values())
     assert all(steps == [7] for steps in written["eval_test"].values())  # the checkpoint's
+
+
+def test_an_evaluation_of_fewer_images_or_another_k_keeps_its_own_tags(tmp_path):
+    # A full L_5000 and a quick L_1 on the first 20 images of the same checkpoint: each
+    # keeps its value under its own tag (the quick one used to overwrite bound/nll).
+    full = dict(log_likelihood=-86.8, nll=86.8, bits_per_dim=0.16, active_units=[20])
+    quick = dict(log_likelihood=-181.4, nll=181.4, bits_per_dim=0.33, active_units=[20])
+    summaries.write_evaluation(str(tmp_path), "test", 50, num_samples=5000,
+                               num_images=10000, **full)
+    summaries.write_evaluation(str(tmp_path), "test", 50, num_samples=1, num_images=20,
+                               first=20, **quick)
+    values = scalar_values(str(tmp_path / "eval_test"))
+    assert values["bound/nll_k5000"] == [(50, pytest.approx(86.8))]
+    assert values["bound/nll_k1_first20"] == [(50, pytest.approx(181.4))]
+    assert "bound/nll" not in values
+    assert summaries.evaluation_tag("bound/nll", 5000) == "bound/nll_k5000"
 
 
 def test_readme_tensorboard_table_lists_every_tag_with_its_runs():
@@ -133,6 +148,30 @@ def session_start_infos(logdir):
     return infos
 
 
+def experiment_configs(logdir):
+    found = []
+    for path in glob.glob(os.path.join(logdir, "events.out.tfevents*")):
+        for record in tf.data.TFRecordDataset(path):
+            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+                if value.tag == hp_metadata.EXPERIMENT_TAG:
+                    found.append(hp_metadata.parse_experiment_plugin_data(
+                        value.metadata.plugin_data.content))
+    return found
+
+
+def scalar_values(run_dir):
+    """{tag: [(step, value)]} of a TensorBoard run directory's scalars."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents*"))):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.HasField("tensor"):
+                    out.setdefault(value.tag, []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+    return out
+
+
 def test_hparams_are_written_once_per_run_with_the_flags_it_started_with(tmp_path):
     logdir = str(tmp_path / "run")
     os.makedirs(logdir)
@@ -148,7 +187,36 @@ def test_hparams_are_written_once_per_run_with_the_flags_it_started_with(tmp_pat
     assert values["stochastic_layers"] == 2. and values["epochs"] == 10.
     assert values["init_from"] == ""  # None is written as the empty string
     assert set(values) == {h.name for h in summaries.HPARAMS}
-    assert infos[0].group_name == os.path.abspath(logdir)  # one HParams row per run
+    assert values["flag_changes"] == ""
+    assert infos[0].group_name == "run"  # one HParams row per run, named by its logdir
+
+
+def test_hparams_show_first_the_flags_that_tell_runs_apart(tmp_path):
+    # TensorBoard orders the HParams columns by `differs`, then by name, and shows the
+    # first ones: the estimator, k, layers, dataset and binarisation are marked, not
+    # --epochs or --batch_size; the first metric is the paper's test NLL at k = 5000.
+    logdir = str(tmp_path)
+    summaries.write_hparams(logdir, dataclasses.asdict(loop.RunConfig(logdir=logdir)))
+    (experiment,) = experiment_configs(logdir)
+    shown = sorted(experiment.hparam_infos, key=lambda h: (not h.differs, h.name))
+    assert {h.name for h in shown[:5]} == {"objective", "num_samples", "stochastic_layers",
+                                           "dataset", "binarization"}
+    assert not any(h.differs for h in shown[5:])
+    first = experiment.metric_infos[0]
+    assert (first.name.group, first.name.tag) == ("eval_test", "bound/nll_k5000")
+    assert "k=5000" in first.display_name
+
+
+def test_hparams_are_rewritten_with_a_flag_change_on_resume(tmp_path):
+    logdir = str(tmp_path)
+    config = dataclasses.asdict(loop.RunConfig(logdir=logdir))
+    summaries.write_hparams(logdir, config)
+    assert summaries.write_hparams(logdir, dict(config, learning_rate=1e-4), replace=True,
+                                   flag_changes="step 60: learning_rate 0.001 -> 0.0001")
+    (info,) = session_start_infos(logdir)  # the old session is gone, not shadowing
+    values = {k: getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}
+    assert values["learning_rate"] == pytest.approx(1e-4)
+    assert values["flag_changes"] == "step 60: learning_rate 0.001 -> 0.0001"
 
 
 def test_hparams_lookup_reads_a_file_cut_short_by_a_kill(tmp_path):
@@ -217,11 +285,12 @@ def two_runs(tmp_path_factory):
     for p in procs:  # the two share the machine's cores
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
+    # The HParams table's test NLL: L_5000 over the whole test split (1,000 images).
     ev = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "evaluate.py"),
-                         f"--logdir={parent / 'iwae'}", "--num_samples=20", "--max_images=50"],
+                         f"--logdir={parent / 'iwae'}"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr[-3000:]
-    with open(parent / "iwae" / "eval_test_k20.json") as f:
+    with open(parent / "iwae" / "eval_test_k5000.json") as f:
         return parent, json.load(f)
 
 
@@ -233,7 +302,7 @@ def test_tensorboard_serves_hparams_grouped_scalars_and_image_grids(two_runs):
         request = {"experimentName": "", "startIndex": 0, "sliceSize": 100,
                    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS",
                                        "STATUS_FAILURE", "STATUS_RUNNING"],
-                   "colParams": [{"metric": {"group": "eval_test", "tag": "bound/nll"},
+                   "colParams": [{"metric": {"group": "eval_test", "tag": "bound/nll_k5000"},
                                   "order": "ORDER_ASC", "missingValuesFirst": False}]}
 
         def both_sessions_with_test_metric():
@@ -249,19 +318,23 @@ def test_tensorboard_serves_hparams_grouped_scalars_and_image_grids(two_runs):
         assert {"objective", "num_samples", "stochastic_layers", "batch_size",
                 "schedule", "learning_rate"} <= names
         metrics = [(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]]
-        assert metrics[:3] == [("eval_test", "bound/nll"), ("eval_test", "bound/bits_per_dim"),
+        assert metrics[:3] == [("eval_test", "bound/nll_k5000"),
+                               ("eval_test", "bound/bits_per_dim_k5000"),
                                ("validation", "bound/log_likelihood")]
+        # The flags that tell runs apart come first (TensorBoard shows the first ones).
+        assert {h["name"] for h in experiment["hparamInfos"][:5]} == set(
+            summaries.HPARAMS_FIRST)
         # One row per run, with its own objective; sorted by test NLL, the evaluated first.
         assert [g["sessions"][0]["name"] for g in groups] == ["iwae", "vae"]
         assert [g["hparams"]["objective"] for g in groups] == ["iwae", "vae"]
         assert all(g["hparams"]["num_samples"] == 5 for g in groups)
         values = [{(m["name"]["group"], m["name"]["tag"]): m["value"]
                    for m in g["metricValues"]} for g in groups]
-        assert values[0][("eval_test", "bound/nll")] == pytest.approx(
+        assert values[0][("eval_test", "bound/nll_k5000")] == pytest.approx(
             evaluated["nll_nats"], rel=1e-6)
-        assert values[0][("eval_test", "bound/bits_per_dim")] == pytest.approx(
+        assert values[0][("eval_test", "bound/bits_per_dim_k5000")] == pytest.approx(
             evaluated["bits_per_dim"], rel=1e-6)
-        assert ("eval_test", "bound/nll") not in values[1]  # the VAE was not evaluated
+        assert ("eval_test", "bound/nll_k5000") not in values[1]  # the VAE: not evaluated
         for v in values:  # validation L_50 >= L_5 on the same images, on average
             assert -300 < v[("validation", "bound/L_k")] < -100
             assert v[("validation", "bound/log_likelihood")] > v[("validation", "bound/L_k")]

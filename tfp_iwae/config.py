@@ -13,23 +13,30 @@ import os
 import tensorflow as tf
 
 from tfp_iwae import data
+from tfp_iwae import errors
 from tfp_iwae import estimators
 from tfp_iwae import model as model_lib
 from tfp_iwae import networks
 from tfp_iwae import strategies
 from tfp_iwae import training
 
-__all__ = ["TrainingError", "RunConfig", "MODEL_FIELDS", "model_flags", "help_text",
-           "choices"]
+__all__ = ["TrainingError", "RunConfig", "MODEL_FIELDS", "TRAJECTORY_FIELDS", "model_flags",
+           "help_text", "choices"]
 
 # Flags that define the model/run: a logdir holding a run with other values is refused.
 # They are recorded in run_config.json and inside every checkpoint (`run_flags`).
 MODEL_FIELDS = ("dataset", "binarization", "stochastic_layers", "likelihood", "num_samples",
                 "objective", "batch_size", "schedule", "schedule_passes", "seed",
                 "std_parameterization")
+# Training flags that change the numbers of the steps still to come (not the model): a
+# resumed run with other values is refused unless `allow_changed_flags` names them; an
+# allowed change is logged and recorded in run_config.json's `history` and in HParams.
+# (max_steps and --epochs of the constant schedule only move the end; the numbers do not
+# depend on steps_per_call.)
+TRAJECTORY_FIELDS = ("learning_rate", "mixed_precision", "xla", "strategy", "num_shards")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(errors.Error, RuntimeError):
     """Bad configuration or a failure that stops training (message names the cause)."""
 
 
@@ -108,6 +115,12 @@ class RunConfig:
     diagnostics_estimators: str = _flag("iwae,stl,dreg", "Comma list of estimators compared "
                                         "by the diagnostics.")
     diagnostics_repeats: int = _flag(16, "Draws per estimator per diagnostic.")
+    allow_changed_flags: str = _flag("", "Comma list of training flags whose new values a "
+                                     "resumed run may take (" + ", ".join(TRAJECTORY_FIELDS)
+                                     + "): any other change of them is refused, since it "
+                                     "changes the steps still to come; an allowed change is "
+                                     "logged and recorded in run_config.json's history and "
+                                     "in HParams.")
     steps_per_call: int = _flag(100, "Most optimizer steps per compiled call (the training images on the device; shuffling, binarisation and sampling in the compiled program). The numbers do not depend on it. Calls also end at log/validation/checkpoint/diagnostics steps and after ~2 s of work.")
 
     def validate(self):
@@ -154,6 +167,9 @@ class RunConfig:
         need(self.eval_samples >= 1, "eval_samples", "an integer >= 1", self.eval_samples)
         need(self.steps_per_call >= 1, "steps_per_call", "an integer >= 1",
              self.steps_per_call)
+        unknown = sorted(set(self.changeable_flags()) - set(TRAJECTORY_FIELDS))
+        need(not unknown, "allow_changed_flags",
+             "a comma list of " + ", ".join(TRAJECTORY_FIELDS), self.allow_changed_flags)
         try:
             estimators.get_estimator(self.objective, self.num_samples)
         except ValueError as e:
@@ -163,6 +179,10 @@ class RunConfig:
                 os.path.exists(self.init_from + ".index")):
             raise TrainingError(f"--init_from: no checkpoint found at {self.init_from!r} "
                                 f"(expected a run's logdir/checkpoints or a checkpoint prefix).")
+
+    def changeable_flags(self):
+        """The flag names in `allow_changed_flags` (a list, order kept)."""
+        return [f.strip() for f in (self.allow_changed_flags or "").split(",") if f.strip()]
 
     @classmethod
     def from_flags(cls, flags, source):

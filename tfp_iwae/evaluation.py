@@ -15,7 +15,7 @@ from tfp_iwae.memory import VALIDATION_IMAGES
 
 __all__ = ["estimate_log_likelihood", "active_units", "bits_per_dim", "default_chunk_size",
            "bound_curve", "estimate_bound_curve", "validate", "validation_binarization",
-           "DECODER_MATMULS", "decoder_matmuls_for"]
+           "DECODER_MATMULS", "decoder_matmuls_for", "result_name", "VALIDATION_BATCH"]
 
 # Rows (samples x images) per compiled chunk: logits of 50,000 x 784 float32 are 157 MB.
 # A chunk's samples are drawn at once (its draws, and so L_k for a seed, depend on the
@@ -381,7 +381,24 @@ def active_units(model, x, threshold=1e-2, seed=0, batch_size=500):
     return {"counts": [int(np.sum(s > threshold)) for s in stats], "statistics": stats}
 
 
-def validate(model, images, num_samples, eval_samples, *, binarization, seed, pictures=True):
+def result_name(split, num_samples, first=None):
+    """The stem of `launch/evaluate.py`'s result files: `eval_<split>_k<k>`, or
+    `eval_<split>_k<k>_first<n>` for an evaluation of only the first n images of the
+    split (so that it never replaces one of the whole split)."""
+    return f"eval_{split}_k{int(num_samples)}" + (f"_first{int(first)}" if first else "")
+
+
+# Images per batch of a validation's L_k estimates: small enough that a stop signal is
+# answered between batches within about a second, even at k = 5000.
+VALIDATION_BATCH = 25
+
+
+class _Stopped(Exception):
+    """Raised between a validation's batches when its `should_stop()` is true."""
+
+
+def validate(model, images, num_samples, eval_samples, *, binarization, seed, pictures=True,
+             should_stop=None):
     """A training run's validation at one step: the numbers behind its summaries and log.
 
     The images are presented as `data.evaluation_pixels` gives them (binarised once with
@@ -395,17 +412,29 @@ def validate(model, images, num_samples, eval_samples, *, binarization, seed, pi
       binarization: the run's `--binarization`.
       seed: int seed of the importance samples.
       pictures: also draw 16 samples and reconstruct 16 images spread over the set.
+      should_stop: None, or a callable checked between batches of `VALIDATION_BATCH`
+        images: when it returns True the validation is abandoned (returns None).
 
     Returns:
       dict with `l_k` and `log_likelihood` (mean L_k and L_eval_samples, nats),
       `bits_per_dim` (of L_eval_samples), `active_units` (counts per layer), `elbo` and
       `ess` (means over the first `memory.VALIDATION_IMAGES` images), their `log_weights`
       `[k, n]`, `num_images`, and with `pictures` `inputs`, `reconstructions` and
-      `samples` (16 images each; else None).
+      `samples` (16 images each; else None). None if `should_stop` stopped it.
     """
+    def check(*_):
+        if should_stop is not None and should_stop():
+            raise _Stopped
+
     xb = data.evaluation_pixels(images, binarization, 1234)
-    lk = estimate_log_likelihood(model, xb, num_samples, seed=seed)
-    l_eval = estimate_log_likelihood(model, xb, eval_samples, seed=seed)
+    try:
+        lk = estimate_log_likelihood(model, xb, num_samples, seed=seed,
+                                     batch_size=VALIDATION_BATCH, progress=check)
+        l_eval = estimate_log_likelihood(model, xb, eval_samples, seed=seed,
+                                         batch_size=VALIDATION_BATCH, progress=check)
+        check()
+    except _Stopped:
+        return None
     au = active_units(model, xb)  # the pixels the model sees, not grey levels
     lw = model.log_weights(tf.constant(xb[:VALIDATION_IMAGES]), num_samples, seed=seed)
     out = dict(l_k=float(np.mean(lk)), log_likelihood=float(np.mean(l_eval)),

@@ -7,8 +7,12 @@ graceful stop on SIGTERM / SIGINT in `preemption`, the memory estimate in `memor
 
 import contextlib
 import dataclasses
+import errno
+import functools
 import json
+import math
 import os
+import shutil
 import time
 
 import tensorflow as tf
@@ -60,15 +64,41 @@ def train(config, log=_log):
     with contextlib.ExitStack() as held:  # the logdir lock and the signal handlers
         try:
             return _train(config, log, held)
-        except tf.errors.ResourceExhaustedError as e:
+        except (tf.errors.OpError, OSError) as e:
+            if _disk_full(e):
+                raise TrainingError(_disk_full_message(e, config.logdir)) from None
+            if not isinstance(e, tf.errors.ResourceExhaustedError):
+                raise
             raise TrainingError(
                 f"out of memory ({str(e).strip().splitlines()[0][:200]}): lower "
                 f"--num_samples (now {config.num_samples}) or --batch_size (now "
                 f"{config.batch_size}). Completed checkpoints are intact.") from None
 
 
+def _disk_full(error):
+    """Whether `error` (an OSError or a TensorFlow OpError, which reports a full disk as
+    ResourceExhaustedError or another status) says the file system is full."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(error).lower()
+    return "no space left on device" in text or "disk quota exceeded" in text
+
+
+def _disk_full_message(error, logdir):
+    """The error of a write that failed on a full disk: the directory and its free space."""
+    where = os.path.abspath(logdir)
+    try:
+        free = f"{shutil.disk_usage(where).free / 2 ** 20:,.1f} MiB free there now"
+    except OSError:
+        free = "free space unknown"
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else repr(error)
+    return (f"disk full: a write under --logdir {where!r} failed ({first}; {free}). Free "
+            f"some space (or use a --logdir on another file system) and re-run the same "
+            f"command to resume: completed checkpoints are intact.")
+
+
 def _train(config, log, held):
-    rundir.check_logdir(config)
+    changes = rundir.check_logdir(config)  # allowed changes of training flags on resume
     protocol = data.describe(config.dataset, config.binarization)
     train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
                               download=config.download)
@@ -89,6 +119,7 @@ def _train(config, log, held):
     chief = strategies.is_chief(strategy)
     if chief:  # workers of a multi-worker run share the chief's logdir
         held.enter_context(rundir.RunLock(config.logdir, on_stale=lambda m: log(f"note: {m}")))
+        rundir.remove_stale_temp_checkpoints(config.logdir, log)
     stop = held.enter_context(preemption.StopRequest(
         enabled=config.strategy != "multi_worker"))  # workers would have to agree on a step
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -129,13 +160,19 @@ def _train(config, log, held):
         parts["iterator"] = iter(ds)
         run_steps = _per_step_calls(step_fn, parts["iterator"], opt, plan, config.seed)
     run_flags = tf.Variable(json.dumps(model_flags(config), sort_keys=True), name="run_flags")
-    ckpt = tf.train.Checkpoint(run_flags=run_flags, **parts)
+    guard = _DivergenceGuard()  # the training bound at each save: see _save
+    ckpt = tf.train.Checkpoint(run_flags=run_flags, train_bound=guard.saved, **parts)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
     if manager.checkpoints:
-        rundir.restore_newest_readable(ckpt, manager, step, log, config,
-                                 legacy=tf.train.Checkpoint(**parts))
+        restored = rundir.restore_newest_readable(
+            tf.train.Checkpoint(run_flags=run_flags, **parts), manager, step, log, config,
+            legacy=tf.train.Checkpoint(**parts))
+        guard.resume(rundir.checkpoint_value(restored, "train_bound"))
     elif config.init_from:
         rundir.init_model_from(model, config.init_from, log)
+    for flag, (before, after) in changes.items():
+        log(f"note: --{flag} changed from {before!r} to {after!r} at step {int(step)} "
+            f"(--allow_changed_flags): recorded in run_config.json's history and HParams")
 
     writer = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.TRAIN))
     vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.VALIDATION))
@@ -143,23 +180,26 @@ def _train(config, log, held):
         log = (lambda msg: None)  # noqa: E731
         writer = vwriter = tf.summary.create_noop_writer()
     else:
-        summaries.write_hparams(config.logdir, dataclasses.asdict(config))
+        summaries.write_hparams(config.logdir, dataclasses.asdict(config),
+                                replace=bool(changes),
+                                flag_changes=_history_text(config.logdir, changes, int(step)))
     log(f"run: {protocol}; {config.stochastic_layers} stochastic layer(s); "
         f"objective {config.objective}, k={config.num_samples}; batch {config.batch_size}; "
         f"{steps_per_epoch} steps/epoch; {total} steps; strategy {config.strategy} "
         f"({replicas} replica(s))")
-    t_start, s_start = time.perf_counter(), int(step)
-    t0, s0 = None, s_start
+    speed = _TrainingSpeed()
     metrics = {}
     diag_batch, samplers = None, None
 
-    if chief:
-        rundir.write_config(config.logdir, dataclasses.asdict(config))  # the run starts
+    if chief:  # the run starts
+        rundir.write_config(config.logdir, dataclasses.asdict(config), changes=changes,
+                            step=int(step))
     s = int(step)
     calls = _CallSizer(config.steps_per_call)
+    save = functools.partial(_save, manager, guard, config)
     while s < total:
-        if stop.requested:  # SIGTERM / SIGINT: checkpoint this step, then stop
-            _stop_on_signal(stop, s, manager, log)
+        if stop.requested:  # SIGTERM / SIGINT / SIGHUP: checkpoint this step, then stop
+            _stop_on_signal(stop, s, save, manager, log)
         # A call ends at the next step that logs, validates, runs diagnostics or saves.
         end = min([total, s + calls.size] + [
             (s // every + 1) * every for every in (
@@ -168,22 +208,20 @@ def _train(config, log, held):
         started = time.perf_counter()
         out = run_steps(s, end - s)
         applied = int(out["steps"])
-        calls.record(applied, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        calls.record(applied, seconds)
+        speed.record(applied, seconds)
         step.assign(s + applied)
         if applied < end - s:  # steps s .. s+applied-1 were applied; the next was not
             raise TrainingError(
                 f"non-finite loss or gradient at step {s + applied} (weights not "
                 f"updated); last good checkpoint: {manager.latest_checkpoint or 'none'}.")
-        if t0 is None:  # the first call compiles: the rate counts from its end
-            t0, s0 = time.perf_counter(), end
+        guard.observe(float(out["bound"]))
         s = end
         stage, lr = training.stage_at(plan, s - 1)
         if config.log_every and (s % config.log_every == 0 or s == total):
             metrics = {k: float(v) for k, v in out.items() if k != "steps"}
-            # Examples/s since the end of the first (compiling) call, validations included
-            # (at the first call's own end: since the start, compilation included).
-            since, first = (t0, s0) if s > s0 else (t_start, s_start)
-            rate = (s - first) * config.batch_size / max(time.perf_counter() - since, 1e-9)
+            rate = speed.examples_per_second(config.batch_size)
             eta = (total - s) * config.batch_size / max(rate, 1e-9)
             bpd = evaluation.bits_per_dim(-metrics["bound"], model.input_dim)
             summaries.write_training(writer, s, metrics, bits_per_dim=bpd, learning_rate=lr,
@@ -196,7 +234,8 @@ def _train(config, log, held):
                 f"(L_k {metrics['iwae_bound']:.2f}, ELBO {metrics['elbo']:.2f}, "
                 f"ESS {metrics['ess']:.2f}) {rate:.0f} ex/s ETA {eta:.0f}s [{protocol}]")
         if config.eval_every and (s % config.eval_every == 0 or s == total):
-            _validate(model, config, valid_x, s, vwriter, log, protocol)
+            _validate(model, config, valid_x, s, vwriter, log, protocol,
+                      should_stop=lambda: stop.requested is not None)
         if config.diagnostics_every and s % config.diagnostics_every == 0:
             diag_batch = diag_batch if diag_batch is not None else _diagnostics_batch(
                 config, valid_x)
@@ -205,10 +244,10 @@ def _train(config, log, held):
                 for n in filter(None, config.diagnostics_estimators.split(","))}
             _gradient_diagnostics(samplers, diag_batch, config, s, writer, log)
         if config.checkpoint_every and (s % config.checkpoint_every == 0 or s == total):
-            manager.save(checkpoint_number=s)
+            save(s)
     if manager.latest_checkpoint is None or int(step) != int(
             manager.latest_checkpoint.rsplit("-", 1)[-1]):
-        manager.save(checkpoint_number=int(step))
+        save(int(step))
     writer.flush()
     vwriter.flush()
     if chief and config.strategy == "multi_worker":
@@ -245,6 +284,108 @@ class _CallSizer:
             self.size = int(max(1, min(self.most, CALL_SECONDS * steps / seconds)))
 
 
+class _TrainingSpeed:
+    """Examples/s of the training calls alone: validation, diagnostics and checkpoints
+    are not counted, nor the first call (it compiles) unless it is the only one yet."""
+
+    def __init__(self):
+        self.first = None  # (steps, seconds) of the first call
+        self.steps, self.seconds = 0, 0.
+
+    def record(self, steps, seconds):
+        if self.first is None:
+            self.first = (steps, seconds)
+        else:
+            self.steps += steps
+            self.seconds += seconds
+
+    def examples_per_second(self, batch_size):
+        steps, seconds = (self.steps, self.seconds) if self.steps else (self.first or (0, 0.))
+        return steps * batch_size / max(seconds, 1e-9)
+
+
+# A checkpoint is not written when the training bound (mean over the calls since the last
+# save) fell below the one at the last save by more than max(DIVERGENCE_NATS,
+# DIVERGENCE_FRACTION * |that bound|), or is not finite: the run stops instead, so that a
+# diverging run (e.g. resumed with a far larger --learning_rate) never rotates the last
+# good checkpoints out. Ordinary training improves the bound between saves; one batch's
+# bound varies by a few nats.
+DIVERGENCE_NATS = 50.
+DIVERGENCE_FRACTION = 0.5
+
+
+class _DivergenceGuard:
+    """The training bound at the last save (`saved`, a checkpointed variable; NaN when
+    unknown) and the bounds of the calls since then."""
+
+    def __init__(self):
+        self.saved = tf.Variable(float("nan"), dtype=tf.float64, name="train_bound",
+                                 trainable=False)
+        self.recent, self.first = [], None
+
+    def resume(self, value):
+        """After a restore: the bound stored with the checkpoint (None: an older one)."""
+        if value is not None:
+            self.saved.assign(float(value))
+
+    def observe(self, bound):
+        """The training bound (nats, batch mean) of a call's last step."""
+        self.first = bound if self.first is None else self.first
+        self.recent = (self.recent + [bound])[-16:]
+
+    def reference(self):
+        """The bound to compare with: at the last save, else the run's first call's."""
+        saved = float(self.saved.numpy())
+        return saved if math.isfinite(saved) else self.first
+
+    def diverged(self):
+        """(now, reference) if the bound since the last save diverged, else None."""
+        if not self.recent:
+            return None
+        now, ref = sum(self.recent) / len(self.recent), self.reference()
+        if math.isfinite(now) and (ref is None or now >= ref - max(
+                DIVERGENCE_NATS, DIVERGENCE_FRACTION * abs(ref))):
+            return None
+        return now, ref
+
+    def saving(self):
+        """Records the current bound as the one of the checkpoint being written."""
+        if self.recent:
+            self.saved.assign(sum(self.recent) / len(self.recent))
+            self.recent = []
+
+
+def _save(manager, guard, config, s):
+    """Writes the checkpoint of step `s`, unless training diverged since the last one
+    (`_DivergenceGuard`): then TrainingError, and the last good checkpoint stays."""
+    bad = guard.diverged()
+    if bad is not None:
+        now, ref = bad
+        changed = [f for f in config.changeable_flags()]
+        raise TrainingError(
+            f"training diverged before step {s}: the training bound is {now:.4g} nats "
+            f"(mean of the last {len(guard.recent)} calls) against {ref:.2f} at the last "
+            f"checkpoint{'' if manager.latest_checkpoint else ' (or the start)'}. The "
+            f"checkpoint of step {s} was not written: the last good one stays "
+            f"({manager.latest_checkpoint or 'none yet'}). Lower --learning_rate (now "
+            f"{config.learning_rate:g})" + (
+                f"; this run was resumed with --allow_changed_flags={','.join(changed)}"
+                if changed else "") + ".")
+    guard.saving()
+    manager.save(checkpoint_number=s)
+
+
+def _history_text(logdir, changes, step):
+    """The run's flag changes on resume as one line for HParams ('' if none): those of
+    run_config.json's history and `changes`, made now at `step`."""
+    history = (rundir.read_config(logdir) or {}).get(rundir.HISTORY_KEY, [])
+    items = [(h["step"], h["changed"]) for h in history] + (
+        [(step, {f: list(v) for f, v in changes.items()})] if changes else [])
+    return "; ".join(f"step {at}: " + ", ".join(f"{f} {a!r} -> {b!r}"
+                                              for f, (a, b) in changed.items())
+                     for at, changed in items)
+
+
 def _per_step_calls(step_fn, iterator, optimizer, plan, seed):
     """`run(first, count)` over one-step calls of `step_fn` with tf.data batches: the
     interface of `training.TrainLoop` for strategy runs. The steps run asynchronously and
@@ -270,11 +411,11 @@ def _per_step_calls(step_fn, iterator, optimizer, plan, seed):
     return run
 
 
-def _stop_on_signal(stop, s, manager, log):
+def _stop_on_signal(stop, s, save, manager, log):
     """Checkpoints step `s` (unless the newest checkpoint is of it) and raises Preempted."""
     if manager.latest_checkpoint is None or int(
             manager.latest_checkpoint.rsplit("-", 1)[-1]) != s:
-        manager.save(checkpoint_number=s)
+        save(s)
     log(f"received {stop.name} at step {s}: saved checkpoint {manager.latest_checkpoint}; "
         f"stopping (re-run the same command to resume)")
     raise preemption.Preempted(stop.requested, s, manager.latest_checkpoint)
@@ -297,11 +438,16 @@ def _gradient_diagnostics(samplers, x, config, s, writer, log):
         f"fixed batch): " + "; ".join(parts))
 
 
-def _validate(model, config, valid_x, s, writer, log, protocol):
-    """Validation at step `s` (`evaluation.validate`) into TensorBoard and the log."""
+def _validate(model, config, valid_x, s, writer, log, protocol, should_stop=None):
+    """Validation at step `s` (`evaluation.validate`) into TensorBoard and the log; left
+    unfinished (nothing written) when `should_stop()` becomes true (a stop signal)."""
     v = evaluation.validate(model, valid_x[:config.eval_images], config.num_samples,
                             config.eval_samples, binarization=config.binarization, seed=s,
-                            pictures=bool(summaries.image_side(model.input_dim)))
+                            pictures=bool(summaries.image_side(model.input_dim)),
+                            should_stop=should_stop)
+    if v is None:
+        log(f"validation step {s}: stopped unfinished (stop signal)")
+        return
     summaries.write_validation(
         writer, s, l_k=v["l_k"], log_likelihood=v["log_likelihood"],
         bits_per_dim=v["bits_per_dim"], elbo=v["elbo"], ess=v["ess"],

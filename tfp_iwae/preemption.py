@@ -1,22 +1,26 @@
-"""Graceful stop on SIGTERM / SIGINT: finish the current step, checkpoint, then exit.
+"""Graceful stop on SIGTERM / SIGINT / SIGHUP: finish the current step, checkpoint, exit.
 
-Cluster schedulers preempt a job with SIGTERM (then SIGKILL after a grace period), and
-Ctrl-C sends SIGINT. Inside a `StopRequest` block those signals only record a request;
-the training loop checks `requested` between steps, writes a checkpoint and raises
-`Preempted`, whose `exit_code` is the shell's 128 + signal number (143 for SIGTERM, 130
-for SIGINT). A second signal while the first is pending stops the process at once the
-default way (no checkpoint; the last completed one stays readable).
+Cluster schedulers preempt a job with SIGTERM (then SIGKILL after a grace period),
+Ctrl-C sends SIGINT, and a closed terminal or ssh connection sends SIGHUP. Inside a
+`StopRequest` block those signals only record a request; the training loop checks
+`requested` between steps (and between validation batches), writes a checkpoint and
+raises `Preempted`, whose `exit_code` is the shell's 128 + signal number (143 for
+SIGTERM, 130 for SIGINT, 129 for SIGHUP). A second signal while the first is pending
+stops the process at once the way it would have without the block (no checkpoint; the
+last completed one stays readable).
 """
 
 import signal
 import threading
 
+from tfp_iwae import errors
+
 __all__ = ["StopRequest", "Preempted"]
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-class Preempted(Exception):
+class Preempted(errors.Error):
     """Training stopped on a signal after writing a checkpoint (the run can resume)."""
 
     def __init__(self, signum, step, checkpoint):
@@ -30,7 +34,7 @@ class Preempted(Exception):
 
 
 class StopRequest:
-    """Records SIGTERM / SIGINT instead of dying, while the `with` block runs.
+    """Records SIGTERM / SIGINT / SIGHUP instead of dying, while the `with` block runs.
 
     `requested` is None, or the number of the first signal received. Handlers can only be
     installed from the main thread; elsewhere (or with `enabled=False`) the block changes

@@ -13,20 +13,30 @@ functions here.
 
 import json
 import os
+import re
+import shutil
+import time
+import typing
 
 import tensorflow as tf
 
 from tfp_iwae import data
 from tfp_iwae import model as model_lib
-from tfp_iwae.config import MODEL_FIELDS, RunConfig, TrainingError, model_flags
+from tfp_iwae.config import (MODEL_FIELDS, TRAJECTORY_FIELDS, RunConfig, TrainingError,
+                             model_flags)
 from tfp_iwae.runlock import LOCK_FILE, RunDirError, RunLock
 
 __all__ = ["RunDirError", "LOCK_FILE", "CONFIG_FILE", "RunLock", "make_logdir",
-           "read_config", "write_config", "config_differences", "load_config",
+           "read_config", "write_config", "config_differences", "load_config", "HISTORY_KEY",
+           "trajectory_changes",
            "check_logdir", "checkpoint_dir", "build_model", "RESTORE_ERRORS",
-           "checkpoint_flags", "restore_newest_readable", "init_model_from", "restore_run"]
+           "checkpoint_flags", "restore_newest_readable", "init_model_from", "restore_run",
+           "RestoredRun", "remove_stale_temp_checkpoints", "checkpoint_value"]
 
 CONFIG_FILE = "run_config.json"
+# run_config.json's list of allowed flag changes on resume: {"step", "time", "changed":
+# {flag: [before, after]}}, oldest first (absent until a change is made).
+HISTORY_KEY = "history"
 # What reading a corrupt, truncated or mismatched checkpoint raises.
 RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError)
 # Where a checkpoint keeps the JSON of its run's MODEL_FIELDS.
@@ -44,6 +54,24 @@ def make_logdir(logdir):
 def checkpoint_dir(logdir):
     """Where a run keeps its checkpoints: `<logdir>/checkpoints`."""
     return os.path.join(logdir, "checkpoints")
+
+
+def remove_stale_temp_checkpoints(logdir, log):
+    """Removes `<logdir>/checkpoints/ckpt-N_temp/` directories: what TensorFlow leaves of a
+    checkpoint whose write was killed (it writes there, then renames). Only those, and
+    only by the process holding the logdir's lock (`RunLock`), when no write is running.
+    Calls `log` with a line per directory removed."""
+    ckpt_dir = checkpoint_dir(logdir)
+    try:
+        names = os.listdir(ckpt_dir)
+    except OSError:
+        return
+    for name in sorted(names):
+        path = os.path.join(ckpt_dir, name)
+        if re.fullmatch(r"ckpt-\d+_temp", name) and os.path.isdir(path) and (
+                not os.path.islink(path)):
+            shutil.rmtree(path)
+            log(f"note: removed {path}, the remains of a checkpoint write that was killed")
 
 
 # -- run_config.json --------------------------------------------------------------------
@@ -72,10 +100,18 @@ def read_config(logdir):
     return flags
 
 
-def write_config(logdir, flags):
-    """Writes `flags` (a JSON-able dict) to `<logdir>/run_config.json` atomically."""
+def write_config(logdir, flags, changes=None, step=None):
+    """Writes `flags` (a JSON-able dict) to `<logdir>/run_config.json` atomically, keeping
+    the file's `history` of allowed flag changes and appending `changes` ({flag: (before,
+    after)}, made when resuming at `step`) to it."""
     path = os.path.join(logdir, CONFIG_FILE)
     tmp = path + ".tmp"
+    old = read_config(logdir) or {}
+    history = list(old.get(HISTORY_KEY, []))
+    if changes:
+        history.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "changed": {f: list(v) for f, v in changes.items()}})
+    flags = dict(flags, **({HISTORY_KEY: history} if history else {}))
     try:
         with open(tmp, "w") as f:
             json.dump(flags, f, indent=1, sort_keys=True)
@@ -105,20 +141,45 @@ def load_config(logdir):
     if flags is None:
         raise TrainingError(f"--logdir {logdir!r}: no {CONFIG_FILE} (not the logdir of a "
                             f"training run?).")
+    flags = {k: v for k, v in flags.items() if k != HISTORY_KEY}
     return RunConfig.from_flags(flags, os.path.join(logdir, CONFIG_FILE))
 
 
+def trajectory_changes(theirs, config):
+    """{flag: (recorded, now)} for the TRAJECTORY_FIELDS whose value in `config` differs
+    from the recorded flags `theirs` (a flag missing there had its default)."""
+    default = RunConfig()
+    return {f: (theirs.get(f, getattr(default, f)), getattr(config, f))
+            for f in TRAJECTORY_FIELDS
+            if theirs.get(f, getattr(default, f)) != getattr(config, f)}
+
+
 def check_logdir(config):
-    """Creates the logdir; refuses one whose run_config.json holds other model flags.
-    Writes nothing else: run_config.json is written once the run starts (`loop.train`)."""
+    """Creates the logdir; refuses one whose run_config.json holds other model flags, or
+    other training flags (TRAJECTORY_FIELDS) that `config.allow_changed_flags` does not
+    name. Returns the allowed changes {flag: (recorded, now)} ({} for a new run). Writes
+    nothing: run_config.json is written once the run starts (`loop.train`)."""
     make_logdir(config.logdir)
     theirs = read_config(config.logdir)
-    diff = config_differences(theirs, model_flags(config), MODEL_FIELDS) if (
-        theirs is not None) else []
+    if theirs is None:
+        return {}
+    diff = config_differences(theirs, model_flags(config), MODEL_FIELDS)
     if diff:
         raise TrainingError(f"--logdir {config.logdir!r} holds a run with different "
                             f"flags ({', '.join(diff)}); use another --logdir. Nothing was "
                             f"overwritten.")
+    changes = trajectory_changes(theirs, config)
+    refused = [f for f in changes if f not in config.changeable_flags()]
+    if refused:
+        said = ", ".join(f"--{f}={changes[f][0]!r} there vs {changes[f][1]!r} now"
+                         for f in refused)
+        raise TrainingError(
+            f"--logdir {config.logdir!r} holds a run trained with other values of flags "
+            f"that change the steps still to come ({said}). Resume with the run's values "
+            f"(run_config.json), or pass --allow_changed_flags={','.join(refused)} to "
+            f"continue with the new ones (the change is logged and recorded in "
+            f"run_config.json's history and in HParams). Nothing was changed.")
+    return changes
 
 
 # -- model and checkpoints --------------------------------------------------------------
@@ -146,7 +207,9 @@ def restore_newest_readable(ckpt, manager, step, log, config, legacy):
     """Restores the newest checkpoint that reads cleanly; a corrupt newer one is skipped
     (and named), never deleted; if none reads, raises TrainingError. A checkpoint written
     with other model flags is refused (TrainingError), also when run_config.json is gone;
-    one from before checkpoints recorded their flags is restored through `legacy`."""
+    one from before checkpoints recorded their flags is restored through `legacy`. Values
+    the checkpoint holds beyond `ckpt`'s objects (e.g. the training bound at the save,
+    read with `checkpoint_value`) are left unread. Returns the path restored."""
     failures = []
     for path in reversed(manager.checkpoints):
         try:
@@ -158,7 +221,7 @@ def restore_newest_readable(ckpt, manager, step, log, config, legacy):
                         f"--logdir {config.logdir!r}: checkpoint {path} was written by a run "
                         f"with different flags ({', '.join(diff)}); use another --logdir. "
                         f"Nothing was overwritten.")
-                ckpt.restore(path).assert_existing_objects_matched()
+                ckpt.restore(path).assert_existing_objects_matched().expect_partial()
             else:
                 legacy.restore(path).assert_existing_objects_matched()
                 log(f"note: {path} predates checkpoints that record their model flags: "
@@ -169,9 +232,17 @@ def restore_newest_readable(ckpt, manager, step, log, config, legacy):
         for f in failures:
             log(f"warning: skipped unreadable checkpoint {f}")
         log(f"resumed from {path} at step {int(step)}")
-        return
+        return path
     raise TrainingError("Could not restore any checkpoint in the logdir (corrupt, or from "
                         "another architecture?): " + "; ".join(failures))
+
+
+def checkpoint_value(path, name):
+    """The value of the checkpoint's top-level variable `name` (a NumPy value), or None
+    if the checkpoint does not hold it (one written by an older version)."""
+    reader = tf.train.load_checkpoint(path)
+    key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+    return reader.get_tensor(key) if reader.has_tensor(key) else None
 
 
 def init_model_from(model, init_from, log):
@@ -189,31 +260,58 @@ def init_model_from(model, init_from, log):
         f"optimizer, step and data position start fresh)")
 
 
+class RestoredRun(typing.NamedTuple):
+    """What `restore_run` read: the run's RunConfig, its model with the checkpoint's
+    weights, the checkpoint prefix actually read, and that checkpoint's training step."""
+    config: RunConfig
+    model: model_lib.IWAE
+    checkpoint: str
+    step: int
+
+
+def _checkpoint_list(ckpt_dir):
+    """The checkpoint prefixes the run's `checkpoint` state file lists, oldest first."""
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+    return list(state.all_model_checkpoint_paths) if state else []
+
+
+def _read_weights(model, path):
+    """Reads the model weights and the step of checkpoint `path`; returns the step."""
+    step = tf.Variable(0, dtype=tf.int64, name="step")
+    tf.train.Checkpoint(model=model.checkpointable(), step=step).read(
+        path).expect_partial().assert_existing_objects_matched()
+    return int(step)
+
+
 def restore_run(logdir, checkpoint=None):
-    """(config, model, checkpoint path) of the training run in `logdir`: the model its
-    run_config.json describes with the weights of `checkpoint` (default: the newest).
+    """The training run in `logdir` as a `RestoredRun` (config, model, checkpoint, step):
+    the model its run_config.json describes with the weights of `checkpoint` (default:
+    the newest; if a running training rotates it away while it is being read, the then
+    newest). Needs no data: the model's weights all come from the checkpoint.
 
     Raises TrainingError (no or bad run_config.json, no checkpoint, a model that cannot be
-    built or a checkpoint that cannot be read) or `data.DataError`, naming the cause.
+    built or a checkpoint that cannot be read, with the run's other checkpoints named).
     """
     config = load_config(logdir)
     ckpt_dir = checkpoint_dir(logdir)
-    path = checkpoint or tf.train.latest_checkpoint(ckpt_dir)
-    if not path:
-        raise TrainingError(f"--logdir {logdir!r}: no checkpoint found in {ckpt_dir}.")
     try:
-        train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
-                                  download=config.download)
-        model = build_model(config, data_mean=train_x.mean(0))
-    except data.DataError:
-        raise
+        model = build_model(config)  # the output bias' data-mean init is overwritten below
     except ValueError as e:
         raise TrainingError(f"--logdir {logdir!r}: cannot build the model its "
                             f"run_config.json describes ({e}).") from None
-    try:
-        tf.train.Checkpoint(model=model.checkpointable()).read(
-            path).expect_partial().assert_existing_objects_matched()
-    except RESTORE_ERRORS as e:
-        raise TrainingError(f"checkpoint {path!r} could not be read (corrupt or "
-                            f"incompatible): {e}") from None
-    return config, model, path
+    for attempt in range(3):
+        path = checkpoint or tf.train.latest_checkpoint(ckpt_dir)
+        if not path:
+            raise TrainingError(f"--logdir {logdir!r}: no checkpoint found in {ckpt_dir}.")
+        try:
+            step = _read_weights(model, path)
+        except RESTORE_ERRORS as e:
+            if checkpoint is None and attempt < 2 and not tf.io.gfile.exists(path + ".index"):
+                continue  # rotated away by a training run while we read it: the newest now
+            others = [p for p in _checkpoint_list(ckpt_dir) if p != path]
+            hint = (f" The run's other checkpoints: {', '.join(others)}; read one with "
+                    f"checkpoint= (flag --checkpoint)." if others else "")
+            raise TrainingError(f"checkpoint {path!r} could not be read (corrupt or "
+                                f"incompatible): {type(e).__name__}: "
+                                f"{str(e).strip().splitlines()[0][:300]}.{hint}") from None
+        return RestoredRun(config, model, path, step)

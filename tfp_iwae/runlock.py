@@ -19,12 +19,14 @@ import os
 import socket
 import time
 
+from tfp_iwae import errors
+
 __all__ = ["RunDirError", "LOCK_FILE", "RunLock"]
 
 LOCK_FILE = "train.lock"
 
 
-class RunDirError(RuntimeError):
+class RunDirError(errors.Error, RuntimeError):
     """The logdir cannot be used (locked, unwritable, unreadable or mismatched config)."""
 
 

@@ -15,6 +15,8 @@ import struct
 
 import numpy as np
 
+from tfp_iwae import errors
+
 __all__ = ["embedded_mnist", "read_idx", "read_npz", "read_amat", "read_split_files",
            "files_available", "validate_images", "IDX_FILES", "AMAT_FILES",
            "EMBEDDED_MNIST_DESCRIPTION", "EMBEDDED_ORDER_SEED", "DataError"]
@@ -33,7 +35,7 @@ EMBEDDED_MNIST_DESCRIPTION = (
     "full-MNIST results.")
 
 
-class DataError(ValueError):
+class DataError(errors.Error, ValueError):
     """A data file or split is missing, corrupt or out of range."""
 
 

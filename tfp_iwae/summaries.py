@@ -25,6 +25,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tfp_iwae import data
 from tfp_iwae import model as model_lib
@@ -34,7 +35,8 @@ from tfp_iwae import training
 __all__ = ["TRAIN", "VALIDATION", "eval_run", "TAGS", "HPARAMS", "METRICS", "image_grid",
            "reconstruction_grid", "write_training", "write_gradient_diagnostics",
            "write_validation", "write_images", "write_hparams", "has_hparams",
-           "write_evaluation", "checkpoint_step"]
+           "write_evaluation", "checkpoint_step", "evaluation_tag", "HPARAMS_FIRST",
+           "PAPER_EVAL_SAMPLES"]
 
 TRAIN = "train"
 VALIDATION = "validation"
@@ -91,10 +93,11 @@ TAGS = (
     (VALIDATION, SAMPLES, "grid of model samples E[x|z], z ~ p(z)"),
     (VALIDATION, RECONSTRUCTIONS, "grid: rows of validation inputs over rows of their "
                                   "reconstructions"),
-    ("eval_<split>", LOG_LIKELIHOOD, "L_k of launch/evaluate.py (k = its --num_samples, "
-                                     "5000 by default), nats"),
-    ("eval_<split>", NLL, "-bound/log_likelihood, nats"),
-    ("eval_<split>", BITS_PER_DIM, "bound/nll / (D ln 2)"),
+    ("eval_<split>", LOG_LIKELIHOOD + "_k<k>[_first<n>]",
+     "L_k of launch/evaluate.py (k = its --num_samples, 5000 by default; _first<n> when "
+     "it scored only the first n images of the split), nats"),
+    ("eval_<split>", NLL + "_k<k>[_first<n>]", "its -L_k, nats"),
+    ("eval_<split>", BITS_PER_DIM + "_k<k>[_first<n>]", "its -L_k / (D ln 2)"),
     ("eval_<split>", ACTIVE_UNITS, "active units on 500 training images"),
 )
 
@@ -122,8 +125,25 @@ class _Unbounded(hp.Domain):
 
 _NUMBER, _STRING = _Unbounded(float), _Unbounded(str)
 
+# k of the paper's test log-likelihood (Burda et al.: L_5000), the HParams table's first
+# metric.
+PAPER_EVAL_SAMPLES = 5000
+
+
+def evaluation_tag(tag, num_samples, first=None):
+    """The tag of an evaluation's result: `tag` keyed by k and, when it scored only the
+    first `first` images of its split, by that count (`bound/nll_k5000`,
+    `bound/nll_k1_first20`), so that evaluations of different k or image counts never
+    overwrite each other."""
+    return f"{tag}_k{int(num_samples)}" + (f"_first{int(first)}" if first else "")
+
+
 # The flags shown as HParams columns (names are `launch/train.py` flags). Closed sets get
-# their full value list (checkbox filters); open ones a type only.
+# their full value list (checkbox filters); open ones a type only. TensorBoard sorts the
+# columns by whether they are marked as differing between runs, then by name, and shows
+# the first ones: HPARAMS_FIRST are marked so, the flags that tell runs apart.
+HPARAMS_FIRST = ("objective", "num_samples", "stochastic_layers", "dataset",
+                 "binarization")
 HPARAMS = (
     hp.HParam("objective", _STRING, description="--objective: the estimator trained "
               "(iwae, vae, stl, dreg, rws, miwae(M,K), ciwae(beta), piwae(M,K))"),
@@ -149,12 +169,16 @@ HPARAMS = (
     hp.HParam("mixed_precision", hp.Discrete([False, True])),
     hp.HParam("strategy", _STRING),
     hp.HParam("num_shards", _NUMBER),
+    hp.HParam("flag_changes", _STRING, description="training flags changed on resume "
+              "(--allow_changed_flags), with the step of each change ('' if none)"),
 )
 
 # The HParams table's metric columns (the first five are shown by default).
 METRICS = (
-    hp.Metric(NLL, group=eval_run("test"), display_name="test NLL (nats)"),
-    hp.Metric(BITS_PER_DIM, group=eval_run("test"), display_name="test bits/dim"),
+    hp.Metric(evaluation_tag(NLL, PAPER_EVAL_SAMPLES), group=eval_run("test"),
+              display_name=f"test NLL, k={PAPER_EVAL_SAMPLES} (nats)"),
+    hp.Metric(evaluation_tag(BITS_PER_DIM, PAPER_EVAL_SAMPLES), group=eval_run("test"),
+              display_name=f"test bits/dim, k={PAPER_EVAL_SAMPLES}"),
     hp.Metric(LOG_LIKELIHOOD, group=VALIDATION,
               display_name="validation L_eval (nats)", dataset_type=hp.Metric.VALIDATION),
     hp.Metric(L_K, group=VALIDATION, display_name="validation L_k (nats)",
@@ -165,12 +189,12 @@ METRICS = (
     hp.Metric(ACTIVE_UNITS.format(2), group=VALIDATION,
               display_name="validation active units, layer 2",
               dataset_type=hp.Metric.VALIDATION),
-    hp.Metric(LOG_LIKELIHOOD, group=eval_run("test"), display_name="test L_k (nats)"),
     hp.Metric(ACTIVE_UNITS.format(1), group=eval_run("test"),
               display_name="active units, layer 1 (evaluate.py)"),
     hp.Metric(ACTIVE_UNITS.format(2), group=eval_run("test"),
               display_name="active units, layer 2 (evaluate.py)"),
-    hp.Metric(NLL, group=eval_run("train"), display_name="train NLL (nats)"),
+    hp.Metric(evaluation_tag(NLL, PAPER_EVAL_SAMPLES, 1000), group=eval_run("train"),
+              display_name=f"train NLL, k={PAPER_EVAL_SAMPLES}, first 1,000 images (nats)"),
     hp.Metric(ELBO, group=VALIDATION, display_name="validation ELBO (nats)",
               dataset_type=hp.Metric.VALIDATION),
     hp.Metric(OBJECTIVE, group=TRAIN, display_name="train objective (nats, batch)",
@@ -314,46 +338,75 @@ def write_images(writer, step, *, inputs, reconstructions, samples, cols=8):
 
 def has_hparams(logdir):
     """Whether an events file directly in `logdir` holds the run's HParams."""
+    return bool(_hparams_files(logdir))
+
+
+def _hparams_files(logdir):
+    """The events files directly in `logdir` that hold the run's HParams."""
+    found = []
     for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
         try:
             for record in tf.data.TFRecordDataset(path):
                 event = tf.compat.v1.Event.FromString(record.numpy())
                 if any(v.tag == hp_metadata.SESSION_START_INFO_TAG
                        for v in event.summary.value):
-                    return True
+                    found.append(path)
+                    break
         except tf.errors.DataLossError:  # truncated by a kill: what came before counts
             continue
-    return False
+    return found
 
 
-def write_hparams(logdir, config):
+def _experiment_summary():
+    """The experiment config (`HPARAMS`, `METRICS`) as a serialized Summary, with
+    HPARAMS_FIRST marked as differing so that TensorBoard shows them first."""
+    pb = hp.hparams_config_pb(hparams=list(HPARAMS), metrics=list(METRICS),
+                              time_created_secs=time.time())
+    for value in pb.value:
+        plugin = plugin_data_pb2.HParamsPluginData.FromString(
+            value.metadata.plugin_data.content)
+        for info in plugin.experiment.hparam_infos:
+            info.differs = info.name in HPARAMS_FIRST
+        value.metadata.plugin_data.content = plugin.SerializeToString()
+    return pb.SerializeToString()
+
+
+def write_hparams(logdir, config, replace=False, flag_changes=""):
     """Writes the run's HParams into `logdir`, unless they are there already.
 
     Written once per run (a resumed run keeps the flags it started with), into an events
     file of its own in the logdir itself: the HParams session is the logdir and its
     metrics are read from `train/`, `validation/` and `eval_<split>/` (`METRICS`). Every
     run writes the same experiment config (`HPARAMS`, `METRICS`), so a parent logdir over
-    many runs has one consistent table.
+    many runs has one consistent table. The row's name (trial id) is the logdir's last
+    component.
 
     Args:
       logdir: the run's logdir.
       config: dict of the run's flags (`dataclasses.asdict(RunConfig)`).
+      replace: rewrite them even if present (a resumed run whose training flags changed:
+        the row then shows the new values and `flag_changes`).
+      flag_changes: the run's flag changes on resume, one line ('' if none).
 
     Returns:
       True if written, False if the logdir already had them.
     """
-    if has_hparams(logdir):
+    existing = _hparams_files(logdir)
+    if existing and not replace:
         return False
     values = {}
     for h in HPARAMS:
-        v = config[h.name]
+        v = flag_changes if h.name == "flag_changes" else config[h.name]
         values[h.name] = "" if v is None else (float(v) if h.domain is _NUMBER else v)
+    for path in existing:  # TensorBoard reads a tag's first value: the old file must go
+        os.remove(path)
     writer = tf.summary.create_file_writer(logdir)
     with writer.as_default():
-        hp.hparams_config(hparams=list(HPARAMS), metrics=list(METRICS),
-                          time_created_secs=time.time())
+        with tf.summary.experimental.summary_scope("hparams_config"):
+            tf.summary.experimental.write_raw_pb(_experiment_summary(), step=0)
         # The trial id names the HParams row: runs with equal flags stay separate rows.
-        hp.hparams(values, trial_id=os.path.abspath(logdir))
+        hp.hparams(values, trial_id=os.path.basename(os.path.normpath(
+            os.path.abspath(logdir))))
     writer.close()
     return True
 
@@ -365,30 +418,37 @@ def checkpoint_step(checkpoint):
     return int(reader.get_tensor(key)) if reader.has_tensor(key) else 0
 
 
-def write_evaluation(logdir, split, checkpoint, *, log_likelihood, nll, bits_per_dim,
-                     active_units, num_samples, num_images):
-    """Writes `launch/evaluate.py`'s results into `<logdir>/eval_<split>/` at the step of
-    the evaluated checkpoint, where the HParams table and the scalar cards find them.
+def write_evaluation(logdir, split, step, *, log_likelihood, nll, bits_per_dim,
+                     active_units, num_samples, num_images, first=None):
+    """Writes `launch/evaluate.py`'s results into `<logdir>/eval_<split>/` at `step` (the
+    evaluated checkpoint's), where the HParams table and the scalar cards find them.
+
+    The bounds' tags name k and, for an evaluation of only the first `first` images of
+    the split, that count (`evaluation_tag`): an evaluation never overwrites one of
+    another k or another number of images.
 
     Args:
+      step: the training step of the evaluated checkpoint (`rundir.restore_run`).
       log_likelihood, nll: mean L_k and -L_k over the evaluated images, nats.
       bits_per_dim: of nll.
       active_units: counts per stochastic layer.
       num_samples, num_images: k and the number of images (in the tags' descriptions).
+      first: None if the whole split was evaluated, else the number of its first images
+        that were (`num_images`).
 
     Returns:
       The directory written.
     """
-    step = checkpoint_step(checkpoint)
-    on = f"on {num_images} {split} images"
+    on = f"on {num_images} {split} images" + (" (the first ones)" if first else "")
     out = os.path.join(logdir, eval_run(split))
     writer = tf.summary.create_file_writer(out)
-    with writer.as_default(step=step):
-        tf.summary.scalar(LOG_LIKELIHOOD, log_likelihood,
+    with writer.as_default(step=int(step)):
+        tf.summary.scalar(evaluation_tag(LOG_LIKELIHOOD, num_samples, first), log_likelihood,
                           description=f"L_{num_samples} {on}, nats")
-        tf.summary.scalar(NLL, nll, description=f"-L_{num_samples} {on}, nats")
-        tf.summary.scalar(BITS_PER_DIM, bits_per_dim,
-                          description=f"-L_{num_samples} in bits per dimension")
+        tf.summary.scalar(evaluation_tag(NLL, num_samples, first), nll,
+                          description=f"-L_{num_samples} {on}, nats")
+        tf.summary.scalar(evaluation_tag(BITS_PER_DIM, num_samples, first), bits_per_dim,
+                          description=f"-L_{num_samples} {on} in bits per dimension")
         for i, count in enumerate(active_units):
             tf.summary.scalar(ACTIVE_UNITS.format(i + 1), count)
     writer.close()
