@@ -3,9 +3,10 @@
 `embedded_mnist(split)` returns float32 intensities in [0, 1] of shape `[N, 784]` (and
 labels `[N]`); `read_idx(path)` returns an IDX file's raw array, header-checked;
 `read_npz(path)` and `read_amat(path)` return float32 `[N, 784]` in [0, 1];
-`read_split_files(name, split, data_dir)` reads a split from whichever of these formats
-`data_dir` holds. Every reader raises `DataError` naming the file at fault. The tf.data
-pipelines over these arrays are in `tfp_iwae.data`.
+`split_file(name, split, data_dir)` names the file that holds a split in whichever of these
+formats `data_dir` holds, `read_split_file(path)` reads it, and
+`read_split_files(name, split, data_dir)` does both. Every reader raises `DataError`
+naming the file at fault. The tf.data pipelines over these arrays are in `tfp_iwae.data`.
 """
 
 import functools
@@ -16,8 +17,9 @@ import struct
 import numpy as np
 
 __all__ = ["embedded_mnist", "read_idx", "read_npz", "read_amat", "read_split_files",
-           "files_available", "validate_images", "IDX_FILES", "AMAT_FILES",
-           "EMBEDDED_MNIST_DESCRIPTION", "EMBEDDED_ORDER_SEED", "DataError"]
+           "split_file", "read_split_file", "files_available", "validate_images",
+           "IDX_FILES", "AMAT_FILES", "EMBEDDED_MNIST_DESCRIPTION", "EMBEDDED_ORDER_SEED",
+           "DataError"]
 
 # Seeds the fixed pseudo-random order in which each mnist_5k split is returned (the file
 # is sorted by class, so without it every prefix of a split would hold only the first
@@ -194,18 +196,18 @@ def files_available(name, data_dir):
                for stem, _ in IDX_FILES.values())
 
 
-def read_split_files(name, split, data_dir):
-    """Intensities float32 `[N, 784]` in [0, 1] of a stored split (`train`, `test`, or
-    `validation` where files hold one) from the files in `data_dir`: `.amat` (for
+def split_file(name, split, data_dir):
+    """The path of the file in `data_dir` holding stored split `split` (`train`, `test`,
+    or `validation` where files hold one) of dataset `name`: `.amat` (for
     binarized_mnist), else `{split}.npz`, else IDX images (`.gz` or not)."""
     present = set(os.listdir(data_dir))
     if name == "binarized_mnist" and AMAT_FILES["train"] in present:
         path = os.path.join(data_dir, AMAT_FILES[split])
         if not os.path.exists(path):
             raise DataError(f"Missing file {path} for split {split!r}.")
-        return read_amat(path)
+        return path
     if f"{split}.npz" in present:
-        return read_npz(os.path.join(data_dir, f"{split}.npz"))
+        return os.path.join(data_dir, f"{split}.npz")
     if split == "validation":
         raise DataError(f"No validation files in {data_dir}; use split='train' (the "
                         f"validation split is cut from it) or provide validation.npz.")
@@ -216,8 +218,24 @@ def read_split_files(name, split, data_dir):
     if not os.path.exists(path):
         raise DataError(f"Missing IDX file {os.path.join(data_dir, stem)}(.gz) for split "
                         f"{split!r} of {name!r} in data_dir={data_dir}.")
+    return path
+
+
+def read_split_file(path):
+    """Intensities float32 `[N, 784]` in [0, 1] from a split's file (as `split_file`
+    names it): `.amat`, `.npz`, or else an IDX image file."""
+    if path.endswith(".amat"):
+        return read_amat(path)
+    if path.endswith(".npz"):
+        return read_npz(path)
     raw = read_idx(path)
     if raw.ndim != 3 or raw.shape[1:] != (28, 28):
         raise DataError(f"{path}: expected an IDX image file of shape [N, 28, 28], got "
                         f"{raw.shape}.")
     return _scale(raw.reshape(len(raw), 784), path)
+
+
+def read_split_files(name, split, data_dir):
+    """Intensities float32 `[N, 784]` in [0, 1] of a stored split from the files in
+    `data_dir` (see `split_file`)."""
+    return read_split_file(split_file(name, split, data_dir))
