@@ -219,6 +219,42 @@ def _mean_hint(name, split, mean):
     return f" ({mean:.3f} is {' or '.join(like)}'s)" if like else ""
 
 
+def _resolution(data_dir):
+    """Where a data_dir points: its absolute path from the current directory."""
+    return (f"from the current directory {os.getcwd()} it resolves to "
+            f"{os.path.abspath(data_dir)}")
+
+
+def _check_data_dir(name, data_dir, source, download):
+    """DataError if a given `data_dir` cannot be used: a path that is not a directory, or
+    a directory that does not exist where nothing would create it (source='files', or
+    download=False). With download=True tfds downloads into it, creating it."""
+    if data_dir is None or name == "mnist_5k" or os.path.isdir(data_dir):
+        return
+    if os.path.exists(data_dir):
+        raise DataError(f"data_dir={data_dir!r} (flag --data_dir) is not a directory "
+                        f"({_resolution(data_dir)}).")
+    missing = f"it does not exist ({_resolution(data_dir)})"
+    if source == "files":
+        raise DataError(f"source='files' needs an existing --data_dir, got {data_dir!r}: "
+                        f"{missing}.")
+    if not download:
+        raise DataError(f"tfds dataset {DATASETS[name][0]!r} is not prepared under "
+                        f"data_dir={data_dir!r} (flag --data_dir) and there are no local "
+                        f"files there: {missing}; downloading is off (--nodownload, "
+                        f"download=False). Point --data_dir at an existing directory of "
+                        f"local files or prepared tfds data.")
+
+
+def _dir_note(data_dir):
+    """For tfds messages, inside '(flag --data_dir...)': how a relative or missing
+    data_dir resolves ('' for an existing absolute one)."""
+    if data_dir is None or (os.path.isabs(data_dir) and os.path.isdir(data_dir)):
+        return ""
+    exists = "" if os.path.isdir(data_dir) else ", which does not exist"
+    return f"; {_resolution(data_dir)}{exists}"
+
+
 def _unreachable(address, timeout):
     """None if a TCP connection to `address` (host, port) opens within `timeout` seconds,
     else why not. The connection (name lookup included, which a socket timeout does not
@@ -242,7 +278,7 @@ def _unreachable(address, timeout):
 
 def _download(builder, name, data_dir):
     """Downloads and prepares a tfds dataset, or raises DataError within seconds offline."""
-    where = (f"data_dir={data_dir!r} (flag --data_dir)" if data_dir else
+    where = (f"data_dir={data_dir!r} (flag --data_dir{_dir_note(data_dir)})" if data_dir else
              "tfds' default data_dir, ~/tensorflow_datasets or $TFDS_DATA_DIR (flag "
              "--data_dir: none given)")
     fix = ("Point --data_dir at local files (IDX .gz, {split}.npz, .amat) or prepared tfds "
@@ -274,10 +310,10 @@ def _tfds_images(name, split, data_dir, download):
                  "tfds could not read it")
         raise DataError(
             f"tfds dataset {tfds_name!r} is not prepared under data_dir={data_dir!r} "
-            f"(flag --data_dir) and {state}. Prepare it (tfds build {tfds_name}, or "
-            f"tfp_iwae.data.prepare_tfds_from_idx for IDX files), point --data_dir at "
-            f"local files" + (", or leave out --nodownload where there is network"
-                              if not download else "") +
+            f"(flag --data_dir{_dir_note(data_dir)}) and {state}. Prepare it (tfds build "
+            f"{tfds_name}, or tfp_iwae.data.prepare_tfds_from_idx for IDX files), point "
+            f"--data_dir at local files" +
+            (", or leave out --nodownload where there is network" if not download else "") +
             f". ({type(e).__name__}: {e})") from e
 
     def to_pixels(example):
@@ -355,6 +391,7 @@ def load_array(name, split, *, data_dir=None, source="auto", download=True,
     n_val = DATASETS[name][1]
     if source not in ("auto", "embedded") and name == "mnist_5k":
         raise DataError(f"mnist_5k is embedded; source={source!r} does not apply.")
+    _check_data_dir(name, data_dir, source, download)
 
     def stored(s):
         return _raw_split(name, s, data_dir, source, download, allow_nonstandard)

@@ -13,6 +13,7 @@ import functools
 import gzip
 import os
 import struct
+import zipfile
 
 import numpy as np
 
@@ -129,8 +130,12 @@ AMAT_FILES = {"train": "binarized_mnist_train.amat",
               "test": "binarized_mnist_test.amat"}
 
 
-def validate_images(x, origin):
-    """x float32 `[N, 784]` in [0, 1], finite, non-empty; else DataError naming origin."""
+def validate_images(x, origin, stored_dtype=None):
+    """x float32 `[N, 784]` in [0, 1], finite, non-empty; else DataError naming origin.
+
+    `stored_dtype`: the dtype the pixels were stored in where they were used as they are
+    (not uint8, which is divided by 255): a range error then names it and what is expected.
+    """
     if x.ndim != 2 or x.shape[1] != 784:
         raise DataError(f"{origin}: expected images of 28x28 = 784 pixels, got array of "
                         f"shape {x.shape}.")
@@ -140,21 +145,35 @@ def validate_images(x, origin):
         raise DataError(f"{origin}: contains NaN or inf pixel values.")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0. or hi > 1.:
-        raise DataError(f"{origin}: pixel intensities must be in [0, 1] after scaling, "
-                        f"found range [{lo:g}, {hi:g}].")
+        raise DataError(f"{origin}: pixel intensities must be in [0, 1], found range "
+                        f"[{lo:g}, {hi:g}]{_unscaled_note(x, lo, hi, stored_dtype)}.")
     return x
 
 
+def _unscaled_note(x, lo, hi, stored_dtype):
+    """What a range error adds for pixels used as stored (dtype other than uint8): the
+    dtype, that only uint8 0-255 is divided by 255, what is expected and, for whole
+    numbers in [0, 255], the conversion that fixes them."""
+    if stored_dtype is None:
+        return ""
+    note = (f" in an array of dtype {np.dtype(stored_dtype).name}, used as it is (only "
+            f"uint8 0-255 is divided by 255). Expected uint8 0-255 or float in [0, 1]")
+    if lo >= 0. and hi <= 255. and np.array_equal(x, np.round(x)):
+        note += ": these look like 0-255 levels, store them as x.astype(np.uint8)"
+    return note
+
+
 def _scale(raw, origin):
-    """uint8 0-255 -> float32 / 255 (other dtypes cast), flattened to `[N, D]`, validated."""
+    """uint8 0-255 -> float32 / 255 (other dtypes cast, not scaled), flattened to
+    `[N, D]`, validated."""
     raw = np.asarray(raw)
     if raw.dtype == np.uint8:
-        x = raw.astype(np.float32) / 255.
+        x, stored_dtype = raw.astype(np.float32) / 255., None
     else:
-        x = raw.astype(np.float32)
+        x, stored_dtype = raw.astype(np.float32), raw.dtype
     if x.ndim > 1:
         x = x.reshape(len(x), int(np.prod(x.shape[1:])))
-    return validate_images(x, origin)
+    return validate_images(x, origin, stored_dtype)
 
 
 def read_amat(path):
@@ -168,18 +187,49 @@ def read_amat(path):
     return validate_images(x.reshape(len(x), -1), path)
 
 
+# The first bytes of a zip archive (what np.savez writes) and of a single .npy array.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npz_archive(path):
+    """DataError unless `path` starts like a zip archive (a .npz), naming what it is."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise DataError(f"{path}: unreadable .npz ({e}).") from e
+    if head.startswith(_ZIP_MAGIC):
+        return
+    what = ("a single .npy array, not a .npz archive: save it with "
+            "np.savez(path, x=images)" if head.startswith(_NPY_MAGIC) else
+            f"not a .npz archive (it starts with bytes {head.hex() or '(empty file)'}; a .npz "
+            f"is a zip file as np.savez writes it, with an array named 'x')")
+    raise DataError(f"{path}: {what}.")
+
+
 def read_npz(path):
     """A `.npz` file's array `x` (uint8 0-255 or float in [0, 1], `[N, 784]` or
     `[N, 28, 28]`): float32 intensities `[N, 784]` in [0, 1], validated."""
+    _check_npz_archive(path)
     try:
         with np.load(path) as f:
-            if "x" not in f:
-                raise DataError(f"{path}: expected an array named 'x', found "
-                                f"{sorted(f.files)}.")
-            raw = f["x"]
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable .npz ({e}).") from e
+            names = sorted(f.files)
+            raw = f["x"] if "x" in names else None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise DataError(f"{path}: {_npz_problem(e)}.") from e
+    if raw is None:
+        raise DataError(f"{path}: expected an array named 'x', found {names}.")
     return _scale(raw, path)
+
+
+def _npz_problem(e):
+    """What np.load's exception `e` says about a zip archive, without numpy's advice to
+    load pickles (allow_pickle): an object array, or a corrupt or truncated archive."""
+    if isinstance(e, ValueError) and "pickle" in str(e):
+        return ("array 'x' is not numeric (an object array, stored pickled); expected "
+                "uint8 0-255 or float in [0, 1] of shape [N, 784] or [N, 28, 28]")
+    return f"not a readable .npz archive, corrupt or truncated ({type(e).__name__}: {e})"
 
 
 def files_available(name, data_dir):
