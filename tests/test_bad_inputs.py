@@ -49,7 +49,8 @@ def test_api_bad_input(name, fn, exc, match):
 @pytest.mark.parametrize("arr,match", [
     (np.full((3, 784), np.nan, np.float32), r"test.npz: contains NaN"),
     (np.zeros((0, 784), np.float32), r"test.npz: the split is empty"),
-    (np.full((3, 784), -0.5, np.float32), r"must be in \[0, 1\] after scaling"),
+    (np.full((3, 784), -0.5, np.float32), r"must be in \[0, 1\], found range \[-0.5, -0.5\] "
+                                          r"in an array of dtype float32, used as it is"),
 ], ids=["data with NaN", "empty split", "intensities below 0"])
 def test_data_bad_arrays(tmp_path, arr, match):
     np.savez(tmp_path / "test.npz", x=arr)
@@ -63,6 +64,73 @@ def test_data_missing_and_corrupt_files(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(data.DataError, match=r"Could not read IDX file .*t10k-images"):
         data.load_array("mnist", "test", data_dir=str(tmp_path))
+
+
+def test_integer_pixels_other_than_uint8_name_their_dtype_and_the_fix(tmp_path):
+    # Only uint8 is divided by 255. int64 levels 0-255 were reported as out of [0, 1]
+    # "after scaling", though nothing was scaled.
+    np.savez(tmp_path / "test.npz", x=np.arange(4 * 784).reshape(4, 784) % 256)
+    with pytest.raises(data.DataError) as e:
+        data.load_array("mnist", "test", data_dir=str(tmp_path))
+    msg = str(e.value)
+    assert re.search(r"test.npz: pixel intensities must be in \[0, 1\], found range \[0, 255\] "
+                     r"in an array of dtype int64, used as it is \(only uint8 0-255 is divided "
+                     r"by 255\)\. Expected uint8 0-255 or float in \[0, 1\]: these look like "
+                     r"0-255 levels, store them as x\.astype\(np\.uint8\)", msg), msg
+    assert "after scaling" not in msg
+
+
+def write_npz(path, case):
+    """A file named .npz that is not a readable archive of a numeric array 'x'."""
+    if case == "random bytes":
+        path.write_bytes(b"\x00\x01" + np.random.RandomState(0).bytes(200))
+    elif case == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.zeros((3, 784), np.uint8))
+    elif case == "truncated":
+        np.savez(path, x=np.zeros((3, 784), np.uint8))
+        path.write_bytes(path.read_bytes()[:100])
+    elif case == "object":
+        np.savez(path, x=np.array([{"pixels": 1}], dtype=object))
+    elif case == "no x":
+        np.savez(path, images=np.zeros((3, 784), np.uint8))
+
+
+@pytest.mark.parametrize("case,match", [
+    ("random bytes", r"test.npz: not a .npz archive \(it starts with bytes 0001.*a zip file "
+                     r"as np.savez writes it, with an array named 'x'\)"),
+    ("npy", r"test.npz: a single .npy array, not a .npz archive: save it with "
+            r"np.savez\(path, x=images\)"),
+    ("truncated", r"test.npz: not a readable .npz archive, corrupt or truncated"),
+    ("object", r"test.npz: array 'x' is not numeric \(an object array, stored pickled\); "
+               r"expected uint8 0-255 or float in \[0, 1\]"),
+    ("no x", r"test.npz: expected an array named 'x', found \['images'\]"),
+])
+def test_a_file_that_is_not_a_npz_archive_says_what_it_is(tmp_path, case, match):
+    # Random bytes used to get numpy's advice about allow_pickle=False.
+    write_npz(tmp_path / "test.npz", case)
+    with pytest.raises(data.DataError, match=match) as e:
+        data.load_array("mnist", "test", data_dir=str(tmp_path))
+    assert "allow_pickle" not in str(e.value)
+
+
+def test_a_data_dir_that_does_not_exist_is_named_with_where_it_resolved(tmp_path,
+                                                                        monkeypatch):
+    # A relative --data_dir missing from the current directory was reported as tfds data
+    # "not prepared" there, without the directory it was looked for in.
+    monkeypatch.chdir(tmp_path)
+    resolved = f"from the current directory {tmp_path} it resolves to {tmp_path}/data/mnist"
+    for kw, lead in ((dict(download=False), r"tfds dataset 'mnist' is not prepared under "
+                                            r"data_dir='data/mnist' \(flag --data_dir\)"),
+                     (dict(source="files"), r"source='files' needs an existing --data_dir, "
+                                            r"got 'data/mnist'")):
+        with pytest.raises(data.DataError, match=lead) as e:
+            data.load_array("mnist", "test", data_dir="data/mnist", **kw)
+        assert f"it does not exist ({resolved})" in str(e.value), str(e.value)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(data.DataError, match=r"data_dir='file' \(flag --data_dir\) is not a "
+                                             r"directory \(from the current directory "):
+        data.load_array("mnist", "test", data_dir="file")
 
 
 # ---- launchers ----------------------------------------------------------------------------

@@ -223,9 +223,11 @@ def test_bad_npz_arrays(tmp_path, arr, match):
 
 
 def test_npz_source_reads_uint8_and_float(tmp_path):
+    # 6 images under the name mnist: a deliberate subset (allow_nonstandard=True).
     imgs = np.random.RandomState(1).randint(0, 256, (6, 28, 28)).astype(np.uint8)
     np.savez(tmp_path / "test.npz", x=imgs)
-    np.testing.assert_allclose(data.load_array("mnist", "test", data_dir=str(tmp_path)),
+    np.testing.assert_allclose(data.load_array("mnist", "test", data_dir=str(tmp_path),
+                                               allow_nonstandard=True),
                                imgs.reshape(6, 784) / 255., rtol=1e-6)
 
 
@@ -247,9 +249,11 @@ def test_bad_arguments():
 def test_tfds_transforms_with_tfds_mock_data_utilities(name):
     # tfds' own testing utilities (tfds.testing.mock_data: random examples with the real
     # builders' feature specs; no files, no network) exercise each dataset's conversion.
+    # 5 examples are a deliberate subset (allow_nonstandard=True).
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
-        x = data.load_array(name, "test", source="tfds", download=False)
+        x = data.load_array(name, "test", source="tfds", download=False,
+                            allow_nonstandard=True)
         raw = np.stack([e["image"] for e in tfds.as_numpy(
             tfds.load(name, split="test", shuffle_files=False))])
     assert x.shape == (5, 784) and x.dtype == np.float32

@@ -50,6 +50,18 @@ def test_offline_download_fails_within_seconds_naming_data_dir_and_nodownload(tm
         data.load("mnist", "train", data_dir=str(tmp_path / "absent"))
 
 
+def test_a_relative_data_dir_to_download_into_is_named_with_its_resolved_path(
+        tmp_path, monkeypatch):
+    # A data_dir that does not exist is where tfds would download to (creating it): the
+    # error names the absolute path it resolved to from the current directory.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(data.DataError, match="--nodownload") as e:
+        data.load_array("kmnist", "test", data_dir="new/tfds")
+    assert (f"under data_dir='new/tfds' (flag --data_dir; from the current directory "
+            f"{tmp_path} it resolves to {tmp_path}/new/tfds, which does not exist)"
+            ) in str(e.value), str(e.value)
+
+
 def test_a_probe_that_hangs_is_abandoned_at_its_timeout(monkeypatch, tmp_path):
     # A name lookup or connect that never returns (which a socket timeout does not bound
     # for the lookup) still ends the run after DOWNLOAD_PROBE_TIMEOUT_S seconds.

@@ -20,6 +20,13 @@ Where the pixels come from (`source`):
   offline machine fails within seconds with a DataError naming `--data_dir` and
   `--nodownload`; with `download=False` nothing is downloaded.
 `auto` picks embedded for `mnist_5k`, files when `data_dir` holds them, else tfds.
+
+Every stored split read from files or tfds is checked against the dataset's canonical
+facts (`CANONICAL`: its number of images and, where known, its mean intensity), so that
+other files under a known name (MNIST's files as `omniglot` or `kmnist`, the t10k files
+copied as the train files) are refused with a DataError instead of training on the wrong
+images. `allow_nonstandard=True` lets other or fewer images through (a subset, a user's
+own `.npz` data under a known name).
 """
 
 import gzip
@@ -28,6 +35,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -40,7 +48,8 @@ __all__ = ["load", "load_array", "describe", "protocol_note", "DATASETS", "BINAR
            "SPLITS", "DataError", "prepare_tfds_from_idx", "binarize", "fixed_binarization",
            "evaluation_pixels", "active_units_images", "ACTIVE_UNITS_IMAGES",
            "DOWNLOAD_HOSTS", "DOWNLOAD_PROBE_TIMEOUT_S", "presented", "epoch_permutation",
-           "dynamic_binarization"]
+           "dynamic_binarization", "CANONICAL", "Canonical", "MEAN_TOLERANCE",
+           "check_canonical"]
 
 BINARIZATIONS = ("dynamic", "fixed", "none")
 SPLITS = ("train", "validation", "test", "train+validation")
@@ -63,6 +72,44 @@ DATASETS = {
     "fashion_mnist": ("fashion_mnist", 400, "Fashion-MNIST 60k/10k; validation = last "
                       "400 train."),
 }
+
+
+class Canonical(NamedTuple):
+    """The facts of a dataset's stored splits that its files must match.
+
+    title: the dataset's name in messages. sizes: stored split -> number of images (the
+    full train split, before the held-out validation cut). means: stored split -> mean
+    pixel intensity in [0, 1] over the whole split, for the splits where it is known.
+    """
+    title: str
+    sizes: dict
+    means: dict
+
+
+# Checked on every stored split read from files or tfds (not mnist_5k, which is embedded)
+# unless allow_nonstandard=True. Means of MNIST and Fashion-MNIST are measured on the
+# canonical IDX files (MNIST train 0.130660, test 0.132515; Fashion-MNIST train 0.286041,
+# test 0.286849); Kuzushiji-MNIST's train mean 0.1918 is the commonly cited value. The
+# others' means are not known here and are not checked.
+CANONICAL = {
+    "mnist": Canonical("MNIST", {"train": 60000, "test": 10000},
+                       {"train": 0.1307, "test": 0.1325}),
+    "fashion_mnist": Canonical("Fashion-MNIST", {"train": 60000, "test": 10000},
+                               {"train": 0.2860, "test": 0.2868}),
+    "kmnist": Canonical("Kuzushiji-MNIST", {"train": 60000, "test": 10000},
+                        {"train": 0.1918}),
+    "emnist/letters": Canonical("EMNIST letters", {"train": 88800, "test": 14800}, {}),
+    "binarized_mnist": Canonical("binarised MNIST (Larochelle & Murray)",
+                                 {"train": 50000, "validation": 10000, "test": 10000}, {}),
+    "omniglot": Canonical("tfds Omniglot", {"train": 19280, "test": 13180}, {}),
+}
+# A split's mean intensity may differ from CANONICAL's by this much. The known means are
+# >= 0.06 apart (MNIST 0.131, Kuzushiji-MNIST 0.192, Fashion-MNIST 0.286), so any of
+# these datasets' files under another's name is refused.
+MEAN_TOLERANCE = 0.02
+NONSTANDARD_ADVICE = ("Point data_dir= (flag --data_dir) at the dataset's full files, or "
+                      "pass allow_nonstandard=True (flag --allow_nonstandard_data) to use "
+                      "other or fewer images under this name.")
 
 # Before tfds downloads a dataset, a TCP connection to the (host, port) its tfds builder
 # downloads from (tensorflow-datasets 4.9; its GCS mirror is off by default) must open
@@ -110,6 +157,104 @@ def protocol_note(name):
     return DATASETS[name][2]
 
 
+def check_canonical(name, split, x, where, files=True):
+    """Checks a stored split's images x float32 `[N, 784]` against `CANONICAL[name]`.
+
+    The number of images (the whole stored split) and, where `CANONICAL` knows it, the
+    mean intensity in [0, 1] within `MEAN_TOLERANCE`. `where` names the file or tfds data
+    the images came from; `files`: whether that is a file (for the hint). No-op for a
+    dataset without canonical facts (mnist_5k). Raises DataError naming what the data
+    holds, what the dataset holds, and `allow_nonstandard=True`.
+    """
+    facts = CANONICAL.get(name)
+    if facts is None:
+        return
+    _check_size(name, split, len(x), where, files, facts)
+    _check_mean(name, split, x, where, facts)
+
+
+def _check_size(name, split, n, where, files, facts):
+    """DataError unless the stored split `split` holds `facts.sizes[split]` images."""
+    expected = facts.sizes.get(split)
+    if expected is None or n == expected:
+        return
+    hint = _size_hint(name, split, n, where if files else None)
+    raise DataError(f"{name} {split} split: {where} holds {n:,} images, the {split} split "
+                    f"of {facts.title} has {expected:,}{hint}. {NONSTANDARD_ADVICE}")
+
+
+def _size_hint(name, split, n, path):
+    """What `n` images could be: another split of the same dataset (the t10k files copied
+    as the train files; `path`: the file read, None for tfds) or the same split of other
+    known datasets; '' if neither."""
+    same = [s for s, size in CANONICAL[name].sizes.items() if s != split and size == n]
+    if same:
+        idx = path is not None and "-idx" in os.path.basename(path)
+        label = "t10k" if same[0] == "test" and idx else same[0]
+        return f" (are these the {label} {'images' if path is None else 'files'}?)"
+    others = [facts.title for other, facts in CANONICAL.items()
+              if other != name and facts.sizes.get(split) == n]
+    return f" ({n:,} is the size of the {split} split of {', '.join(others)})" if others else ""
+
+
+def _check_mean(name, split, x, where, facts):
+    """DataError unless the mean intensity of x `[N, 784]` is within MEAN_TOLERANCE of
+    `facts.means[split]` (where it is known)."""
+    expected = facts.means.get(split)
+    if expected is None:
+        return
+    mean = float(x.mean())
+    if abs(mean - expected) <= MEAN_TOLERANCE:
+        return
+    raise DataError(f"{name}: the {split} images in {where} have mean intensity {mean:.3f}, "
+                    f"{facts.title}'s is {expected:.3f}{_mean_hint(name, split, mean)}: these "
+                    f"images do not match name={name!r} (flag --dataset). {NONSTANDARD_ADVICE}")
+
+
+def _mean_hint(name, split, mean):
+    """' (0.131 is MNIST's)' when `mean` is within MEAN_TOLERANCE of another known
+    dataset's mean for the same split; '' otherwise."""
+    like = [facts.title for other, facts in CANONICAL.items() if other != name
+            and split in facts.means and abs(facts.means[split] - mean) <= MEAN_TOLERANCE]
+    return f" ({mean:.3f} is {' or '.join(like)}'s)" if like else ""
+
+
+def _resolution(data_dir):
+    """Where a data_dir points: its absolute path from the current directory."""
+    return (f"from the current directory {os.getcwd()} it resolves to "
+            f"{os.path.abspath(data_dir)}")
+
+
+def _check_data_dir(name, data_dir, source, download):
+    """DataError if a given `data_dir` cannot be used: a path that is not a directory, or
+    a directory that does not exist where nothing would create it (source='files', or
+    download=False). With download=True tfds downloads into it, creating it."""
+    if data_dir is None or name == "mnist_5k" or os.path.isdir(data_dir):
+        return
+    if os.path.exists(data_dir):
+        raise DataError(f"data_dir={data_dir!r} (flag --data_dir) is not a directory "
+                        f"({_resolution(data_dir)}).")
+    missing = f"it does not exist ({_resolution(data_dir)})"
+    if source == "files":
+        raise DataError(f"source='files' needs an existing --data_dir, got {data_dir!r}: "
+                        f"{missing}.")
+    if not download:
+        raise DataError(f"tfds dataset {DATASETS[name][0]!r} is not prepared under "
+                        f"data_dir={data_dir!r} (flag --data_dir) and there are no local "
+                        f"files there: {missing}; downloading is off (--nodownload, "
+                        f"download=False). Point --data_dir at an existing directory of "
+                        f"local files or prepared tfds data.")
+
+
+def _dir_note(data_dir):
+    """For tfds messages, inside '(flag --data_dir...)': how a relative or missing
+    data_dir resolves ('' for an existing absolute one)."""
+    if data_dir is None or (os.path.isabs(data_dir) and os.path.isdir(data_dir)):
+        return ""
+    exists = "" if os.path.isdir(data_dir) else ", which does not exist"
+    return f"; {_resolution(data_dir)}{exists}"
+
+
 def _unreachable(address, timeout):
     """None if a TCP connection to `address` (host, port) opens within `timeout` seconds,
     else why not. The connection (name lookup included, which a socket timeout does not
@@ -133,7 +278,7 @@ def _unreachable(address, timeout):
 
 def _download(builder, name, data_dir):
     """Downloads and prepares a tfds dataset, or raises DataError within seconds offline."""
-    where = (f"data_dir={data_dir!r} (flag --data_dir)" if data_dir else
+    where = (f"data_dir={data_dir!r} (flag --data_dir{_dir_note(data_dir)})" if data_dir else
              "tfds' default data_dir, ~/tensorflow_datasets or $TFDS_DATA_DIR (flag "
              "--data_dir: none given)")
     fix = ("Point --data_dir at local files (IDX .gz, {split}.npz, .amat) or prepared tfds "
@@ -165,10 +310,10 @@ def _tfds_images(name, split, data_dir, download):
                  "tfds could not read it")
         raise DataError(
             f"tfds dataset {tfds_name!r} is not prepared under data_dir={data_dir!r} "
-            f"(flag --data_dir) and {state}. Prepare it (tfds build {tfds_name}, or "
-            f"tfp_iwae.data.prepare_tfds_from_idx for IDX files), point --data_dir at "
-            f"local files" + (", or leave out --nodownload where there is network"
-                              if not download else "") +
+            f"(flag --data_dir{_dir_note(data_dir)}) and {state}. Prepare it (tfds build "
+            f"{tfds_name}, or tfp_iwae.data.prepare_tfds_from_idx for IDX files), point "
+            f"--data_dir at local files" +
+            (", or leave out --nodownload where there is network" if not download else "") +
             f". ({type(e).__name__}: {e})") from e
 
     def to_pixels(example):
@@ -190,49 +335,74 @@ def _tfds_images(name, split, data_dir, download):
                      f"tfds {tfds_name}/{split} in {data_dir}")
 
 
-def _raw_split(name, split, data_dir, source, download):
-    """Intensities for a stored split: 'train' or 'test' (or 'validation' if stored)."""
-    if source == "auto":
-        if name == "mnist_5k":
-            source = "embedded"
-        elif sources.files_available(name, data_dir):
-            source = "files"
-        else:
-            source = "tfds"
+def _resolve_source(name, data_dir, source):
+    """The source `auto` stands for: embedded (mnist_5k), files in data_dir, else tfds."""
+    if source != "auto":
+        return source
+    if name == "mnist_5k":
+        return "embedded"
+    return "files" if sources.files_available(name, data_dir) else "tfds"
+
+
+def _read_stored(name, split, data_dir, source, download):
+    """(intensities float32 `[N, 784]`, where they came from or None for embedded data,
+    whether that is a file) for a stored split: 'train' or 'test' (or 'validation' if
+    stored)."""
+    source = _resolve_source(name, data_dir, source)
     if source == "embedded":
         if name != "mnist_5k":
             raise DataError(f"source='embedded' is only available for mnist_5k, not {name!r}.")
-        return sources.embedded_mnist(split)[0]
+        return sources.embedded_mnist(split)[0], None, False
     if source == "files":
         if not data_dir or not os.path.isdir(data_dir):
             raise DataError(f"source='files' needs an existing --data_dir, got {data_dir!r}.")
-        return sources.read_split_files(name, split, data_dir)
+        path = sources.split_file(name, split, data_dir)
+        return sources.read_split_file(path), path, True
     if source == "tfds":
-        return _tfds_images(name, split, data_dir, download)
+        where = (f"tfds' {DATASETS[name][0]!r} data prepared under data_dir={data_dir!r}"
+                 if data_dir else f"tfds' {DATASETS[name][0]!r} data in its default data_dir")
+        return _tfds_images(name, split, data_dir, download), where, False
     raise DataError(f"`source` must be one of auto, embedded, files, tfds; got {source!r}.")
 
 
-def load_array(name, split, *, data_dir=None, source="auto", download=True):
+def _raw_split(name, split, data_dir, source, download, allow_nonstandard):
+    """Intensities for a stored split, checked against `CANONICAL` (its size and mean)
+    unless `allow_nonstandard` or the split is embedded."""
+    x, where, files = _read_stored(name, split, data_dir, source, download)
+    if where is not None and not allow_nonstandard:
+        check_canonical(name, split, x, where, files)
+    return x
+
+
+def load_array(name, split, *, data_dir=None, source="auto", download=True,
+               allow_nonstandard=False):
     """Intensities float32 `[N, 784]` in [0, 1] for a split (before binarisation).
 
     Splits: `train` (without the held-out validation images), `validation`, `test`,
     `train+validation`. `download`: let tfds download a dataset that is neither in local
-    files nor prepared under `data_dir` (see the module doc; False: never). Raises
-    DataError with the file or flag at fault.
+    files nor prepared under `data_dir` (see the module doc; False: never). Each stored
+    split read (the whole train split before the validation cut, the test split) must
+    match the dataset's `CANONICAL` size and mean intensity; `allow_nonstandard=True`
+    skips that check (a subset, or other images under a known name). Raises DataError
+    with the file or flag at fault.
     """
     _check_name(name)
     _check_choice(split, SPLITS, "split")
     n_val = DATASETS[name][1]
+    if source not in ("auto", "embedded") and name == "mnist_5k":
+        raise DataError(f"mnist_5k is embedded; source={source!r} does not apply.")
+    _check_data_dir(name, data_dir, source, download)
+
+    def stored(s):
+        return _raw_split(name, s, data_dir, source, download, allow_nonstandard)
+
     if name in ("mnist_5k", "binarized_mnist"):  # splits stored as such
-        if source not in ("auto", "embedded") and name == "mnist_5k":
-            raise DataError(f"mnist_5k is embedded; source={source!r} does not apply.")
         if split == "train+validation":
-            return np.concatenate([_raw_split(name, s, data_dir, source, download)
-                                   for s in ("train", "validation")])
-        return _raw_split(name, split, data_dir, source, download)
+            return np.concatenate([stored(s) for s in ("train", "validation")])
+        return stored(split)
     if split == "test":
-        return _raw_split(name, "test", data_dir, source, download)
-    train = _raw_split(name, "train", data_dir, source, download)
+        return stored("test")
+    train = stored("train")
     if split == "train+validation":
         return train
     if len(train) <= n_val:
@@ -274,21 +444,23 @@ def evaluation_pixels(x, binarization, seed):
 
 
 def active_units_images(name, binarization, *, seed=0, data_dir=None, download=True,
-                        num_images=ACTIVE_UNITS_IMAGES):
+                        num_images=ACTIVE_UNITS_IMAGES, allow_nonstandard=False):
     """The images active units are counted on: float32 `[num_images, 784]`.
 
     The first `num_images` training images (a class-mixed subset: mnist_5k's splits are
     stored in a fixed random order) as the model sees them: binarised once with `seed`
     unless `binarization == "none"` (see `evaluation_pixels`). Burda et al.'s code also
     binarises these images; grey levels would give other posterior means.
+    `allow_nonstandard`: see `load_array`.
     """
-    x = load_array(name, "train", data_dir=data_dir, download=download)[:num_images]
+    x = load_array(name, "train", data_dir=data_dir, download=download,
+                   allow_nonstandard=allow_nonstandard)[:num_images]
     return evaluation_pixels(x, binarization, seed)
 
 
 def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
          source="auto", shuffle=None, seed=0, repeat=None, drop_remainder=None,
-         fixed_binarization_seed=0, download=True, limit=None):
+         fixed_binarization_seed=0, download=True, limit=None, allow_nonstandard=False):
     """A `tf.data.Dataset` of float32 `[batch, 784]` batches for training or evaluation.
 
     Args:
@@ -305,6 +477,8 @@ def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
         Shuffling is a fresh stateless permutation per epoch, seeded by (seed, epoch).
       seed: non-negative int seeding shuffling and dynamic binarisation.
       limit: keep only the first `limit` images of the split.
+      allow_nonstandard: skip the check of the stored splits against the dataset's
+        canonical size and mean intensity (`CANONICAL`; see `load_array`).
 
     Returns:
       A dataset whose batch t depends only on (seed, t): restarting from a saved
@@ -318,7 +492,8 @@ def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
     shuffle = training if shuffle is None else shuffle
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
-    x = load_array(name, split, data_dir=data_dir, source=source, download=download)
+    x = load_array(name, split, data_dir=data_dir, source=source, download=download,
+                   allow_nonstandard=allow_nonstandard)
     if limit is not None:
         x = x[:int(limit)]
     x, dynamic = presented(name, x, binarization, fixed_binarization_seed)

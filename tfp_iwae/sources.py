@@ -3,23 +3,26 @@
 `embedded_mnist(split)` returns float32 intensities in [0, 1] of shape `[N, 784]` (and
 labels `[N]`); `read_idx(path)` returns an IDX file's raw array, header-checked;
 `read_npz(path)` and `read_amat(path)` return float32 `[N, 784]` in [0, 1];
-`read_split_files(name, split, data_dir)` reads a split from whichever of these formats
-`data_dir` holds. Every reader raises `DataError` naming the file at fault. The tf.data
-pipelines over these arrays are in `tfp_iwae.data`.
+`split_file(name, split, data_dir)` names the file that holds a split in whichever of these
+formats `data_dir` holds, `read_split_file(path)` reads it, and
+`read_split_files(name, split, data_dir)` does both. Every reader raises `DataError`
+naming the file at fault. The tf.data pipelines over these arrays are in `tfp_iwae.data`.
 """
 
 import functools
 import gzip
 import os
 import struct
+import zipfile
 
 import numpy as np
 
 from tfp_iwae import errors
 
 __all__ = ["embedded_mnist", "read_idx", "read_npz", "read_amat", "read_split_files",
-           "files_available", "validate_images", "IDX_FILES", "AMAT_FILES",
-           "EMBEDDED_MNIST_DESCRIPTION", "EMBEDDED_ORDER_SEED", "DataError"]
+           "split_file", "read_split_file", "files_available", "validate_images",
+           "IDX_FILES", "AMAT_FILES", "EMBEDDED_MNIST_DESCRIPTION", "EMBEDDED_ORDER_SEED",
+           "DataError"]
 
 # Seeds the fixed pseudo-random order in which each mnist_5k split is returned (the file
 # is sorted by class, so without it every prefix of a split would hold only the first
@@ -129,8 +132,12 @@ AMAT_FILES = {"train": "binarized_mnist_train.amat",
               "test": "binarized_mnist_test.amat"}
 
 
-def validate_images(x, origin):
-    """x float32 `[N, 784]` in [0, 1], finite, non-empty; else DataError naming origin."""
+def validate_images(x, origin, stored_dtype=None):
+    """x float32 `[N, 784]` in [0, 1], finite, non-empty; else DataError naming origin.
+
+    `stored_dtype`: the dtype the pixels were stored in where they were used as they are
+    (not uint8, which is divided by 255): a range error then names it and what is expected.
+    """
     if x.ndim != 2 or x.shape[1] != 784:
         raise DataError(f"{origin}: expected images of 28x28 = 784 pixels, got array of "
                         f"shape {x.shape}.")
@@ -140,21 +147,35 @@ def validate_images(x, origin):
         raise DataError(f"{origin}: contains NaN or inf pixel values.")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0. or hi > 1.:
-        raise DataError(f"{origin}: pixel intensities must be in [0, 1] after scaling, "
-                        f"found range [{lo:g}, {hi:g}].")
+        raise DataError(f"{origin}: pixel intensities must be in [0, 1], found range "
+                        f"[{lo:g}, {hi:g}]{_unscaled_note(x, lo, hi, stored_dtype)}.")
     return x
 
 
+def _unscaled_note(x, lo, hi, stored_dtype):
+    """What a range error adds for pixels used as stored (dtype other than uint8): the
+    dtype, that only uint8 0-255 is divided by 255, what is expected and, for whole
+    numbers in [0, 255], the conversion that fixes them."""
+    if stored_dtype is None:
+        return ""
+    note = (f" in an array of dtype {np.dtype(stored_dtype).name}, used as it is (only "
+            f"uint8 0-255 is divided by 255). Expected uint8 0-255 or float in [0, 1]")
+    if lo >= 0. and hi <= 255. and np.array_equal(x, np.round(x)):
+        note += ": these look like 0-255 levels, store them as x.astype(np.uint8)"
+    return note
+
+
 def _scale(raw, origin):
-    """uint8 0-255 -> float32 / 255 (other dtypes cast), flattened to `[N, D]`, validated."""
+    """uint8 0-255 -> float32 / 255 (other dtypes cast, not scaled), flattened to
+    `[N, D]`, validated."""
     raw = np.asarray(raw)
     if raw.dtype == np.uint8:
-        x = raw.astype(np.float32) / 255.
+        x, stored_dtype = raw.astype(np.float32) / 255., None
     else:
-        x = raw.astype(np.float32)
+        x, stored_dtype = raw.astype(np.float32), raw.dtype
     if x.ndim > 1:
         x = x.reshape(len(x), int(np.prod(x.shape[1:])))
-    return validate_images(x, origin)
+    return validate_images(x, origin, stored_dtype)
 
 
 def read_amat(path):
@@ -168,18 +189,49 @@ def read_amat(path):
     return validate_images(x.reshape(len(x), -1), path)
 
 
+# The first bytes of a zip archive (what np.savez writes) and of a single .npy array.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npz_archive(path):
+    """DataError unless `path` starts like a zip archive (a .npz), naming what it is."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise DataError(f"{path}: unreadable .npz ({e}).") from e
+    if head.startswith(_ZIP_MAGIC):
+        return
+    what = ("a single .npy array, not a .npz archive: save it with "
+            "np.savez(path, x=images)" if head.startswith(_NPY_MAGIC) else
+            f"not a .npz archive (it starts with bytes {head.hex() or '(empty file)'}; a .npz "
+            f"is a zip file as np.savez writes it, with an array named 'x')")
+    raise DataError(f"{path}: {what}.")
+
+
 def read_npz(path):
     """A `.npz` file's array `x` (uint8 0-255 or float in [0, 1], `[N, 784]` or
     `[N, 28, 28]`): float32 intensities `[N, 784]` in [0, 1], validated."""
+    _check_npz_archive(path)
     try:
         with np.load(path) as f:
-            if "x" not in f:
-                raise DataError(f"{path}: expected an array named 'x', found "
-                                f"{sorted(f.files)}.")
-            raw = f["x"]
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable .npz ({e}).") from e
+            names = sorted(f.files)
+            raw = f["x"] if "x" in names else None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise DataError(f"{path}: {_npz_problem(e)}.") from e
+    if raw is None:
+        raise DataError(f"{path}: expected an array named 'x', found {names}.")
     return _scale(raw, path)
+
+
+def _npz_problem(e):
+    """What np.load's exception `e` says about a zip archive, without numpy's advice to
+    load pickles (allow_pickle): an object array, or a corrupt or truncated archive."""
+    if isinstance(e, ValueError) and "pickle" in str(e):
+        return ("array 'x' is not numeric (an object array, stored pickled); expected "
+                "uint8 0-255 or float in [0, 1] of shape [N, 784] or [N, 28, 28]")
+    return f"not a readable .npz archive, corrupt or truncated ({type(e).__name__}: {e})"
 
 
 def files_available(name, data_dir):
@@ -196,18 +248,18 @@ def files_available(name, data_dir):
                for stem, _ in IDX_FILES.values())
 
 
-def read_split_files(name, split, data_dir):
-    """Intensities float32 `[N, 784]` in [0, 1] of a stored split (`train`, `test`, or
-    `validation` where files hold one) from the files in `data_dir`: `.amat` (for
+def split_file(name, split, data_dir):
+    """The path of the file in `data_dir` holding stored split `split` (`train`, `test`,
+    or `validation` where files hold one) of dataset `name`: `.amat` (for
     binarized_mnist), else `{split}.npz`, else IDX images (`.gz` or not)."""
     present = set(os.listdir(data_dir))
     if name == "binarized_mnist" and AMAT_FILES["train"] in present:
         path = os.path.join(data_dir, AMAT_FILES[split])
         if not os.path.exists(path):
             raise DataError(f"Missing file {path} for split {split!r}.")
-        return read_amat(path)
+        return path
     if f"{split}.npz" in present:
-        return read_npz(os.path.join(data_dir, f"{split}.npz"))
+        return os.path.join(data_dir, f"{split}.npz")
     if split == "validation":
         raise DataError(f"No validation files in {data_dir}; use split='train' (the "
                         f"validation split is cut from it) or provide validation.npz.")
@@ -218,8 +270,24 @@ def read_split_files(name, split, data_dir):
     if not os.path.exists(path):
         raise DataError(f"Missing IDX file {os.path.join(data_dir, stem)}(.gz) for split "
                         f"{split!r} of {name!r} in data_dir={data_dir}.")
+    return path
+
+
+def read_split_file(path):
+    """Intensities float32 `[N, 784]` in [0, 1] from a split's file (as `split_file`
+    names it): `.amat`, `.npz`, or else an IDX image file."""
+    if path.endswith(".amat"):
+        return read_amat(path)
+    if path.endswith(".npz"):
+        return read_npz(path)
     raw = read_idx(path)
     if raw.ndim != 3 or raw.shape[1:] != (28, 28):
         raise DataError(f"{path}: expected an IDX image file of shape [N, 28, 28], got "
                         f"{raw.shape}.")
     return _scale(raw.reshape(len(raw), 784), path)
+
+
+def read_split_files(name, split, data_dir):
+    """Intensities float32 `[N, 784]` in [0, 1] of a stored split from the files in
+    `data_dir` (see `split_file`)."""
+    return read_split_file(split_file(name, split, data_dir))
