@@ -59,9 +59,10 @@ def measure(args):
     from tfp_iwae import data, diagnostics, estimators, rundir
     out = {}
     for run in args.runs:
-        config, model, path = rundir.restore_run(os.path.join(args.runs_dir, run))
+        config, model, path, _ = rundir.restore_run(os.path.join(args.runs_dir, run))
         x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
-                            download=config.download)
+                            download=config.download,
+                            allow_nonstandard=config.allow_nonstandard_data)
         x = data.fixed_binarization(x[:args.batch_size * args.batches], 0)
         k = args.num_samples or config.num_samples
         res = {"checkpoint": os.path.relpath(path, args.runs_dir), "k": k,

@@ -99,7 +99,8 @@ def main(argv):
         _common.fail(f"--decoder_matmuls: {e}")
     try:
         x = data.load_array(config.dataset, F.split, data_dir=config.data_dir,
-                            download=config.download)
+                            download=config.download,
+                            allow_nonstandard=config.allow_nonstandard_data)
     except data.DataError as e:
         _common.fail(str(e))
     if F.max_images > len(x):
@@ -129,7 +130,8 @@ def main(argv):
     seconds = time.perf_counter() - t0
     au = evaluation.active_units(model, data.active_units_images(
         config.dataset, config.binarization, seed=F.fixed_binarization_seed,
-        data_dir=config.data_dir, download=config.download))
+        data_dir=config.data_dir, download=config.download,
+        allow_nonstandard=config.allow_nonstandard_data))
     nll = -float(np.mean(ll))
     out = F.output or os.path.join(F.logdir, evaluation.result_name(F.split, F.num_samples,
                                                                     first) + ".json")

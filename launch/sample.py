@@ -41,7 +41,8 @@ def main(argv):
     samples = model.sample(n, seed=F.seed, mean=F.mean).numpy()
     try:
         test = data.load_array(config.dataset, "test", data_dir=config.data_dir,
-                               download=False)
+                               download=False,
+                               allow_nonstandard=config.allow_nonstandard_data)
     except data.DataError as e:  # e.g. a run copied to a machine without its data
         print(f"note: no reconstructions, the test images cannot be read here ({e})",
               file=sys.stderr)

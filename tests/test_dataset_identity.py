@@ -193,3 +193,20 @@ def test_allow_nonstandard_lets_a_subset_through(tmp_path):
     other = idx_dir(tmp_path / "own", train=(60000, 200), test=(10000, 200))
     assert abs(data.load_array("kmnist", "train+validation", data_dir=other,
                                allow_nonstandard=True).mean() - 200 / 255) < 1e-6
+
+
+@pytest.mark.slow
+def test_the_train_launcher_refuses_other_files_unless_allowed(tmp_path):
+    # The t10k files (10,000 images) in place of MNIST's train files: refused with both
+    # sizes named; --allow_nonstandard_data trains on them (and records the flag).
+    from helpers import FAST, run
+    (tmp_path / "data").mkdir()
+    data_dir = idx_dir(tmp_path / "data", train=(10000, 40), test=(10000, 40))
+    args = ["--dataset=mnist", f"--data_dir={data_dir}", f"--logdir={tmp_path / 'run'}",
+            "--max_steps=10", "--eval_every=0", "--noxla", *FAST]
+    proc = run("train.py", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "holds 10,000 images" in proc.stderr and "60,000" in proc.stderr
+    assert "--allow_nonstandard_data" in proc.stderr
+    proc = run("train.py", *args, "--allow_nonstandard_data")
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -65,6 +65,11 @@ class RunConfig:
     download: bool = _flag(True, "Let tensorflow-datasets download and prepare a dataset "
                            "found neither in --data_dir's files nor prepared there (offline "
                            "this fails within seconds); --nodownload: local data only.")
+    allow_nonstandard_data: bool = _flag(False, "Accept files that are not the dataset's "
+                                         "canonical splits (a subset, other sizes or "
+                                         "image statistics, your own .npz under a known "
+                                         "name); by default such files are refused, naming "
+                                         "what they hold and what --dataset should.")
     binarization: str = _flag("dynamic", "dynamic (fresh Bernoulli sample per batch, the "
                               "paper), fixed (once, seeded), none (intensities).",
                               choices=data.BINARIZATIONS)

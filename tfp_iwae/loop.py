@@ -101,9 +101,11 @@ def _train(config, log, held):
     changes = rundir.check_logdir(config)  # allowed changes of training flags on resume
     protocol = data.describe(config.dataset, config.binarization)
     train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
-                              download=config.download)
+                              download=config.download,
+                              allow_nonstandard=config.allow_nonstandard_data)
     valid_x = data.load_array(config.dataset, "validation", data_dir=config.data_dir,
-                              download=config.download)
+                              download=config.download,
+                              allow_nonstandard=config.allow_nonstandard_data)
     if len(train_x) < config.batch_size:
         raise TrainingError(f"--batch_size={config.batch_size} exceeds the {len(train_x)} "
                             f"training images of {config.dataset}.")
@@ -156,7 +158,8 @@ def _train(config, log, held):
                                            strategy=strategy)
         ds = data.load(config.dataset, "train", binarization=config.binarization,
                        batch_size=config.batch_size, data_dir=config.data_dir,
-                       seed=config.seed, download=config.download)
+                       seed=config.seed, download=config.download,
+                       allow_nonstandard=config.allow_nonstandard_data)
         parts["iterator"] = iter(ds)
         run_steps = _per_step_calls(step_fn, parts["iterator"], opt, plan, config.seed)
     run_flags = tf.Variable(json.dumps(model_flags(config), sort_keys=True), name="run_flags")
