@@ -10,6 +10,8 @@ from tfp_iwae.evaluation import (active_units, bits_per_dim, bound_curve,
                                  estimate_bound_curve, estimate_log_likelihood)
 from tfp_iwae.estimators import (ESTIMATOR_NAMES, estimator_gradients, get_estimator,
                                  surrogate_losses)
+from tfp_iwae.errors import Error
+from tfp_iwae.latent_model import MODEL_MEMBERS, LatentVariableModel, check_model
 from tfp_iwae.marginal import ImportanceWeightedMarginal
 from tfp_iwae.model import IWAE, paper_architecture
 from tfp_iwae.objectives import (effective_sample_size, iwae_bound, log_weights,
@@ -19,7 +21,7 @@ from tfp_iwae.training import TrainLoop, make_optimizer, make_train_step, paper_
 __version__ = "0.1.0"
 
 __all__ = [
-    "ESTIMATOR_NAMES", "IWAE", "TrainLoop", "active_units", "bits_per_dim", "bound_curve", "data",
+    "ESTIMATOR_NAMES", "Error", "IWAE", "LatentVariableModel", "MODEL_MEMBERS", "check_model", "TrainLoop", "active_units", "bits_per_dim", "bound_curve", "data",
     "estimate_bound_curve",
     "estimate_log_likelihood", "ImportanceWeightedMarginal", "effective_sample_size",
     "estimator_gradients", "get_estimator", "iwae_bound", "log_weights",

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfp_iwae import data
 from tfp_iwae import estimators
+from tfp_iwae import latent_model
 from tfp_iwae import objectives
 from tfp_iwae import seeds
 
@@ -122,6 +123,57 @@ def stage_at(plan, step):
 
 def make_train_step(model, optimizer, num_samples, estimator="iwae", jit_compile=True,
                     num_shards=1, strategy=None):
+    """Builds `step(x, seed) -> metrics`: one compiled update of `model` by `optimizer`
+    (see `_compiled_train_step` for the step itself).
+
+    A model whose networks have no weights yet (`tfp_iwae.LatentVariableModel` before it
+    has seen data) is built from the first batch the step gets (`model.build_from(x)`),
+    and the step is compiled then. A Python or NumPy int seed is turned into a `[2]`
+    int32 Tensor before each call, so new seeds reuse the compiled step (an int argument
+    would retrace and recompile it for every value).
+    """
+    latent_model.check_model(model, "make_train_step",
+                             ("prior", "encoder", "decoder", "encoder_variables",
+                              "decoder_variables"))
+    num_samples = objectives.check_num_samples(num_samples)
+    estimators.get_estimator(estimator, num_samples)  # a bad name fails here, not later
+
+    def build():
+        return _compiled_train_step(model, optimizer, num_samples, estimator, jit_compile,
+                                    num_shards, strategy)
+
+    return _TrainStep(model, build)
+
+
+class _TrainStep:
+    """The callable `make_train_step` returns: builds the model from the first batch if
+    it has no variables, compiles the step once, and passes seeds as `[2]` Tensors."""
+
+    def __init__(self, model, build):
+        self._model, self._build, self._step = model, build, None
+        if model.encoder_variables and model.decoder_variables:
+            self._step = build()
+
+    def __call__(self, x, seed):
+        if self._step is None:
+            if not hasattr(self._model, "build_from"):
+                raise ValueError(
+                    "make_train_step: the model has no variables yet and no `build_from`; "
+                    "call it once on a batch of data first.")
+            self._model.build_from(x)
+            self._step = self._build()
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seed = seeds.stateless_seed(None if seed is None else int(seed))
+        return self._step(x, seed)
+
+    def __getattr__(self, name):  # the compiled tf.function's own attributes
+        if self._step is None:
+            raise AttributeError(f"{name!r}: the step is compiled at its first call")
+        return getattr(self._step, name)
+
+
+def _compiled_train_step(model, optimizer, num_samples, estimator, jit_compile, num_shards,
+                         strategy):
     """Builds `step(x, seed) -> metrics`: one compiled update of `model` by `optimizer`.
 
     The k samples for the whole batch are drawn at once and every network runs one
