@@ -33,7 +33,7 @@ from tfp_iwae import seeds
 
 tfd = tfp.distributions
 
-__all__ = ["LatentVariableModel", "MODEL_MEMBERS", "check_model", "event_shape_of",
+__all__ = ["LatentVariableModel", "EstimatorFit", "MODEL_MEMBERS", "check_model", "event_shape_of",
            "DISTRIBUTION_HEADS"]
 
 # What every tool needs of a model, and what each member is.
@@ -137,7 +137,96 @@ def _unfold_output(out, lead, head):
     return head(t)
 
 
-class LatentVariableModel(keras.Model):
+class EstimatorFit:
+    """Keras `compile`/`fit`/`evaluate` for a Keras model with the members of
+    `MODEL_MEMBERS` (and `check_inputs`): `fit` trains it with the package's gradient
+    estimators (mixed into `LatentVariableModel` and `IWAE`)."""
+
+    def compile(self, optimizer="adam", *, estimator="iwae", num_samples=5, seed=0,
+                **kwargs):
+        """Keras `compile` with the package's gradient estimator: `fit` trains with
+        `estimator` (a name of `tfp_iwae.ESTIMATOR_NAMES`) at k = `num_samples`, step s
+        drawing with the stateless seed fold_in(seed, s) (as `make_train_step` with
+        `training.step_seed`), and reports `loss` (minus the estimator's bound), `bound`,
+        `iwae_bound` (L_k), `elbo` and `ess` (batch means, nats) in History and to Keras
+        callbacks (TensorBoard among them). `evaluate` gives L_k, ELBO and ESS at that k.
+        No `loss=` is needed (or taken)."""
+        if "loss" in kwargs:
+            raise ValueError("compile: the loss is the estimator's bound; pass "
+                             "`estimator=` and `num_samples=`, not `loss=`.")
+        k = objectives.check_num_samples(num_samples)
+        est = estimators.get_estimator(estimator, k)
+        self._fit_settings = dict(estimator=est, num_samples=k,
+                                  seed=seeds.stateless_seed(seed))
+        kwargs.setdefault("jit_compile", True)
+        super().compile(optimizer=optimizer, **kwargs)
+        self._trackers = {name: keras.metrics.Mean(name=name)
+                          for name in ("loss", "bound", "iwae_bound", "elbo", "ess")}
+
+    def fit(self, x=None, *args, **kwargs):
+        """Keras `fit`; networks without weights are first built from x's first batch
+        (Keras' BackupAndRestore, among others, needs a built model)."""
+        self._build_from_data(x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """Keras `evaluate`: L_k, ELBO and ESS at the compiled k (and `loss` = -L_k)."""
+        self._build_from_data(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def _build_from_data(self, x):
+        if self.built or x is None or not hasattr(self, "build_from"):
+            return
+        if isinstance(x, tf.data.Dataset):
+            x = next(iter(x.take(1)))
+            x = x[0] if isinstance(x, (tuple, list)) else x
+        elif isinstance(x, (tuple, list)):
+            x = x[0]
+        if hasattr(x, "shape") and len(x.shape) >= 1:
+            self.build_from(x[:1])
+
+    @property
+    def metrics(self):
+        return list(getattr(self, "_trackers", {}).values())
+
+    def _fit_batch(self, data):
+        if isinstance(data, (tuple, list)):
+            data = data[0]
+        if getattr(self, "_fit_settings", None) is None:
+            raise ValueError("call model.compile(optimizer=..., estimator=..., "
+                             "num_samples=...) before fit/evaluate.")
+        return self.check_inputs(data)
+
+    def _report(self, bound, log_weights):
+        values = dict(loss=-tf.reduce_mean(bound), bound=tf.reduce_mean(bound),
+                      iwae_bound=tf.reduce_mean(objectives.iwae_bound(log_weights)),
+                      elbo=tf.reduce_mean(objectives.vae_bound(log_weights)),
+                      ess=tf.reduce_mean(objectives.effective_sample_size(log_weights)))
+        for name, value in values.items():
+            self._trackers[name].update_state(value)
+        return {name: t.result() for name, t in self._trackers.items()}
+
+    def train_step(self, data):
+        x = self._fit_batch(data)
+        s = self._fit_settings
+        step_seed = seeds.fold_in(s["seed"], self.optimizer.iterations)
+        dec_vars, enc_vars = self.decoder_variables, self.encoder_variables
+        out = estimators.estimator_gradients(
+            s["estimator"], x, prior=self.prior, likelihood_fn=self.decoder,
+            posterior_fn=self.encoder, encoder_variables=enc_vars,
+            decoder_variables=dec_vars, num_samples=s["num_samples"], seed=step_seed)
+        grads = list(out["decoder_grads"]) + list(out["encoder_grads"])
+        self.optimizer.apply(grads, dec_vars + enc_vars)
+        return self._report(out["bound"], tf.stop_gradient(out["log_weights"]))
+
+    def test_step(self, data):
+        x = self._fit_batch(data)
+        s = self._fit_settings
+        lw = self.log_weights(x, s["num_samples"], seed=s["seed"])
+        return self._report(objectives.iwae_bound(lw), lw)
+
+
+class LatentVariableModel(EstimatorFit, keras.Model):
     """p(z) p(x|z) and q(z|x) from your own networks (see the module docstring).
 
     Args:
@@ -173,7 +262,6 @@ class LatentVariableModel(keras.Model):
         self._decoder_head = self._head(decoder_head, "decoder_head")
         self._prior = prior
         self._event_shape = None if event_shape is None else tuple(int(d) for d in event_shape)
-        self._fit_settings = None
 
     @staticmethod
     def _head(spec, label):
@@ -325,90 +413,6 @@ class LatentVariableModel(keras.Model):
         """A `tf.train.Checkpoint` node holding every variable under its path."""
         return tf.train.Checkpoint(**{
             v.path.replace("/", "."): v for v in self.variables})
-
-    # -- Keras fit ------------------------------------------------------------------------
-    def compile(self, optimizer="adam", *, estimator="iwae", num_samples=5, seed=0,
-                **kwargs):
-        """Keras `compile` with the package's gradient estimator: `fit` trains with
-        `estimator` (a name of `tfp_iwae.ESTIMATOR_NAMES`) at k = `num_samples`, step s
-        drawing with the stateless seed fold_in(seed, s) (as `make_train_step` with
-        `training.step_seed`), and reports `loss` (minus the estimator's bound), `bound`,
-        `iwae_bound` (L_k), `elbo` and `ess` (batch means, nats) in History and to Keras
-        callbacks (TensorBoard among them). `evaluate` gives L_k, ELBO and ESS at that k.
-        No `loss=` is needed (or taken)."""
-        if "loss" in kwargs:
-            raise ValueError("compile: the loss is the estimator's bound; pass "
-                             "`estimator=` and `num_samples=`, not `loss=`.")
-        k = objectives.check_num_samples(num_samples)
-        est = estimators.get_estimator(estimator, k)
-        self._fit_settings = dict(estimator=est, num_samples=k,
-                                  seed=seeds.stateless_seed(seed))
-        kwargs.setdefault("jit_compile", True)
-        super().compile(optimizer=optimizer, **kwargs)
-        self._trackers = {name: keras.metrics.Mean(name=name)
-                          for name in ("loss", "bound", "iwae_bound", "elbo", "ess")}
-
-    def fit(self, x=None, *args, **kwargs):
-        """Keras `fit`; networks without weights are first built from x's first batch
-        (Keras' BackupAndRestore, among others, needs a built model)."""
-        self._build_from_data(x)
-        return super().fit(x, *args, **kwargs)
-
-    def evaluate(self, x=None, *args, **kwargs):
-        """Keras `evaluate`: L_k, ELBO and ESS at the compiled k (and `loss` = -L_k)."""
-        self._build_from_data(x)
-        return super().evaluate(x, *args, **kwargs)
-
-    def _build_from_data(self, x):
-        if self.built or x is None:
-            return
-        if isinstance(x, tf.data.Dataset):
-            x = next(iter(x.take(1)))
-            x = x[0] if isinstance(x, (tuple, list)) else x
-        elif isinstance(x, (tuple, list)):
-            x = x[0]
-        if hasattr(x, "shape") and len(x.shape) >= 1:
-            self.build_from(x[:1])
-
-    @property
-    def metrics(self):
-        return list(getattr(self, "_trackers", {}).values())
-
-    def _fit_batch(self, data):
-        if isinstance(data, (tuple, list)):
-            data = data[0]
-        if self._fit_settings is None:
-            raise ValueError("call model.compile(optimizer=..., estimator=..., "
-                             "num_samples=...) before fit/evaluate.")
-        return self.check_inputs(data)
-
-    def _report(self, bound, log_weights):
-        values = dict(loss=-tf.reduce_mean(bound), bound=tf.reduce_mean(bound),
-                      iwae_bound=tf.reduce_mean(objectives.iwae_bound(log_weights)),
-                      elbo=tf.reduce_mean(objectives.vae_bound(log_weights)),
-                      ess=tf.reduce_mean(objectives.effective_sample_size(log_weights)))
-        for name, value in values.items():
-            self._trackers[name].update_state(value)
-        return {name: t.result() for name, t in self._trackers.items()}
-
-    def train_step(self, data):
-        x = self._fit_batch(data)
-        s = self._fit_settings
-        step_seed = seeds.fold_in(s["seed"], self.optimizer.iterations)
-        dec_vars, enc_vars = self.decoder_variables, self.encoder_variables
-        out = estimators.estimator_gradients(
-            s["estimator"], x, prior=self.prior, likelihood_fn=self.decoder,
-            posterior_fn=self.encoder, encoder_variables=enc_vars,
-            decoder_variables=dec_vars, num_samples=s["num_samples"], seed=step_seed)
-        grads = list(out["decoder_grads"]) + list(out["encoder_grads"])
-        self.optimizer.apply(grads, dec_vars + enc_vars)
-        return self._report(out["bound"], tf.stop_gradient(out["log_weights"]))
-
-    def test_step(self, data):
-        x = self._fit_batch(data)
-        s = self._fit_settings
-        lw = self.log_weights(x, s["num_samples"], seed=s["seed"])
-        return self._report(objectives.iwae_bound(lw), lw)
 
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder_network),
