@@ -35,6 +35,7 @@ class ImportanceWeightedMarginal(tfd.Distribution):
         parameters = dict(locals())
         self._model = model
         self._num_samples = objectives.check_num_samples(num_samples)
+        seeds.stateless_seed(seed)  # refuses a seed of another kind now, by name
         self._seed = seed
         super().__init__(dtype=tf.float32,
                          reparameterization_type=tfd.NOT_REPARAMETERIZED,
