@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import evaluation, seeds
+from tfp_iwae import evaluation, objectives, seeds
 
 D = 784
 
@@ -19,6 +19,28 @@ def _binary(n, seed=0):
 @pytest.fixture(scope="module")
 def model():
     return tfp_iwae.IWAE(1, seed=0)
+
+
+# -- 2. Log weights must be floating --------------------------------------------------------
+@pytest.mark.parametrize("fn", [objectives.iwae_bound, objectives.vae_bound,
+                                objectives.normalized_weights,
+                                objectives.effective_sample_size])
+def test_objectives_refuse_non_floating_log_weights_by_name(fn):
+    # An int32 Tensor raised TensorFlow's "attr 'T' of int32 is not in the list of
+    # allowed values"; integer, bool and complex dtypes are refused naming the function,
+    # `log_weights`, the expected float [num_samples, *batch] in nats and the dtype given.
+    name = fn.__name__
+    for bad, dtype in ((tf.constant([[1, 2], [3, 4]]), "int32"),
+                       (np.array([[1, 2], [3, 4]], np.int64), "int64"),
+                       (tf.constant([[True, False]]), "bool")):
+        with pytest.raises(TypeError, match=rf"^{name}: `log_weights` must be float log "
+                                            rf"weights \[num_samples, \*batch\] in nats "
+                                            rf".*got dtype {dtype}\.$"):
+            fn(bad)
+    # Python numbers are numbers: converted to float32, as before.
+    lw = [[0., -1.], [-2., 0.]]
+    np.testing.assert_allclose(fn([[0, -1], [-2, 0]]).numpy(), fn(lw).numpy())
+    assert fn(tf.constant(lw, tf.float64)).dtype == tf.float64
 
 
 # -- 3. Seeds ----------------------------------------------------------------------------
