@@ -84,3 +84,20 @@ def test_seeds_still_accept_ints_numpy_ints_pairs_and_none(model):
         tfp_iwae.IWAE(1, seed="abc")
     with pytest.raises(ValueError, match=r"`seed`: expected a non-negative int, got -1"):
         seeds.stateless_seed(-1)
+
+
+# -- 4. sample(0) ------------------------------------------------------------------------
+@pytest.mark.parametrize("layers", [1, 2])
+def test_sample_zero_is_an_empty_sample(layers):
+    # IWAE.sample(0) and the marginal's sample(0) raised "`n` must be >= 1" where a TFP
+    # distribution (and the exported `sample` signature) returns an empty sample.
+    m = tfp_iwae.IWAE(layers, seed=0)
+    p_x = tfp_iwae.ImportanceWeightedMarginal(m, num_samples=2, seed=0)
+    for draw in (m.sample(0, seed=1), m.sample(0, seed=1, mean=True), p_x.sample(0),
+                 p_x.sample(0, seed=1), *m.sample_and_mean(0, seed=1),
+                 tf.function(lambda n: m.sample(n, seed=1))(tf.constant(0))):
+        assert draw.shape == (0, D) and draw.dtype == tf.float32
+    for call in (m.sample, p_x.sample, m.sample_and_mean):
+        with pytest.raises(ValueError, match=r"`n` must be >= 0 \(the number of samples "
+                                             r"to draw\), got -1"):
+            call(-1)

@@ -274,12 +274,17 @@ class IWAE(keras.Model):
     def sample(self, n, seed=None, mean=False):
         """Ancestral samples x ~ p(z) p(x|z), shape `[n, input_dim]`.
 
-        `n` is a Python int >= 1 or a scalar integer Tensor (also one only known when a
-        `tf.function` runs; checked then). With `mean=True`, returns E[x|z] (Bernoulli
-        probabilities) instead of a sample.
+        `n` is a Python int >= 0 or a scalar integer Tensor (also one only known when a
+        `tf.function` runs; checked then); 0 gives an empty `[0, input_dim]` sample, as
+        a TFP distribution's `sample(0)` does. With `mean=True`, returns E[x|z]
+        (Bernoulli probabilities) instead of a sample.
+
+        Raises:
+          ValueError: n negative or not an integer (InvalidArgumentError at run time for
+            a Tensor n known only then).
         """
         n = objectives.check_num_samples(n, "n", "the number of samples to draw",
-                                         allow_tensor=True)
+                                         allow_tensor=True, minimum=0)
         px, seed_x = self._generate(n, seed)
         return px.mean() if mean else px.sample(seed=seed_x)
 
@@ -288,7 +293,7 @@ class IWAE(keras.Model):
         probabilities) for the same ancestral draws z ~ p(z).
 
         The same numbers as `sample(n, seed)` and `sample(n, seed, mean=True)`; `n` as in
-        `sample`, but 0 is allowed (empty `[0, input_dim]` results).
+        `sample` (0: empty `[0, input_dim]` results).
         """
         n = objectives.check_num_samples(n, "n", "the number of samples to draw",
                                          allow_tensor=True, minimum=0)
