@@ -7,18 +7,150 @@ import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import evaluation, objectives, seeds
+from tfp_iwae import evaluation, export, networks, objectives, seeds
 
 D = 784
+OUTSIDE = r"x must be in \[0, 1\] for a Bernoulli likelihood .*continuous relaxation"
 
 
 def _binary(n, seed=0):
     return (np.random.RandomState(seed).rand(n, D) < 0.3).astype(np.float32)
 
 
+def _out_of_range(low, high):
+    """Two rows of binary pixels with one pixel at `low` and one at `high`."""
+    x = _binary(2)
+    x[0, 3], x[1, 5] = low, high
+    return x
+
+
 @pytest.fixture(scope="module")
 def model():
     return tfp_iwae.IWAE(1, seed=0)
+
+
+# -- 1. Bernoulli pixels outside [0, 1] ---------------------------------------------------
+@pytest.mark.parametrize("low,high", [(-1., 1.), (0., 2.), (-1., 2.), (0., 255.),
+                                      (-np.inf, 1.), (0., np.inf)])
+def test_library_refuses_bernoulli_pixels_outside_unit_interval_eagerly(model, low, high):
+    # -1 and 2 used to get log weights of +5744 / -3376 "nats" (the relaxation x l -
+    # softplus(l) takes any x). Refused eagerly by log_weights, bound, the encoder,
+    # posterior_parameters, reconstruct and the marginal's log_prob/prob, naming x, the
+    # range [0, 1] and the smallest and largest value found.
+    x = _out_of_range(low, high)
+    outside = int(low < 0) + int(high > 1)
+    found = rf"min {float(low)!r}, max {float(high)!r} \({outside} of {2 * D} values outside\)"
+    p_x = tfp_iwae.ImportanceWeightedMarginal(model, num_samples=3, seed=0)
+    calls = {"log_weights": lambda v: model.log_weights(v, 3, seed=0),
+             "bound": lambda v: model.bound(v, 3, seed=0), "encoder": model.encoder,
+             "posterior_parameters": model.posterior_parameters,
+             "reconstruct": lambda v: model.reconstruct(v, seed=0),
+             "marginal.log_prob": p_x.log_prob, "marginal.prob": p_x.prob}
+    for name, call in calls.items():
+        for value in (x, tf.constant(x)):
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match=rf"{OUTSIDE}.*{found}"):
+                call(value)
+                pytest.fail(f"{name} scored x in [{low}, {high}]")
+
+
+def test_library_refuses_pixels_outside_unit_interval_inside_tf_function(model):
+    # In a tf.function (shape unknown at trace time) the check runs with the graph.
+    lw = tf.function(lambda x: model.log_weights(x, 2, seed=0),
+                     input_signature=[tf.TensorSpec([None, D], tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"{OUTSIDE}.*\[min\] \[-1\] \[max\] \[2\]"):
+        lw(tf.constant(_out_of_range(-1., 2.)))
+    np.testing.assert_allclose(lw(tf.constant(_binary(2))).numpy(),
+                               model.log_weights(_binary(2), 2, seed=0).numpy(), rtol=1e-6)
+
+
+def test_grey_levels_are_scored_with_the_continuous_relaxation(model):
+    # Grey levels in [0, 1] (0 and 1 included) keep working without validate_args: the
+    # relaxation x log p + (1 - x) log(1 - p) of the Bernoulli. NaN is not refused by the
+    # always-on range check (it scores NaN); validate_args refuses it.
+    x = np.random.RandomState(1).rand(2, D).astype(np.float32)
+    x[0, :2] = 0., 1.
+    assert np.all(np.isfinite(model.log_weights(x, 2, seed=0).numpy()))
+    p_x = tfp_iwae.ImportanceWeightedMarginal(model, num_samples=2, seed=0)
+    assert np.all(np.isfinite(p_x.log_prob(x).numpy()))
+    logits = np.linspace(-5., 5., D).astype(np.float32)
+    p = 1. / (1. + np.exp(-logits.astype(np.float64)))
+    want = np.sum(x * np.log(p) + (1. - x) * np.log1p(-p), axis=-1)
+    np.testing.assert_allclose(networks.BernoulliLogits(logits).log_prob(x).numpy(), want,
+                               rtol=1e-5)
+    assert np.all(np.isnan(model.log_weights(np.full([1, D], np.nan, np.float32), 2,
+                                             seed=0).numpy()))
+    strict = tfp_iwae.IWAE(1, seed=0, validate_args=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x must be binary"):
+        strict.log_weights(x, 2, seed=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x must be finite"):
+        strict.log_weights(np.full([1, D], np.nan, np.float32), 2, seed=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x must be binary"):
+        networks.BernoulliLogits(logits, validate_args=True).log_prob(
+            np.full([D], np.nan, np.float32))
+
+
+def test_gaussian_likelihood_has_no_range(model):
+    gauss = tfp_iwae.IWAE(1, seed=0, likelihood="gaussian")
+    lw = gauss.log_weights(_out_of_range(-1., 2.), 2, seed=0)
+    assert np.all(np.isfinite(lw.numpy()))
+
+
+@pytest.mark.parametrize("decoder_matmuls", ["xla", "tensorflow"])
+def test_estimate_log_likelihood_refuses_pixels_outside_unit_interval(model,
+                                                                      decoder_matmuls):
+    # Its compiled programs cannot check x (XLA drops assertions): the array, or each
+    # batch of a Dataset, is checked before it is dispatched.
+    x = _out_of_range(-1., 2.)
+    for data in (x, tf.data.Dataset.from_tensor_slices(x).batch(2)):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"{OUTSIDE}.*min -1\.0, max 2\.0"):
+            evaluation.estimate_log_likelihood(model, data, 2, seed=0,
+                                               decoder_matmuls=decoder_matmuls)
+    got = evaluation.estimate_log_likelihood(model, _binary(2), 2, seed=0,
+                                             decoder_matmuls=decoder_matmuls)
+    assert got.shape == (2,) and np.all(np.isfinite(got))
+
+
+def test_xla_compiled_functions_build_no_range_assertion(model):
+    # XLA drops run-time assertions ("Ignoring Assert operator" at every compile), so
+    # inside jit_compile=True none is built: the compiled training step and evaluation
+    # (which take pixels checked when loaded) compile as before and give the same
+    # numbers; a plain tf.function holds the assertion.
+    spec = [tf.TensorSpec([2, D], tf.float32)]
+
+    def fn(x):
+        return model.log_weights(x, 2, seed=0)
+
+    def names(jit):
+        graph = tf.function(fn, jit_compile=jit).get_concrete_function(*spec).graph
+        return [op.name for op in graph.get_operations()]
+
+    assert not any("Assert" in n for n in names(True))
+    assert any("Assert" in n for n in names(False))
+    x = tf.constant(_binary(2))
+    np.testing.assert_allclose(tf.function(fn, jit_compile=True)(x).numpy(),
+                               fn(x).numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_saved_model_signatures_refuse_pixels_outside_unit_interval(model, tmp_path):
+    # The exported log_prob returned +5744 / -3376 for pixels -1 / 2; log_prob and encode
+    # now refuse them naming the signature, x, [0, 1] and the min/max found; grey levels
+    # are scored (the relaxation) and encoded.
+    path = export.export_saved_model(model, str(tmp_path / "sm"), num_samples=3, seed=0)
+    loaded = tf.saved_model.load(path)
+    for name in ("log_prob", "encode"):
+        for low, high in ((-1., 1.), (0., 2.)):
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match=rf"{name}: {OUTSIDE}.*\[min\] \[{low:g}\] \[max\] "
+                                     rf"\[{high:g}\]"):
+                loaded.signatures[name](x=tf.constant(_out_of_range(low, high)))
+    grey = tf.fill([2, D], 0.5)
+    np.testing.assert_allclose(
+        loaded.signatures["log_prob"](x=grey)["log_prob"].numpy(),
+        objectives.iwae_bound(model.log_weights(grey, 3, seed=0)).numpy(), rtol=1e-5)
+    assert loaded.signatures["encode"](x=grey)["h1_mean"].shape == (2, 50)
 
 
 # -- 2. Log weights must be floating --------------------------------------------------------
