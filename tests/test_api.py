@@ -40,7 +40,8 @@ def test_make_optimizer_accepts_numbers_and_schedules():
 @pytest.mark.parametrize("layers", [1, 2])
 def test_sample_accepts_a_tensor_n_inside_tf_function(layers):
     # n known only when the function runs: IWAE.sample and the marginal's sample draw
-    # [n, 784] as they do eagerly (same seed, same draws), and n < 1 is refused then.
+    # [n, 784] as they do eagerly (same seed, same draws), and n < 0 is refused then
+    # (0 is an empty sample).
     m = tfp_iwae.IWAE(layers, seed=0)
     sample = tf.function(lambda n: m.sample(n, seed=1))
     np.testing.assert_array_equal(sample(tf.constant(3)).numpy(), m.sample(3, seed=1).numpy())
@@ -49,23 +50,24 @@ def test_sample_accepts_a_tensor_n_inside_tf_function(layers):
     got = marginal_sample(tf.constant(4))
     assert got.shape == (4, 784)
     np.testing.assert_array_equal(got.numpy(), p_x.sample(4, seed=2).numpy())
+    assert sample(tf.constant(0)).shape == (0, 784)
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"`n` must be >= 1 \(the number of samples to draw\)"):
-        sample(tf.constant(0))
+                       match=r"`n` must be >= 0 \(the number of samples to draw\)"):
+        sample(tf.constant(-1))
 
 
 def test_count_errors_name_what_the_count_is():
     # The "(the number of importance samples k)" gloss belongs to num_samples only.
     from tfp_iwae import objectives
-    with pytest.raises(ValueError, match=r"^`n` must be >= 1 \(the number of samples to "
-                                         r"draw\), got 0\.$"):
-        tfp_iwae.IWAE(1).sample(0)
+    with pytest.raises(ValueError, match=r"^`n` must be >= 0 \(the number of samples to "
+                                         r"draw\), got -1\.$"):
+        tfp_iwae.IWAE(1).sample(-1)
     with pytest.raises(ValueError, match=r"^`chunk_size` must be >= 1, got 0\.$"):
         objectives.check_num_samples(0, "chunk_size")
     with pytest.raises(ValueError, match=r"^`num_samples` must be a positive Python integer "
                                          r"\(the number of importance samples k\), got 2\.5"):
         objectives.check_num_samples(2.5)
-    with pytest.raises(ValueError, match=r"`n` must be a positive integer or a scalar "
+    with pytest.raises(ValueError, match=r"`n` must be a non-negative integer or a scalar "
                                          r"integer Tensor \(the number of samples to draw\)"):
         tfp_iwae.IWAE(1).sample(tf.constant([2, 3]))
 

@@ -50,13 +50,20 @@ def _log_sum_exp(a, axis):
     return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
 
 
-def _batches(x_or_dataset, batch_size):
-    """Batches `[b, input_dim]` float32 Tensors; an array goes to the device once, whole."""
+def _batches(x_or_dataset, batch_size, check):
+    """Batches `[b, input_dim]` float32 Tensors; an array goes to the device once, whole.
+
+    `check` (the model's `check_inputs`) runs eagerly on the whole array, or on each
+    batch of a Dataset, before that batch is dispatched: the compiled programs cannot
+    check their input (XLA drops run-time assertions), so integer dtypes, a Bernoulli
+    model's pixels outside [0, 1] and (with the model's validate_args) non-binary or
+    non-finite pixels are refused here.
+    """
     if isinstance(x_or_dataset, tf.data.Dataset):
         for x in x_or_dataset:
-            yield x
+            yield check(x)
         return
-    x = tf.constant(np.asarray(x_or_dataset, np.float32))
+    x = check(x_or_dataset)
     for start in range(0, int(x.shape[0]), batch_size):
         yield x[start:start + batch_size]
 
@@ -224,8 +231,8 @@ def _split_estimator(model_ref):
 
     @tf.function
     def batch_log_mean_exp(x, seed, num_full, chunk, rest, keep):
-        # float32 as `log_weights` would see it (a Dataset may yield other dtypes); the
-        # support checks of validate_args run in `draw`, through the encoder.
+        # float32 as `log_weights` would see it; `estimate_log_likelihood` checked x
+        # (range, and the support with validate_args) eagerly before the call.
         x = model_ref().check_inputs(x, validate_args=False)
         return _log_mean_exp_over_chunks(chunk_log_weights, x, seed, num_full, chunk, rest,
                                          keep)
@@ -251,7 +258,11 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
 
     Args:
       model: an `IWAE`.
-      x_or_dataset: array `[N, input_dim]` or a `tf.data.Dataset` of such batches.
+      x_or_dataset: array `[N, input_dim]` or a `tf.data.Dataset` of such batches,
+        float (see `IWAE.check_inputs`; checked eagerly before the compiled programs
+        run: for a Bernoulli model a pixel outside [0, 1] is refused with an
+        InvalidArgumentError naming the smallest and largest value; grey levels in
+        [0, 1] are scored with the continuous relaxation).
       num_samples: k.
       chunk_size: samples per chunk (any size; need not divide k). Default keeps
         chunk * batch near 50,000 rows.
@@ -287,7 +298,7 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
         raise ValueError(f"estimate_log_likelihood: `progress` must be None or a callable "
                          f"progress(images_done, batch_estimates), got {progress!r}.")
     results, host_lw, pending, done = [], [], None, 0
-    for x in _batches(x_or_dataset, batch_size):
+    for x in _batches(x_or_dataset, batch_size, model.check_inputs):
         out = fn(x, base, num_full, chunk, k % chunk, bool(return_log_weights))
         if return_log_weights:
             out, lw = out

@@ -2,19 +2,23 @@
 
 import tensorflow as tf
 
+from tfp_iwae import networks
 from tfp_iwae import objectives
 from tfp_iwae import seeds
 
 __all__ = ["export_saved_model"]
 
 
-def _checked_rows(x, dim, signature):
-    """x, with a run-time check that its shape is [N, dim].
+def _checked_rows(x, dim, signature, unit_interval):
+    """x, with run-time checks that its shape is [N, dim] and, if `unit_interval`, that
+    every value lies in [0, 1].
 
     A loaded SavedModel's signature functions do not check an input's shape against
     their `TensorSpec([None, dim])` (only its dtype), so a wrong shape would reach the
     first matmul and fail there, naming a fused network node (e.g. `.../Tanh` or
-    `.../BiasAdd`) instead of the input. This check runs before the networks.
+    `.../BiasAdd`) instead of the input. This check runs before the networks. The range
+    (a Bernoulli model's: `networks.assert_unit_interval`, named with the signature)
+    is checked after the shape.
     """
     shape = tf.shape(x)
     padded = tf.concat([shape, [-1, -1]], axis=0)  # rank < 2 cannot index out of range
@@ -22,7 +26,8 @@ def _checked_rows(x, dim, signature):
     with tf.control_dependencies([tf.debugging.Assert(ok, [
             f"{signature}: `x` must have shape [None, {dim}] (float32, one flattened "
             f"observation of {dim} values per row); got shape", shape])]):
-        return tf.identity(x)
+        x = tf.identity(x)
+    return networks.assert_unit_interval(x, where=signature) if unit_interval else x
 
 
 class _Serving(tf.Module):
@@ -33,10 +38,11 @@ class _Serving(tf.Module):
         self._k = objectives.check_num_samples(num_samples)
         self._seed = seeds.stateless_seed(seed)
         dim = model.input_dim
+        unit = model.likelihood == "bernoulli"  # x in [0, 1]; a Gaussian's x has no range
 
         @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="x")])
         def log_prob(x):
-            x = _checked_rows(x, dim, "log_prob")
+            x = _checked_rows(x, dim, "log_prob", unit)
             lw = self._model.log_weights(x, self._k, seed=self._seed)
             return {"log_prob": objectives.iwae_bound(lw)}
 
@@ -50,7 +56,7 @@ class _Serving(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="x")])
         def encode(x):
-            x = _checked_rows(x, dim, "encode")
+            x = _checked_rows(x, dim, "encode", unit)
             params = self._model.posterior_parameters(x)  # layer 2 at h1's mean
             loc, scale = params[0]
             out = {"h1_mean": loc, "h1_stddev": scale}
@@ -73,7 +79,15 @@ def export_saved_model(model, path, num_samples=1000, seed=0):
     Load with plain `tf.saved_model.load(path).signatures["log_prob"](x=...)`. x must be
     float32 `[N, 784]` (`input_dim` columns): another shape fails with an
     InvalidArgumentError naming the signature and the expected `[None, 784]`, another
-    dtype with TensorFlow's message that a float tensor was expected; n must be >= 0.
+    dtype with TensorFlow's message that a float tensor was expected; n must be >= 0
+    (0: empty `[0, 784]` results).
+
+    For a Bernoulli model (`likelihood="bernoulli"`) `log_prob` and `encode` refuse x
+    outside [0, 1] (InvalidArgumentError naming the signature, the range and the
+    smallest and largest value found; nothing is clipped): binary pixels are scored
+    exactly, grey levels in [0, 1] with the continuous relaxation of the Bernoulli,
+    x log p + (1 - x) log(1 - p), as `IWAE.log_weights` scores them. A model built with
+    `validate_args` also makes `log_prob` refuse non-binary or non-finite x.
     """
     module = _Serving(model, num_samples, seed)
     tf.saved_model.save(module, path, signatures={

@@ -17,7 +17,13 @@ class ImportanceWeightedMarginal(tfd.Distribution):
     Event shape `[input_dim]`, batch shape `[]`. `log_prob(x)` for x `[*s, input_dim]`
     returns `[*s]`: logsumexp over k importance samples minus log k, a stochastic lower
     bound on log p(x) whose expectation increases to log p(x) as k grows. `sample(n)` is
-    ancestral sampling z ~ p(z), x ~ p(x|z).
+    ancestral sampling z ~ p(z), x ~ p(x|z), `[n, input_dim]` (n = 0: an empty sample).
+
+    For a Bernoulli model x must lie in [0, 1], always (InvalidArgumentError naming the
+    smallest and largest value otherwise; nothing is clipped): binary pixels are scored
+    exactly, grey levels in [0, 1] with the continuous relaxation of the Bernoulli,
+    x log p + (1 - x) log(1 - p) (see `IWAE.check_inputs`). With `validate_args` only
+    binary, finite pixels pass.
 
     Args:
       model: an `IWAE`.
@@ -35,6 +41,7 @@ class ImportanceWeightedMarginal(tfd.Distribution):
         parameters = dict(locals())
         self._model = model
         self._num_samples = objectives.check_num_samples(num_samples)
+        seeds.stateless_seed(seed)  # refuses a seed of another kind now, by name
         self._seed = seed
         super().__init__(dtype=tf.float32,
                          reparameterization_type=tfd.NOT_REPARAMETERIZED,
@@ -69,7 +76,8 @@ class ImportanceWeightedMarginal(tfd.Distribution):
         """L_k(x) `[*s]` in nats for x `[*s, input_dim]` float32 (see the class docstring).
 
         x's dtype is checked here, before `tfd.Distribution.log_prob` would cast a NumPy
-        array to float32: a uint8 0-255 image is refused (ValueError), not scored.
+        array to float32: a uint8 0-255 image is refused (ValueError), not scored; so is
+        (Bernoulli) a pixel outside [0, 1] (InvalidArgumentError).
         """
         return super().log_prob(self._model.check_inputs(value, validate_args=False),
                                 name=name, **kwargs)
@@ -80,8 +88,9 @@ class ImportanceWeightedMarginal(tfd.Distribution):
                             name=name, **kwargs)
 
     def _log_prob(self, x):
-        # dtype and shape are always checked; the support (finite, Bernoulli: binary)
-        # when this distribution or its model has validate_args.
+        # dtype, shape and (Bernoulli) the range [0, 1] are always checked; the support
+        # (finite, Bernoulli: binary) when this distribution or its model has
+        # validate_args.
         x = self._model.check_inputs(x, validate_args=self.validate_args or None)
         lead = tf.shape(x)[:-1]
         flat = tf.reshape(x, [-1, self._model.input_dim])

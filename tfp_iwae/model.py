@@ -48,7 +48,8 @@ class IWAE(keras.Model):
         that maps the layer below to it (encoder order; the decoder mirrors them).
       activation: hidden activation (paper: tanh).
       likelihood: `bernoulli` (binary pixels; [0, 1] intensities are scored with the
-        continuous relaxation unless `validate_args`) or `gaussian` (continuous x).
+        continuous relaxation unless `validate_args`; x outside [0, 1] is always
+        refused, see `check_inputs`) or `gaussian` (continuous x).
       std_parameterization: `exp` (paper) or `softplus` for every Gaussian layer.
       min_std: floor added to softplus standard deviations.
       data_mean: optional mean training image `[input_dim]`; initialises the Bernoulli
@@ -167,6 +168,18 @@ class IWAE(keras.Model):
         score as data (convert to [0, 1] and binarise first). Python numbers and lists
         are converted to float32.
 
+        Range (Bernoulli likelihood, always): every pixel must lie in [0, 1]. Binary
+        pixels are the Bernoulli support; grey levels in [0, 1] (e.g. 0.5) are scored
+        with the continuous relaxation of the Bernoulli, x log p + (1 - x) log(1 - p)
+        (as the paper's code scores unbinarised intensities). A value outside [0, 1]
+        (e.g. -1 or 2) is refused: the relaxation would turn it into a number with no
+        meaning (thousands of positive "nats"). Nothing is clipped. Eager x is checked
+        at once; in a `tf.function` a run-time assertion checks it; inside an
+        XLA-compiled function (`jit_compile=True`, e.g. the training step and the
+        evaluation's programs, whose pixels were checked when they were loaded) XLA
+        would drop the assertion, so none is built. The Gaussian likelihood has no
+        range.
+
         Args:
           x: observations, `[*batch, input_dim]`.
           validate_args: also check at run time that x is finite and, for the
@@ -176,8 +189,10 @@ class IWAE(keras.Model):
         Raises:
           ValueError: an integer or non-numeric dtype, or a trailing dimension other
             than `input_dim` (both named with what was given).
-          InvalidArgumentError: (run time, with validate_args) NaN/inf or, Bernoulli, a
-            value outside [0, 1] or strictly between 0 and 1.
+          InvalidArgumentError: (eagerly, or at run time in a `tf.function`) Bernoulli:
+            a value outside [0, 1], named with the smallest and largest value found;
+            with validate_args also NaN/inf or, Bernoulli, a value strictly between 0
+            and 1.
         """
         validate = self.validate_args if validate_args is None else validate_args
         dtype = getattr(x, "dtype", None)
@@ -203,8 +218,8 @@ class IWAE(keras.Model):
                              f"observations), got shape {x.shape}.")
         if validate:
             x = tf.debugging.assert_all_finite(x, "x must be finite (found NaN/inf)")
-            if self.likelihood == "bernoulli":
-                x = networks.assert_binary(x)
+        if self.likelihood == "bernoulli":
+            x = networks.assert_binary(x) if validate else networks.assert_unit_interval(x)
         return x
 
     def encoder(self, x):
@@ -223,9 +238,10 @@ class IWAE(keras.Model):
         """The Gaussian parameters of q(z|x), one `(loc, scale)` pair per stochastic layer.
 
         Args:
-          x: float32 observations `[batch, input_dim]` (any `[*batch, input_dim]`); dtype
-            and trailing size are checked as in `check_inputs`, the support is not (the
-            encoder's parameters are defined for any x).
+          x: float32 observations `[batch, input_dim]` (any `[*batch, input_dim]`); dtype,
+            trailing size and (Bernoulli) the range [0, 1] are checked as in
+            `check_inputs`; binarity is not, whatever `validate_args` (grey levels are
+            encoded as they are).
           seed: where layer 2's q(h2|h1) is evaluated (two-layer models): None, at
             h1 = loc1, the mean of q(h1|x); else at one sample h1 = loc1 + scale1 * eps,
             eps = `seeds.normal(shape, seeds.stateless_seed(seed))` (an int or a `[2]`
@@ -255,7 +271,11 @@ class IWAE(keras.Model):
     def log_weights(self, x, num_samples, seed=None, likelihood_block=None):
         """`log p(x, z_i) - log q(z_i|x)`, shape `[num_samples, batch]`, in nats.
 
-        x: `[batch, input_dim]`, float32 (see `check_inputs` for dtypes and checks).
+        x: `[batch, input_dim]`, float32 (see `check_inputs` for dtypes and checks). For
+        the Bernoulli likelihood every pixel must lie in [0, 1] (else
+        InvalidArgumentError naming the smallest and largest value): binary pixels are
+        scored exactly, grey levels with the continuous relaxation
+        x log p + (1 - x) log(1 - p); with `validate_args` only binary pixels pass.
         likelihood_block: p(x|z) `likelihood_block` samples at a time (same draws; see
         `objectives.log_weights`).
         """
@@ -274,12 +294,17 @@ class IWAE(keras.Model):
     def sample(self, n, seed=None, mean=False):
         """Ancestral samples x ~ p(z) p(x|z), shape `[n, input_dim]`.
 
-        `n` is a Python int >= 1 or a scalar integer Tensor (also one only known when a
-        `tf.function` runs; checked then). With `mean=True`, returns E[x|z] (Bernoulli
-        probabilities) instead of a sample.
+        `n` is a Python int >= 0 or a scalar integer Tensor (also one only known when a
+        `tf.function` runs; checked then); 0 gives an empty `[0, input_dim]` sample, as
+        a TFP distribution's `sample(0)` does. With `mean=True`, returns E[x|z]
+        (Bernoulli probabilities) instead of a sample.
+
+        Raises:
+          ValueError: n negative or not an integer (InvalidArgumentError at run time for
+            a Tensor n known only then).
         """
         n = objectives.check_num_samples(n, "n", "the number of samples to draw",
-                                         allow_tensor=True)
+                                         allow_tensor=True, minimum=0)
         px, seed_x = self._generate(n, seed)
         return px.mean() if mean else px.sample(seed=seed_x)
 
@@ -288,7 +313,7 @@ class IWAE(keras.Model):
         probabilities) for the same ancestral draws z ~ p(z).
 
         The same numbers as `sample(n, seed)` and `sample(n, seed, mean=True)`; `n` as in
-        `sample`, but 0 is allowed (empty `[0, input_dim]` results).
+        `sample` (0: empty `[0, input_dim]` results).
         """
         n = objectives.check_num_samples(n, "n", "the number of samples to draw",
                                          allow_tensor=True, minimum=0)

@@ -12,6 +12,11 @@ import tensorflow_probability as tfp
 
 from tfp_iwae import seeds
 
+try:  # TensorFlow's own test for "inside an XLA-compiled function" (TFP uses it too)
+    from tensorflow.python.ops import control_flow_util as _control_flow_util
+except ImportError:  # pragma: no cover
+    _control_flow_util = None
+
 tfd = tfp.distributions
 
 __all__ = ["MLP", "DiagonalGaussian", "GaussianLayer", "BernoulliLayer", "GaussianObservationLayer",
@@ -283,15 +288,64 @@ class BernoulliLogits(tfd.Independent):
         return bernoulli_log_prob(x, self._logits)
 
 
-def assert_unit_interval(x):
-    """x, with run-time checks that it lies in [0, 1] (InvalidArgumentError otherwise)."""
-    with tf.control_dependencies([
-            tf.debugging.assert_greater_equal(
-                x, tf.zeros([], x.dtype),
-                message="x must be in [0, 1] for a Bernoulli likelihood"),
-            tf.debugging.assert_less_equal(
-                x, tf.ones([], x.dtype),
-                message="x must be in [0, 1] for a Bernoulli likelihood")]):
+def _in_xla_context():
+    """True while tracing a function XLA compiles (`tf.function(jit_compile=True)`).
+
+    XLA drops run-time assertions (logging "Ignoring Assert operator" at every compile),
+    so the checks below build none there: the compiled training step, fused loop and
+    evaluation take pixels checked where they entered (at data load, and in
+    `evaluation.estimate_log_likelihood` before its batches are dispatched).
+    """
+    if _control_flow_util is None:  # pragma: no cover (a TensorFlow without the module)
+        return False
+    return _control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def assert_unit_interval(x, where=None):
+    """x, checked to lie in [0, 1]: the x a Bernoulli likelihood scores.
+
+    Binary pixels are the Bernoulli support; grey levels in [0, 1] are scored with the
+    continuous relaxation x log p + (1 - x) log(1 - p). A value below 0 or above 1
+    (e.g. -1, 2 or a 0-255 pixel) has no meaning there: the relaxation would return a
+    number (positive "log-probabilities" of thousands of nats), so it is refused. NaN is
+    not refused here (it gives a NaN log-probability); `validate_args` refuses it.
+
+    Eager x is checked at once on the host; in a `tf.function` a run-time assertion
+    checks it; inside an XLA-compiled function nothing is checked (see `_in_xla_context`).
+
+    Args:
+      x: a float Tensor (or array) of any shape.
+      where: optional prefix of the message naming the entry point (e.g. `log_prob`).
+
+    Returns:
+      x as a Tensor.
+
+    Raises:
+      InvalidArgumentError: "x must be in [0, 1] for a Bernoulli likelihood ...", with
+        the smallest and largest value found (eagerly, also how many lie outside).
+    """
+    x = tf.convert_to_tensor(x)
+    message = (f"{where + ': ' if where else ''}x must be in [0, 1] for a Bernoulli "
+               f"likelihood (binary pixels, or grey levels scored with the continuous "
+               f"relaxation); found values outside [0, 1]:")
+    if tf.executing_eagerly():
+        values = x.numpy()
+        outside = (values < 0) | (values > 1)
+        if outside.any():
+            raise tf.errors.InvalidArgumentError(
+                None, None, f"{message} min {float(np.nanmin(values))!r}, max "
+                            f"{float(np.nanmax(values))!r} ({int(outside.sum())} of "
+                            f"{values.size} values outside).")
+        return x
+    if _in_xla_context():
+        return x
+    nan = tf.math.is_nan(x)
+    inf = tf.constant(np.inf, x.dtype)
+    low = tf.reduce_min(tf.where(nan, inf, x))  # NaN ignored; +inf when x is empty
+    high = tf.reduce_max(tf.where(nan, -inf, x))
+    ok = tf.logical_and(low >= 0., high <= 1.)
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message, "min", low, "max",
+                                                           high])]):
         return tf.identity(x)
 
 
@@ -300,16 +354,21 @@ def assert_binary(x):
 
     A value outside [0, 1] (e.g. a 0-255 pixel) fails the `assert_unit_interval` check;
     a value strictly between 0 and 1 (e.g. 0.5, an unbinarised intensity, which the
-    relaxation `x l - softplus(l)` would score without complaint) fails with a message
-    saying x must be binary. InvalidArgumentError in both cases.
+    relaxation `x l - softplus(l)` would score without complaint), or NaN, fails with a
+    message saying x must be binary. InvalidArgumentError in both cases. Nothing is
+    checked inside an XLA-compiled function (see `_in_xla_context`).
     """
     x = assert_unit_interval(x)
+    if _in_xla_context():
+        return x
     inside = tf.math.logical_and(x > 0., x < 1.)
+    binary = tf.math.logical_or(tf.equal(x, 0.), tf.equal(x, 1.))
     largest = tf.reduce_max(tf.where(inside, x, tf.zeros_like(x)))
     with tf.control_dependencies([tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(inside)),
+            tf.reduce_all(binary),
             ["x must be binary (every pixel 0 or 1) for a Bernoulli likelihood with "
-             "validate_args; found values strictly between 0 and 1, the largest:", largest,
+             "validate_args; found values strictly between 0 and 1 (or NaN), the largest:",
+             largest,
              "(binarise the data first; without validate_args such values are scored "
              "with the continuous [0, 1] relaxation)"])]):
         return tf.identity(x)

@@ -136,14 +136,34 @@ def log_likelihood_in_blocks(log_likelihood, z, num_samples, block, dtype):
 def _checked_log_weights(log_weights, axis, fn_name):
     """`log_weights` as a Tensor with at least one sample along `axis`, else a clear error.
 
+    The dtype must be floating (log weights are real numbers in nats): an integer, bool
+    or complex array/Tensor is refused with a TypeError naming `log_weights` and the
+    dtype (TensorFlow's own error named an op attribute, "attr 'T' of int32"); Python
+    numbers and lists of numbers are converted to float32.
+
     A known (static) shape is checked at once (ValueError); a sample axis of unknown
     length (e.g. inside a `tf.function` traced with `[None, None]`) gets a run-time
     assertion (InvalidArgumentError) naming the same problem. XLA (`jit_compile=True`)
     drops run-time assertions, so there only static shapes are checked; the training
     step's shapes are static, so its compiled graph holds no assertion.
     """
-    log_weights = tf.convert_to_tensor(log_weights)
     what = f"{fn_name}: `log_weights`"
+
+    def refuse(dtype):
+        raise TypeError(f"{what} must be float log weights [num_samples, *batch] in nats "
+                        f"(float32 or float64), got dtype {dtype}.")
+
+    dtype = getattr(log_weights, "dtype", None)  # a Tensor's or a NumPy array's
+    if dtype is not None:
+        try:
+            dtype = tf.as_dtype(dtype)
+        except TypeError:
+            refuse(dtype)
+        if not dtype.is_floating:
+            refuse(dtype.name)
+    log_weights = tf.convert_to_tensor(log_weights, dtype_hint=tf.float32)
+    if not log_weights.dtype.is_floating:  # e.g. a list of bools
+        refuse(log_weights.dtype.name)
     rank = log_weights.shape.rank
     if rank is None:
         with tf.control_dependencies([tf.debugging.assert_rank_at_least(
@@ -174,7 +194,7 @@ def iwae_bound(log_weights, axis=0):
     """The k-sample importance weighted bound `L_k = logsumexp(log w, axis) - log k`.
 
     Args:
-      log_weights: Tensor `[num_samples, *batch]` (samples along `axis`).
+      log_weights: float Tensor `[num_samples, *batch]` in nats (samples along `axis`).
       axis: the sample axis.
 
     Returns:
@@ -182,6 +202,7 @@ def iwae_bound(log_weights, axis=0):
       finite for very negative log weights (e.g. -1e4) and large k.
 
     Raises:
+      TypeError: a non-floating dtype (e.g. int32): float log weights expected.
       ValueError: a scalar, or no samples along `axis` (InvalidArgumentError at run
         time when that length is only known then).
     """
@@ -194,13 +215,14 @@ def vae_bound(log_weights, axis=0):
     """The k-sample VAE objective: the mean of the log weights over samples.
 
     Args:
-      log_weights: Tensor `[num_samples, *batch]` (samples along `axis`).
+      log_weights: float Tensor `[num_samples, *batch]` in nats (samples along `axis`).
       axis: the sample axis.
 
     Returns:
       Tensor `[*batch]`, in nats: a Monte-Carlo estimate of the ELBO.
 
     Raises:
+      TypeError: a non-floating dtype (as for `iwae_bound`).
       ValueError: a scalar, or no samples along `axis` (as for `iwae_bound`).
     """
     log_weights = _checked_log_weights(log_weights, axis, "vae_bound")
@@ -210,8 +232,9 @@ def vae_bound(log_weights, axis=0):
 def normalized_weights(log_weights, axis=0):
     """Self-normalised importance weights `w~ = softmax(log w)` along `axis`.
 
-    Same shape as `log_weights` (`[num_samples, *batch]`); sums to 1 along `axis`.
-    Raises ValueError for a scalar or no samples along `axis` (as for `iwae_bound`).
+    `log_weights`: float `[num_samples, *batch]` in nats. Returns the same shape, summing
+    to 1 along `axis`. Raises TypeError for a non-floating dtype and ValueError for a
+    scalar or no samples along `axis` (as for `iwae_bound`).
     """
     log_weights = _checked_log_weights(log_weights, axis, "normalized_weights")
     return tf.nn.softmax(log_weights, axis=axis)
@@ -235,6 +258,7 @@ def effective_sample_size(log_weights, axis=0):
       weights; its ESS is NaN (never a number outside [1, k]).
 
     Raises:
+      TypeError: a non-floating dtype (as for `iwae_bound`).
       ValueError: a scalar, or no samples along `axis` (as for `iwae_bound`).
     """
     log_weights = _checked_log_weights(log_weights, axis, "effective_sample_size")
