@@ -182,3 +182,11 @@ def test_fewer_than_one_sample_is_a_clear_error(fn):
         traced(tf.zeros([0, 2]))
     # One sample is enough.
     assert np.all(np.isfinite(fn(tf.zeros([1, 3])).numpy()))
+
+
+def test_ess_never_exceeds_k_at_near_uniform_weights():
+    # k = 5000 nearly tied float32 log weights: float32 sums gave up to k + 0.045.
+    rng = np.random.default_rng(0)
+    lw = tf.constant(-90. + 1e-6 * rng.standard_normal([5000, 64]), tf.float32)
+    ess = tfp_iwae.effective_sample_size(lw).numpy()
+    assert ess.dtype == np.float32 and np.all(ess <= 5000.) and np.all(ess > 4999.)

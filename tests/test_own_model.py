@@ -136,3 +136,32 @@ def test_fit_reports_bounds_and_works_with_keras_callbacks(images, tmp_path):
     np.testing.assert_allclose(loaded.log_weights(images[:4], 5, seed=1),
                                model.log_weights(images[:4], 5, seed=1), rtol=1e-6)
     assert keras.models.load_model(str(tmp_path / "best.keras")).event_shape == (28, 28, 1)
+
+
+@pytest.mark.slow
+def test_the_evaluation_tools_and_export_take_the_own_model(images, tmp_path):
+    model = tfp_iwae.LatentVariableModel(*conv_networks())
+    model.compile(optimizer=training.make_optimizer(3e-3), estimator="iwae", num_samples=5)
+    model.fit(images, batch_size=20, epochs=2, verbose=0)
+    test = images[:20]
+    # L_k: the streamed estimate is the log-mean-exp of its own log weights [k, 20] (in
+    # chunks of 20 samples), and it grows with k on average (Burda et al., thm 1).
+    l50, lw = tfp_iwae.estimate_log_likelihood(model, test, 50, seed=3, chunk_size=20,
+                                               return_log_weights=True)
+    l1 = tfp_iwae.estimate_log_likelihood(model, test, 1, seed=3)
+    assert l50.shape == (20,) and lw.shape == (50, 20) and np.mean(l50) > np.mean(l1)
+    np.testing.assert_allclose(l50, tfp_iwae.iwae_bound(lw).numpy(), rtol=1e-6)
+    marginal = tfp_iwae.ImportanceWeightedMarginal(model, num_samples=50, seed=3)
+    assert marginal.event_shape == (28, 28, 1)
+    lp = marginal.log_prob(test[:4])
+    assert lp.shape == (4,) and np.all(np.isfinite(lp)) and np.all(lp < 0)
+    assert marginal.sample(2, seed=1).shape == (2, 28, 28, 1)
+    units = tfp_iwae.active_units(model, images)
+    assert len(units["counts"]) == 1 and 0 <= units["counts"][0] <= LATENT
+    assert units["statistics"][0].shape == (LATENT,)
+    path = str(tmp_path / "saved")
+    tfp_iwae.export_saved_model(model, path, num_samples=50, seed=3)
+    loaded = tf.saved_model.load(path)
+    served = loaded.signatures["log_prob"](x=tf.constant(test[:4]))["log_prob"].numpy()
+    assert served.shape == (4,) and np.all(np.isfinite(served))
+    assert loaded.signatures["sample"](n=tf.constant(3))["x"].shape == (3, 28, 28, 1)

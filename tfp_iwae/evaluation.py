@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_iwae import data
+from tfp_iwae import latent_model
 from tfp_iwae import networks
 from tfp_iwae import objectives
 from tfp_iwae import seeds
@@ -186,8 +187,9 @@ def _xla_estimator(model_ref):
     also those log weights `[k, b]` float32.
     """
     def chunk_log_weights(x, seed, j, n):
-        return model_ref().log_weights(x, n, seed=seeds.fold_in(seed, j),
-                                       likelihood_block=likelihood_block_size(n, x.shape[0]))
+        return latent_model.log_weights_of(
+            model_ref(), x, n, seed=seeds.fold_in(seed, j),
+            likelihood_block=likelihood_block_size(n, x.shape[0]))
 
     @tf.function(jit_compile=True)
     def batch_log_mean_exp(x, seed, num_full, chunk, rest, keep):
@@ -281,6 +283,9 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
     Returns:
       float64 NumPy array `[N]` of L_k in nats (and the log weights if asked).
     """
+    latent_model.check_model(model, "estimate_log_likelihood")
+    if not isinstance(x_or_dataset, tf.data.Dataset):
+        latent_model.ensure_built(model, np.asarray(x_or_dataset[:1], np.float32))
     k = objectives.check_num_samples(num_samples)
     chunk = default_chunk_size(k, batch_size) if chunk_size is None else \
         objectives.check_num_samples(chunk_size, "chunk_size")
@@ -298,7 +303,8 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
         raise ValueError(f"estimate_log_likelihood: `progress` must be None or a callable "
                          f"progress(images_done, batch_estimates), got {progress!r}.")
     results, host_lw, pending, done = [], [], None, 0
-    for x in _batches(x_or_dataset, batch_size, model.check_inputs):
+    for x in _batches(x_or_dataset, batch_size,
+                      lambda t: latent_model.checked_inputs(model, t)):
         out = fn(x, base, num_full, chunk, k % chunk, bool(return_log_weights))
         if return_log_weights:
             out, lw = out
@@ -368,8 +374,9 @@ def active_units(model, x, threshold=1e-2, seed=0, batch_size=500):
     paper's code, not the mean over h1.
 
     Args:
-      model: an `IWAE`.
-      x: `[N, input_dim]` images as the model sees them: for a model trained on binarised
+      model: an `IWAE`, or any model with `posterior_parameters(x, seed)` (a list of
+        `(mean, stddev)` per stochastic layer; `tfp_iwae.LatentVariableModel` has it).
+      x: `[N, *event_shape]` images as the model sees them: for a model trained on binarised
         pixels, binary images (`tfp_iwae.data.active_units_images` gives the first 500
         training images binarised once with a recorded seed), not grey levels.
       threshold: variance above which a unit is active (paper: 1e-2).
@@ -380,14 +387,19 @@ def active_units(model, x, threshold=1e-2, seed=0, batch_size=500):
       dict with `counts` (list, one int per layer) and `statistics` (list of float64
       arrays `[units]`, the per-unit variance of the posterior mean).
     """
+    latent_model.check_model(model, "active_units", ("posterior_parameters",))
     x = np.asarray(x, np.float32)
-    means = [[] for _ in range(model.stochastic_layers)]
+    latent_model.ensure_built(model, x[:1])
+    layers = getattr(model, "stochastic_layers", 1)
+    means = None
     base = seeds.stateless_seed(seed)
     for b, start in enumerate(range(0, len(x), batch_size)):
         xb = tf.constant(x[start:start + batch_size])
-        h1_seed = seeds.fold_in(base, b) if model.stochastic_layers == 2 else None
-        for m, (loc, _) in zip(means, model.posterior_parameters(xb, seed=h1_seed)):
-            m.append(loc.numpy())
+        h1_seed = seeds.fold_in(base, b) if layers > 1 else None
+        params = model.posterior_parameters(xb, seed=h1_seed)
+        means = means or [[] for _ in params]
+        for m, (loc, _) in zip(means, params):
+            m.append(np.reshape(loc.numpy(), [len(xb), -1]))  # units of any latent shape
     stats = [np.var(np.concatenate(m).astype(np.float64), axis=0) for m in means]
     return {"counts": [int(np.sum(s > threshold)) for s in stats], "statistics": stats}
 

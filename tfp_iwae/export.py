@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tfp_iwae import latent_model
 from tfp_iwae import networks
 from tfp_iwae import objectives
 from tfp_iwae import seeds
@@ -9,7 +10,7 @@ from tfp_iwae import seeds
 __all__ = ["export_saved_model"]
 
 
-def _checked_rows(x, dim, signature, unit_interval):
+def _checked_rows(x, event, signature, unit_interval):
     """x, with run-time checks that its shape is [N, dim] and, if `unit_interval`, that
     every value lies in [0, 1].
 
@@ -21,11 +22,14 @@ def _checked_rows(x, dim, signature, unit_interval):
     is checked after the shape.
     """
     shape = tf.shape(x)
-    padded = tf.concat([shape, [-1, -1]], axis=0)  # rank < 2 cannot index out of range
-    ok = tf.logical_and(tf.equal(tf.size(shape), 2), tf.equal(padded[1], dim))
+    rank = len(event) + 1
+    padded = tf.concat([shape, -tf.ones([rank], tf.int32)], axis=0)  # never out of range
+    ok = tf.logical_and(tf.equal(tf.size(shape), rank),
+                        tf.reduce_all(tf.equal(padded[1:rank], list(event))))
+    want = ", ".join(str(d) for d in event)
     with tf.control_dependencies([tf.debugging.Assert(ok, [
-            f"{signature}: `x` must have shape [None, {dim}] (float32, one flattened "
-            f"observation of {dim} values per row); got shape", shape])]):
+            f"{signature}: `x` must have shape [None, {want}] (float32, one observation "
+            f"of shape [{want}] per row); got shape", shape])]):
         x = tf.identity(x)
     return networks.assert_unit_interval(x, where=signature) if unit_interval else x
 
@@ -37,13 +41,16 @@ class _Serving(tf.Module):
         self.model_variables = list(model.variables)  # tracked for saving
         self._k = objectives.check_num_samples(num_samples)
         self._seed = seeds.stateless_seed(seed)
-        dim = model.input_dim
-        unit = model.likelihood == "bernoulli"  # x in [0, 1]; a Gaussian's x has no range
+        event = latent_model.event_shape_of(model)
+        # x in [0, 1] for the paper's Bernoulli model (a Gaussian's x has no range; a
+        # LatentVariableModel checks what its own check_inputs checks).
+        unit = getattr(model, "likelihood", None) == "bernoulli"
+        spec = tf.TensorSpec((None,) + event, tf.float32, name="x")
 
-        @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="x")])
+        @tf.function(input_signature=[spec])
         def log_prob(x):
-            x = _checked_rows(x, dim, "log_prob", unit)
-            lw = self._model.log_weights(x, self._k, seed=self._seed)
+            x = _checked_rows(x, event, "log_prob", unit)
+            lw = latent_model.log_weights_of(self._model, x, self._k, seed=self._seed)
             return {"log_prob": objectives.iwae_bound(lw)}
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="n")])
@@ -54,9 +61,9 @@ class _Serving(tf.Module):
             x, mean = self._model.sample_and_mean(n, seed=self._seed)
             return {"x": x, "mean": mean}
 
-        @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32, name="x")])
+        @tf.function(input_signature=[spec])
         def encode(x):
-            x = _checked_rows(x, dim, "encode", unit)
+            x = _checked_rows(x, event, "encode", unit)
             params = self._model.posterior_parameters(x)  # layer 2 at h1's mean
             loc, scale = params[0]
             out = {"h1_mean": loc, "h1_stddev": scale}
@@ -89,6 +96,10 @@ def export_saved_model(model, path, num_samples=1000, seed=0):
     x log p + (1 - x) log(1 - p), as `IWAE.log_weights` scores them. A model built with
     `validate_args` also makes `log_prob` refuse non-binary or non-finite x.
     """
+    latent_model.check_model(model, "export_saved_model",
+                             tuple(latent_model.MODEL_MEMBERS) + ("sample_and_mean",
+                                                                  "posterior_parameters"))
+    latent_model.ensure_built(model, tf.zeros((1,) + latent_model.event_shape_of(model)))
     module = _Serving(model, num_samples, seed)
     tf.saved_model.save(module, path, signatures={
         "log_prob": module.log_prob, "sample": module.sample, "encode": module.encode,

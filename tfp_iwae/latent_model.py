@@ -34,6 +34,7 @@ from tfp_iwae import seeds
 tfd = tfp.distributions
 
 __all__ = ["LatentVariableModel", "EstimatorFit", "MODEL_MEMBERS", "check_model", "event_shape_of",
+           "ensure_built", "log_weights_of", "checked_inputs",
            "DISTRIBUTION_HEADS"]
 
 # What every tool needs of a model, and what each member is.
@@ -78,6 +79,33 @@ def event_shape_of(model):
         raise ValueError(f"{type(model).__name__} has no event shape yet: build it first "
                          f"(model.build_from(x) with a batch of data, or call it once).")
     return tuple(int(d) for d in shape)
+
+
+def ensure_built(model, x):
+    """Builds a model whose networks have no weights yet from a batch x (`build_from`);
+    models built already (or without `build_from`) are left as they are."""
+    if hasattr(model, "build_from") and not getattr(model, "built", True):
+        model.build_from(x)
+
+
+def log_weights_of(model, x, num_samples, seed=None, likelihood_block=None):
+    """`model.log_weights(...)` if the model has it, else the log weights of its
+    `prior`, `encoder` and `decoder` (`objectives.log_weights`): `[num_samples, batch]`
+    in nats."""
+    if hasattr(model, "log_weights"):
+        return model.log_weights(x, num_samples, seed=seed, likelihood_block=likelihood_block)
+    x = checked_inputs(model, x)
+    q = model.encoder(x)
+    return objectives.log_weights(x, prior=model.prior, likelihood_fn=model.decoder,
+                                  posterior=q, num_samples=num_samples, seed=seed,
+                                  likelihood_block=likelihood_block)
+
+
+def checked_inputs(model, x):
+    """x through the model's `check_inputs` if it has one, else as a float32 Tensor."""
+    if hasattr(model, "check_inputs"):
+        return model.check_inputs(x)
+    return tf.convert_to_tensor(x, tf.float32)
 
 
 def _gaussian_head(params):
@@ -412,7 +440,7 @@ class LatentVariableModel(EstimatorFit, keras.Model):
     def checkpointable(self):
         """A `tf.train.Checkpoint` node holding every variable under its path."""
         return tf.train.Checkpoint(**{
-            v.path.replace("/", "."): v for v in self.variables})
+            v.path.replace("/", "."): v for v in self.weights})
 
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder_network),

@@ -3,6 +3,7 @@
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_iwae import latent_model
 from tfp_iwae import objectives
 from tfp_iwae import seeds
 
@@ -12,7 +13,8 @@ __all__ = ["ImportanceWeightedMarginal"]
 
 
 class ImportanceWeightedMarginal(tfd.Distribution):
-    """p(x) of an `IWAE`, with `log_prob` the k-sample IWAE estimate L_k (nats).
+    """p(x) of a model (an `IWAE`, a `LatentVariableModel`, anything with the members of
+    `tfp_iwae.MODEL_MEMBERS`), with `log_prob` the k-sample IWAE estimate L_k (nats).
 
     Event shape `[input_dim]`, batch shape `[]`. `log_prob(x)` for x `[*s, input_dim]`
     returns `[*s]`: logsumexp over k importance samples minus log k, a stochastic lower
@@ -39,6 +41,7 @@ class ImportanceWeightedMarginal(tfd.Distribution):
     def __init__(self, model, num_samples=5000, seed=None, validate_args=False,
                  name="ImportanceWeightedMarginal"):
         parameters = dict(locals())
+        latent_model.check_model(model, "ImportanceWeightedMarginal")
         self._model = model
         self._num_samples = objectives.check_num_samples(num_samples)
         seeds.stateless_seed(seed)  # refuses a seed of another kind now, by name
@@ -61,10 +64,10 @@ class ImportanceWeightedMarginal(tfd.Distribution):
         return {}
 
     def _event_shape(self):
-        return tf.TensorShape([self._model.input_dim])
+        return tf.TensorShape(latent_model.event_shape_of(self._model))
 
     def _event_shape_tensor(self):
-        return tf.constant([self._model.input_dim], tf.int32)
+        return tf.constant(latent_model.event_shape_of(self._model), tf.int32)
 
     def _batch_shape(self):
         return tf.TensorShape([])
@@ -79,23 +82,29 @@ class ImportanceWeightedMarginal(tfd.Distribution):
         array to float32: a uint8 0-255 image is refused (ValueError), not scored; so is
         (Bernoulli) a pixel outside [0, 1] (InvalidArgumentError).
         """
-        return super().log_prob(self._model.check_inputs(value, validate_args=False),
-                                name=name, **kwargs)
+        return super().log_prob(self._checked(value, validate_args=False), name=name,
+                                **kwargs)
 
     def prob(self, value, name="prob", **kwargs):
         """exp(L_k(x)) `[*s]`; x as for `log_prob`."""
-        return super().prob(self._model.check_inputs(value, validate_args=False),
-                            name=name, **kwargs)
+        return super().prob(self._checked(value, validate_args=False), name=name, **kwargs)
+
+    def _checked(self, x, validate_args):
+        if hasattr(self._model, "check_inputs"):
+            return self._model.check_inputs(x, validate_args=validate_args)
+        return tf.convert_to_tensor(x, tf.float32)
 
     def _log_prob(self, x):
         # dtype, shape and (Bernoulli) the range [0, 1] are always checked; the support
         # (finite, Bernoulli: binary) when this distribution or its model has
         # validate_args.
-        x = self._model.check_inputs(x, validate_args=self.validate_args or None)
-        lead = tf.shape(x)[:-1]
-        flat = tf.reshape(x, [-1, self._model.input_dim])
-        lw = self._model.log_weights(flat, self._num_samples, seed=seeds.stateless_seed(
-            self._seed))
+        x = self._checked(x, validate_args=self.validate_args or None)
+        event = latent_model.event_shape_of(self._model)
+        latent_model.ensure_built(self._model, tf.zeros((1,) + event))
+        lead = tf.shape(x)[:tf.rank(x) - len(event)]
+        flat = tf.reshape(x, (-1,) + event)
+        lw = latent_model.log_weights_of(self._model, flat, self._num_samples,
+                                         seed=seeds.stateless_seed(self._seed))
         return tf.reshape(objectives.iwae_bound(lw), lead)
 
     def _sample_n(self, n, seed=None):

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_iwae import latent_model
 from tfp_iwae import networks
 from tfp_iwae import objectives
 from tfp_iwae import seeds
@@ -32,7 +33,7 @@ def _standard_normal(units):
                            reinterpreted_batch_ndims=1)
 
 
-class IWAE(keras.Model):
+class IWAE(latent_model.EstimatorFit, keras.Model):
     """Importance weighted autoencoder with one or two stochastic layers.
 
     Generative model p(x, z) = p(z) p(x|z) with prior `model.prior`, likelihood
@@ -135,6 +136,11 @@ class IWAE(keras.Model):
     def call(self, x, num_samples=1):
         """The per-example IWAE bound `[batch]` (k = `num_samples`)."""
         return self.bound(x, num_samples)
+
+    @property
+    def event_shape(self):
+        """The shape of one observation: `(input_dim,)` (flattened images)."""
+        return (self.input_dim,)
 
     @property
     def encoder_variables(self):

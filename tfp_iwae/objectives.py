@@ -248,10 +248,12 @@ def effective_sample_size(log_weights, axis=0):
       axis: the sample axis.
 
     Returns:
-      Tensor `[*batch]` in [1, k] (a count of samples, no unit). The weights are first
-      divided by the largest one, u_i = exp(log w_i - max_j log w_j) in [0, 1], so the
-      result is right however large |log w| is (at -1e9 nats float32 rounding hides
-      log k, and normalising by a log-sum-exp first gave 1/k for k tied weights).
+      Tensor `[*batch]` in [1, k] (a count of samples, no unit), in log_weights' dtype.
+      The weights are first divided by the largest one, u_i = exp(log w_i - max_j log
+      w_j) in [0, 1], so the result is right however large |log w| is (at -1e9 nats
+      float32 rounding hides log k, and normalising by a log-sum-exp first gave 1/k for
+      k tied weights); the sums are taken in float64, so that near-uniform weights give
+      at most k (float32 sums of 5,000 weights reached k + 0.045).
 
       Non-finite log weights: a -inf log weight is a zero weight and is allowed. An
       example whose log weights contain NaN or +inf, or are all -inf, has no normalised
@@ -265,7 +267,10 @@ def effective_sample_size(log_weights, axis=0):
     valid = tf.math.logical_and(
         tf.reduce_all(log_weights < float("inf"), axis=axis),  # False for NaN and +inf
         tf.reduce_any(log_weights > float("-inf"), axis=axis))
-    u = tf.exp(log_weights - tf.reduce_max(log_weights, axis=axis, keepdims=True))
+    u = tf.exp(tf.cast(log_weights - tf.reduce_max(log_weights, axis=axis, keepdims=True),
+                       tf.float64))
     ess = tf.square(tf.reduce_sum(u, axis=axis)) / tf.reduce_sum(tf.square(u), axis=axis)
+    k = tf.cast(tf.shape(log_weights)[axis], tf.float64)
+    ess = tf.cast(tf.minimum(ess, k), log_weights.dtype)  # float64 rounding, at most
     return tf.where(valid, ess, tf.constant(float("nan"), ess.dtype))
 
