@@ -165,3 +165,24 @@ def test_the_evaluation_tools_and_export_take_the_own_model(images, tmp_path):
     served = loaded.signatures["log_prob"](x=tf.constant(test[:4]))["log_prob"].numpy()
     assert served.shape == (4,) and np.all(np.isfinite(served))
     assert loaded.signatures["sample"](n=tf.constant(3))["x"].shape == (3, 28, 28, 1)
+
+
+@pytest.mark.slow
+def test_the_conv_example_runs_end_to_end(tmp_path):
+    # examples/conv_iwae.py on the embedded digits with a tiny budget: fit with DReG,
+    # L_100 of 20 test images, samples, .keras and SavedModel.
+    import json
+    import subprocess
+    import sys
+    from helpers import ROOT, launcher_env
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "conv_iwae.py"), "--dataset=mnist_5k",
+         "--epochs=1", "--steps_per_epoch=10", "--batch_size=20", "--eval_images=20",
+         "--eval_samples=100", f"--out={tmp_path}"], capture_output=True, text=True,
+        env=launcher_env(), timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["estimator"] == "dreg" and result["test_images"] == 20
+    assert -700 < result["test_log_likelihood_nats"] < 0
+    for name in ("model.keras", "samples.png", "saved_model"):
+        assert (tmp_path / name).exists(), name
