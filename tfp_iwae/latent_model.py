@@ -188,8 +188,11 @@ class EstimatorFit:
                                   seed=seeds.stateless_seed(seed))
         kwargs.setdefault("jit_compile", True)
         super().compile(optimizer=optimizer, **kwargs)
-        self._trackers = {name: keras.metrics.Mean(name=name)
-                          for name in ("loss", "bound", "iwae_bound", "elbo", "ess")}
+        # Set past Keras' attribute tracking: a built model (IWAE) takes no new state,
+        # and the running means are no part of the model's weights or checkpoints.
+        object.__setattr__(self, "_trackers", {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "bound", "iwae_bound", "elbo", "ess")})
 
     def fit(self, x=None, *args, **kwargs):
         """Keras `fit`; networks without weights are first built from x's first batch
