@@ -186,3 +186,24 @@ def test_the_conv_example_runs_end_to_end(tmp_path):
     assert -700 < result["test_log_likelihood_nats"] < 0
     for name in ("model.keras", "samples.png", "saved_model"):
         assert (tmp_path / name).exists(), name
+
+
+def test_the_fused_train_loop_trains_the_own_model(images):
+    # TrainLoop (many steps per compiled call, images on the device, dynamic
+    # binarisation in the program) on [N, 28, 28, 1] images: the same numbers whatever
+    # the steps per call (every draw is a function of (seed, step)).
+    grey = images  # already binary: binarising again leaves them as they are
+    results = []
+    for calls in ([10, 10], [20]):
+        model = tfp_iwae.LatentVariableModel(*conv_networks(seed=5))
+        loop = tfp_iwae.TrainLoop(model, training.make_optimizer(1e-3), 5, grey,
+                                  batch_size=20, seed=0, estimator="dreg",
+                                  max_steps_per_call=20)
+        first = 0
+        for n in calls:
+            out = loop(first, n)
+            assert int(out["steps"]) == n
+            first += n
+        results.append([v.numpy() for v in model.weights])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -374,10 +374,11 @@ class TrainLoop:
     the same numbers, for data that should not live on the device.
 
     Args:
-      model: an `IWAE`.
+      model: an `IWAE` or any model with the members of `tfp_iwae.MODEL_MEMBERS` (built
+        from the first image if its networks have no weights yet).
       optimizer: a Keras optimizer (its learning rate is set every step from `stages`).
       num_samples: k.
-      images: float32 `[N, D]` training images, intensities in [0, 1] (already binary for
+      images: float32 `[N, *event_shape]` training images, intensities in [0, 1] (already binary for
         fixed binarisation; then pass `dynamic=False`).
       batch_size: examples per step; steps_per_epoch = N // batch_size (the remainder of
         each epoch's permutation is not used).
@@ -394,9 +395,13 @@ class TrainLoop:
                  estimator="iwae", dynamic=True, stages=((0, 1e-3),), max_steps_per_call=100,
                  jit_compile=True, resident=True):
         images = np.asarray(images, np.float32)
-        if images.ndim != 2 or len(images) < batch_size:
-            raise ValueError(f"`images` must be [N >= batch_size, D], got {images.shape} "
-                             f"with batch_size={batch_size}.")
+        if images.ndim < 2 or len(images) < batch_size:
+            raise ValueError(f"`images` must be [N >= batch_size, *event_shape], got "
+                             f"{images.shape} with batch_size={batch_size}.")
+        latent_model.check_model(model, "TrainLoop",
+                                 ("prior", "encoder", "decoder", "encoder_variables",
+                                  "decoder_variables"))
+        latent_model.ensure_built(model, images[:1])
         self.num_samples = objectives.check_num_samples(num_samples)
         self.batch_size = int(batch_size)
         self.steps_per_epoch = len(images) // self.batch_size
@@ -408,7 +413,7 @@ class TrainLoop:
         dec_vars, enc_vars = model.decoder_variables, model.encoder_variables
         variables = dec_vars + enc_vars
         optimizer.build(variables)
-        n, dim = images.shape
+        n, event = images.shape[0], list(images.shape[1:])
         base = seeds.stateless_seed(self._seed)
         starts = tf.constant([int(s) for s, _ in stages], tf.int64)
         rates = tf.constant([float(r) for _, r in stages], tf.float32)
@@ -494,13 +499,14 @@ class TrainLoop:
         self._restore = tf.function(restore)
         self._order_fn = tf.function(
             lambda epoch: data.epoch_permutation(base, epoch, n), jit_compile=jit_compile)
-        self._dummy = tf.zeros([1, batch, dim], tf.float32)
+        self._dummy = tf.zeros([1, batch] + event, tf.float32)
         self._host_order = (None, None)
 
     def _host_batches(self, first, count):
-        """[max_steps_per_call, batch, D] grey batches for steps first..first+count-1."""
-        out = np.zeros([self.max_steps_per_call, self.batch_size,
-                        self._host_images.shape[1]], np.float32)
+        """[max_steps_per_call, batch, *event] grey batches for steps
+        first..first+count-1."""
+        out = np.zeros((self.max_steps_per_call, self.batch_size) +
+                       self._host_images.shape[1:], np.float32)
         for i in range(count):
             s = first + i
             epoch, pos = divmod(s, self.steps_per_epoch)
