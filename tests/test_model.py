@@ -244,3 +244,33 @@ def test_mixed_bfloat16_policy_keeps_float32_variables_and_bounds(mnist_5k):
     step = training.make_train_step(mixed, training.make_optimizer(), 5)
     out = step(x, tf.constant([0, 1]))
     assert float(out["finite"]) == 1.
+
+
+def test_a_three_layer_model_trains_evaluates_and_exports(tmp_path, mnist_5k):
+    # Depth is a list, not a branch: L = 3 stochastic layers (64, 32, 16 units) train
+    # through make_train_step, and the estimator, active units and export take them.
+    x = (np.random.default_rng(0).random(mnist_5k[0][:100].shape) < mnist_5k[0][:100]
+         ).astype(np.float32)
+    m = tfp_iwae.IWAE(stochastic_layers=3, latent_units=(64, 32, 16),
+             hidden_units=((128, 128), (64, 64), (32, 32)), seed=0, data_mean=x.mean(0))
+    assert [l.name for l in m.q_layers] == ["q_h1", "q_h2", "q_h3"]
+    assert [l.name for l in m.p_layers] == ["p_h1", "p_h2"]
+    z = m.prior.sample(2, seed=1)
+    assert sorted(z) == ["h1", "h2", "h3"] and z["h1"].shape == (2, 64)
+    step = training.make_train_step(m, training.make_optimizer(1e-3), 5)
+    first = float(step(x[:20], 0)["bound"])
+    for s in range(1, 40):
+        out = step(x[(s % 5) * 20:(s % 5 + 1) * 20], s)
+    assert float(out["bound"]) > first + 20
+    ll = tfp_iwae.estimate_log_likelihood(m, x[:10], 100, seed=0)
+    assert ll.shape == (10,) and np.all(np.isfinite(ll)) and np.all(ll < 0)
+    assert [len(s) for s in tfp_iwae.active_units(m, x)["statistics"]] == [64, 32, 16]
+    tfp_iwae.export_saved_model(m, str(tmp_path / "sm"), num_samples=10)
+    encoded = tf.saved_model.load(str(tmp_path / "sm")).signatures["encode"](
+        x=tf.constant(x[:2]))
+    assert encoded["h3_mean_given_h2_mean"].shape == (2, 16)
+
+
+def test_other_depths_need_their_sizes():
+    with pytest.raises(ValueError, match="for other depths give `latent_units`"):
+        tfp_iwae.IWAE(stochastic_layers=3)

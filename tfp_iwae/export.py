@@ -64,12 +64,12 @@ class _Serving(tf.Module):
         @tf.function(input_signature=[spec])
         def encode(x):
             x = _checked_rows(x, event, "encode", unit)
-            params = self._model.posterior_parameters(x)  # layer 2 at h1's mean
+            params = self._model.posterior_parameters(x)  # layer i+1 at h_i's mean
             loc, scale = params[0]
             out = {"h1_mean": loc, "h1_stddev": scale}
-            if len(params) == 2:
-                loc2, scale2 = params[1]
-                out.update(h2_mean_given_h1_mean=loc2, h2_stddev_given_h1_mean=scale2)
+            for i, (loc, scale) in enumerate(params[1:], start=2):
+                out[f"h{i}_mean_given_h{i - 1}_mean"] = loc
+                out[f"h{i}_stddev_given_h{i - 1}_mean"] = scale
             return out
 
         self.log_prob, self.sample, self.encode = log_prob, sample, encode
@@ -81,7 +81,9 @@ def export_saved_model(model, path, num_samples=1000, seed=0):
     - `log_prob(x [N, 784] float32) -> {"log_prob": [N]}`: L_k in nats, k = `num_samples`
       fixed at export, importance samples drawn with the fixed stateless `seed`.
     - `sample(n int32) -> {"x": [n, 784] binary, "mean": [n, 784] Bernoulli means}`.
-    - `encode(x) -> {"h1_mean", "h1_stddev"}` (+ h2 at h1's mean for 2 layers).
+    - `encode(x) -> {"h1_mean", "h1_stddev"}` (+ `h<i>_mean_given_h<i-1>_mean` and
+      `h<i>_stddev_given_h<i-1>_mean`, layer i at the mean of layer i - 1, for deeper
+      models).
 
     Load with plain `tf.saved_model.load(path).signatures["log_prob"](x=...)`. x must be
     float32 `[N, 784]` (`input_dim` columns): another shape fails with an

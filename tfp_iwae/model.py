@@ -1,5 +1,7 @@
 """The paper's IWAE/VAE model as a Keras 3 model holding TFP distributions."""
 
+import inspect
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -19,13 +21,28 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("iwae", "vae")
 
 
+# (latent_units, hidden_units) of the paper's MNIST models (Burda et al., sec. 5), by
+# number of stochastic layers.
+_PAPER = {1: ((50,), ((200, 200),)), 2: ((100, 50), ((200, 200), (100, 100)))}
+
+
 def paper_architecture(stochastic_layers):
     """(latent_units, hidden_units) of the paper's MNIST models (Burda et al., sec. 5)."""
-    if stochastic_layers == 1:
-        return (50,), ((200, 200),)
-    if stochastic_layers == 2:
-        return (100, 50), ((200, 200), (100, 100))
-    raise ValueError(f"`stochastic_layers` must be 1 or 2, got {stochastic_layers!r}.")
+    if stochastic_layers not in _PAPER:
+        raise ValueError(f"`stochastic_layers` must be 1 or 2 (the paper's architectures), "
+                         f"got {stochastic_layers!r}; for other depths give "
+                         f"`latent_units` and `hidden_units`.")
+    return _PAPER[stochastic_layers]
+
+
+def _conditional(layer, parent):
+    """`layer(value of parent)`, as a function whose one argument is named `parent`:
+    `tfd.JointDistributionNamed` finds a variable's parents by argument name."""
+    def fn(*args, **kwargs):
+        return layer(args[0] if args else kwargs[parent])
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter(parent, inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+    return fn
 
 
 def _standard_normal(units):
@@ -34,15 +51,18 @@ def _standard_normal(units):
 
 
 class IWAE(latent_model.EstimatorFit, keras.Model):
-    """Importance weighted autoencoder with one or two stochastic layers.
+    """Importance weighted autoencoder with L >= 1 stochastic layers of MLPs.
 
     Generative model p(x, z) = p(z) p(x|z) with prior `model.prior`, likelihood
-    `model.decoder(z)`; inference network q(z|x) = `model.encoder(x)`. For two layers
-    z = {"h1": h1, "h2": h2}, p = p(h2) p(h1|h2) p(x|h1) and q = q(h1|x) q(h2|h1); prior
-    and encoder are then `tfd.JointDistributionNamed` over that dict.
+    `model.decoder(z)`; inference network q(z|x) = `model.encoder(x)`. For L layers
+    z = {"h1": h1, ..., "hL": hL}, p = p(hL) p(h(L-1)|hL) ... p(h1|h2) p(x|h1) and
+    q = q(h1|x) q(h2|h1) ... q(hL|h(L-1)); prior and encoder are then
+    `tfd.JointDistributionNamed` over that dict (one layer: z is a Tensor). The layers are
+    lists (`q_layers`, `p_layers`), so one code path serves every depth.
 
     Args:
-      stochastic_layers: 1 or 2 (the paper's two architectures).
+      stochastic_layers: L; 1 or 2 give the paper's two architectures by default, other
+        depths need `latent_units` and `hidden_units`.
       input_dim: size of a flattened observation (784 for 28x28 images).
       latent_units: units per stochastic layer, bottom first; default the paper's.
       hidden_units: per stochastic layer, the deterministic hidden sizes of the network
@@ -69,7 +89,12 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
                  std_parameterization="exp", min_std=1e-4, data_mean=None,
                  validate_args=False, seed=None, dtype_policy=None, name="iwae", **kwargs):
         super().__init__(name=name, **kwargs)
-        default_latents, default_hidden = paper_architecture(stochastic_layers)
+        if isinstance(stochastic_layers, bool) or not isinstance(stochastic_layers, int) or \
+                stochastic_layers < 1:
+            raise ValueError(f"`stochastic_layers` must be an integer >= 1, got "
+                             f"{stochastic_layers!r}.")
+        if latent_units is None or hidden_units is None:
+            default_latents, default_hidden = paper_architecture(stochastic_layers)
         latent_units = tuple(latent_units or default_latents)
         hidden_units = tuple(tuple(h) for h in (hidden_units or default_hidden))
         if len(latent_units) != stochastic_layers or len(hidden_units) != stochastic_layers:
@@ -93,17 +118,21 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
                             std_parameterization=std_parameterization, min_std=min_std)
         gauss = dict(activation=activation, std_parameterization=std_parameterization,
                      min_std=min_std, dtype=dtype_policy)
-        def sub(i):  # the initialiser seed of stochastic layer i
+        def sub(i):  # the initialiser seed of network i
             return seeds.sub_seed(seed, i, seeds.LAYER_SEED_STRIDE)
 
-        # Inference network, bottom-up.
-        self.q_layers = [networks.GaussianLayer(hidden_units[0], latent_units[0],
-                                                name="q_h1", seed=sub(1), **gauss)]
-        if stochastic_layers == 2:
-            self.q_layers.append(networks.GaussianLayer(hidden_units[1], latent_units[1],
-                                                        name="q_h2", seed=sub(2), **gauss))
-            self.p_h1 = networks.GaussianLayer(hidden_units[1][::-1], latent_units[0],
-                                               name="p_h1", seed=sub(3), **gauss)
+        depth = stochastic_layers
+        # Inference network, bottom-up: q(h1|x), q(h2|h1), ... (initialiser seeds 1..L).
+        self.q_layers = [networks.GaussianLayer(hidden_units[i], latent_units[i],
+                                                name=f"q_h{i + 1}", seed=sub(i + 1), **gauss)
+                         for i in range(depth)]
+        # Generative network, p(h_i | h_(i+1)) for i = 1..L-1 (seeds L+1..2L-1), the
+        # hidden sizes of q(h_(i+1)|h_i) mirrored. (The paper's two models keep their
+        # seeds: q_h1 1, q_h2 2, p_h1 3, p_x 4.)
+        self.p_layers = [networks.GaussianLayer(hidden_units[i][::-1], latent_units[i - 1],
+                                                name=f"p_h{i}", seed=sub(depth + i), **gauss)
+                         for i in range(1, depth)]
+        x_seed = sub(4) if depth <= 2 else sub(2 * depth)
         # Observation model p(x | h1).
         if likelihood == "bernoulli":
             bias = None if data_mean is None else networks.logit_of_mean(data_mean)
@@ -113,20 +142,20 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
             self.p_x = networks.BernoulliLayer(hidden_units[0][::-1], self.input_dim,
                                                activation=activation, output_bias=bias,
                                                dtype=dtype_policy,
-                                               validate_args=validate_args, seed=sub(4),
+                                               validate_args=validate_args, seed=x_seed,
                                                name="p_x")
         else:
             self.p_x = networks.GaussianObservationLayer(hidden_units[0][::-1],
                                                          self.input_dim, name="p_x",
-                                                         seed=sub(4), **gauss)
+                                                         seed=x_seed, **gauss)
         self.build((None, self.input_dim))
 
     # -- Keras plumbing -------------------------------------------------------------
     def build(self, input_shape):
-        self.q_layers[0].build((None, self.input_dim))
-        if self.stochastic_layers == 2:
-            self.q_layers[1].build((None, self.latent_units[0]))
-            self.p_h1.build((None, self.latent_units[1]))
+        for layer, d_in in zip(self.q_layers, (self.input_dim,) + self.latent_units[:-1]):
+            layer.build((None, d_in))
+        for layer, d_in in zip(self.p_layers, self.latent_units[1:]):
+            layer.build((None, d_in))
         self.p_x.build((None, self.latent_units[0]))
         self.built = True
 
@@ -150,20 +179,25 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
     @property
     def decoder_variables(self):
         """Trainable variables of p(x, z) (the prior has none)."""
-        out = list(self.p_x.trainable_variables)
-        if self.stochastic_layers == 2:
-            out = list(self.p_h1.trainable_variables) + out
-        return out
+        return [v for layer in self.p_layers + [self.p_x] for v in layer.trainable_variables]
 
     # -- Distributions --------------------------------------------------------------
     @property
     def prior(self):
-        """p(z): N(0, I) over 50 units, or p(h1, h2) = p(h2) p(h1|h2) over {"h1", "h2"}."""
+        """p(z): N(0, I) over the top layer's units (50 for the paper's one layer); for L
+        layers p(hL) p(h(L-1)|hL) ... p(h1|h2) over {"h1", ..., "hL"}."""
         top = _standard_normal(self.latent_units[-1])
         if self.stochastic_layers == 1:
             return top
-        return tfd.JointDistributionNamed(dict(h1=lambda h2: self.p_h1(h2), h2=top),
-                                          validate_args=self.validate_args)
+        parts = {f"h{i}": _conditional(layer, f"h{i + 1}")
+                 for i, layer in enumerate(self.p_layers, start=1)}
+        parts[f"h{self.stochastic_layers}"] = top
+        return tfd.JointDistributionNamed(parts, validate_args=self.validate_args)
+
+    @property
+    def p_h1(self):
+        """p(h1|h2), the first of `p_layers` (models of two or more layers)."""
+        return self.p_layers[0]
 
     def check_inputs(self, x, validate_args=None):
         """x as a float32 Tensor `[*batch, input_dim]`, checked.
@@ -237,8 +271,10 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
         q1 = self.q_layers[0](x)
         if self.stochastic_layers == 1:
             return q1
-        return tfd.JointDistributionNamed(dict(h1=q1, h2=lambda h1: self.q_layers[1](h1)),
-                                          validate_args=self.validate_args)
+        parts = dict(h1=q1)
+        for i, layer in enumerate(self.q_layers[1:], start=2):
+            parts[f"h{i}"] = _conditional(layer, f"h{i - 1}")
+        return tfd.JointDistributionNamed(parts, validate_args=self.validate_args)
 
     def posterior_parameters(self, x, seed=None):
         """The Gaussian parameters of q(z|x), one `(loc, scale)` pair per stochastic layer.
@@ -248,10 +284,11 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
             trailing size and (Bernoulli) the range [0, 1] are checked as in
             `check_inputs`; binarity is not, whatever `validate_args` (grey levels are
             encoded as they are).
-          seed: where layer 2's q(h2|h1) is evaluated (two-layer models): None, at
-            h1 = loc1, the mean of q(h1|x); else at one sample h1 = loc1 + scale1 * eps,
-            eps = `seeds.normal(shape, seeds.stateless_seed(seed))` (an int or a `[2]`
-            stateless seed). Unused for one layer.
+          seed: where each layer i + 1 >= 2's q(h(i+1)|h_i) is evaluated: None, at
+            h_i = loc_i, the mean of layer i's Gaussian; else at one sample h_i = loc_i +
+            scale_i * eps, eps = `seeds.normal(shape, s)` with s =
+            `seeds.stateless_seed(seed)` for i = 1 and fold_in(seed, i) above (an int or a
+            `[2]` stateless seed). Unused for one layer.
 
         Returns:
           A list, bottom layer first: `[(loc1, scale1)]` or `[(loc1, scale1), (loc2,
@@ -261,11 +298,13 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
         x = self.check_inputs(x, validate_args=False)
         loc, scale = self.q_layers[0].parameters_for(x)
         params = [(loc, scale)]
-        if self.stochastic_layers == 2:
-            h1 = loc
+        for i, layer in enumerate(self.q_layers[1:], start=1):
+            h = loc  # the layer below at its mean, or at one sample
             if seed is not None:
-                h1 = loc + scale * seeds.normal(tf.shape(loc), seeds.stateless_seed(seed))
-            params.append(self.q_layers[1].parameters_for(h1))
+                s = seeds.stateless_seed(seed) if i == 1 else seeds.fold_in(seed, i)
+                h = loc + scale * seeds.normal(tf.shape(loc), s)
+            loc, scale = layer.parameters_for(h)
+            params.append((loc, scale))
         return params
 
     def decoder(self, z):
