@@ -7,8 +7,9 @@
 Re-running the same command resumes from the last checkpoint in --logdir (a changed
 --learning_rate or other training flag is refused unless --allow_changed_flags names it).
 SIGTERM, SIGINT (Ctrl-C) or SIGHUP (a closed terminal) finish the current step, write a
-checkpoint and exit with status 143 / 130 / 129; a second process on the same --logdir is
-refused while the first runs.
+checkpoint and exit with status 143 / 130 / 129 (--strategy=multi_worker: a signal to any
+worker stops every worker at one agreed step, the chief checkpoints, all exit with the
+same status); a second process on the same --logdir is refused while the first runs.
 """
 
 import dataclasses

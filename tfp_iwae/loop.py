@@ -2,7 +2,8 @@
 
 The run's flags live in `config`; the logdir (lock, run_config.json, checkpoints, resume)
 in `rundir`; the strategies in `strategies`; the schedule's stages in `training`; the
-graceful stop on SIGTERM / SIGINT in `preemption`, the memory estimate in `memory`.
+graceful stop on SIGTERM / SIGINT / SIGHUP in `preemption` (a multi-worker run's in
+`cluster_preemption`), the memory estimate in `memory`.
 """
 
 import contextlib
@@ -17,6 +18,7 @@ import time
 
 import tensorflow as tf
 
+from tfp_iwae import cluster_preemption
 from tfp_iwae import data
 from tfp_iwae import diagnostics
 from tfp_iwae import evaluation
@@ -56,8 +58,10 @@ def train(config, log=_log):
 
     Raises TrainingError, `rundir.RunDirError` or `data.DataError` with a message naming
     the flag for bad flags, an unusable or locked logdir, bad data or too little memory.
-    On SIGTERM / SIGINT it finishes the current step, writes a checkpoint and raises
-    `preemption.Preempted` (re-running the same command resumes bit-exactly).
+    On SIGTERM / SIGINT / SIGHUP it finishes the current step, writes a checkpoint and
+    raises `preemption.Preempted` (re-running the same command resumes bit-exactly); in a
+    multi-worker run a signal to any worker stops every worker at the same step
+    (`cluster_preemption`).
     """
     config.validate()
     _check_memory(config)
@@ -122,8 +126,7 @@ def _train(config, log, held):
     if chief:  # workers of a multi-worker run share the chief's logdir
         held.enter_context(rundir.RunLock(config.logdir, on_stale=lambda m: log(f"note: {m}")))
         rundir.remove_stale_temp_checkpoints(config.logdir, log)
-    stop = held.enter_context(preemption.StopRequest(
-        enabled=config.strategy != "multi_worker"))  # workers would have to agree on a step
+    stop = held.enter_context(preemption.StopRequest())
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if config.batch_size % max(replicas, config.num_shards or 1):
         raise TrainingError(f"--batch_size={config.batch_size} must be divisible by the "
@@ -198,10 +201,19 @@ def _train(config, log, held):
         rundir.write_config(config.logdir, dataclasses.asdict(config), changes=changes,
                             step=int(step))
     s = int(step)
-    calls = _CallSizer(config.steps_per_call)
+    # Multi-worker calls cover the same steps on every worker (not sized by time): the
+    # workers name the step at which they all stop by counting calls.
+    calls = _CallSizer(config.steps_per_call, by_time=config.strategy != "multi_worker")
     save = functools.partial(_save, manager, guard, config)
+    cluster = None
+    if config.strategy == "multi_worker":  # a signal to any worker stops them all
+        cluster = held.enter_context(cluster_preemption.ClusterStop(
+            strategy, stop, functools.partial(_save_unless_saved, save, manager), ckpt_dir,
+            chief, log))
     while s < total:
-        if stop.requested:  # SIGTERM / SIGINT / SIGHUP: checkpoint this step, then stop
+        if cluster is not None:  # at the step the workers agreed: checkpoint, stop
+            cluster.check(s)
+        elif stop.requested:  # SIGTERM / SIGINT / SIGHUP: checkpoint this step, then stop
             _stop_on_signal(stop, s, save, manager, log)
         # A call ends at the next step that logs, validates, runs diagnostics or saves.
         end = min([total, s + calls.size] + [
@@ -253,10 +265,12 @@ def _train(config, log, held):
         save(int(step))
     writer.flush()
     vwriter.flush()
+    if cluster is not None:
+        cluster.close()  # its watcher threads, before the chief waits
     if chief and config.strategy == "multi_worker":
         # The chief leads the coordination service: let the other workers leave first,
         # so they do not see a vanished leader while shutting down.
-        time.sleep(3.)
+        time.sleep(cluster_preemption.LEADER_LEAVES_LAST_SECONDS)
     return dict(step=int(step), checkpoint=manager.latest_checkpoint, **metrics)
 
 
@@ -277,13 +291,14 @@ def fused_path(config):
 
 class _CallSizer:
     """How many steps the next call runs: --steps_per_call at most, and about
-    CALL_SECONDS of work once the step time is known. The numbers do not depend on it."""
+    CALL_SECONDS of work once the step time is known (unless `by_time` is false: then
+    always min(--steps_per_call, 10)). The numbers do not depend on it."""
 
-    def __init__(self, most):
-        self.most, self.size = most, min(most, 10)
+    def __init__(self, most, by_time=True):
+        self.most, self.size, self.by_time = most, min(most, 10), by_time
 
     def record(self, steps, seconds):
-        if steps and seconds > 0:
+        if self.by_time and steps and seconds > 0:
             self.size = int(max(1, min(self.most, CALL_SECONDS * steps / seconds)))
 
 
@@ -414,11 +429,17 @@ def _per_step_calls(step_fn, iterator, optimizer, plan, seed):
     return run
 
 
-def _stop_on_signal(stop, s, save, manager, log):
-    """Checkpoints step `s` (unless the newest checkpoint is of it) and raises Preempted."""
+def _save_unless_saved(save, manager, s):
+    """`save(s)` unless the newest checkpoint is of step `s`; returns the newest path."""
     if manager.latest_checkpoint is None or int(
             manager.latest_checkpoint.rsplit("-", 1)[-1]) != s:
         save(s)
+    return manager.latest_checkpoint
+
+
+def _stop_on_signal(stop, s, save, manager, log):
+    """Checkpoints step `s` (unless the newest checkpoint is of it) and raises Preempted."""
+    _save_unless_saved(save, manager, s)
     log(f"received {stop.name} at step {s}: saved checkpoint {manager.latest_checkpoint}; "
         f"stopping (re-run the same command to resume)")
     raise preemption.Preempted(stop.requested, s, manager.latest_checkpoint)

@@ -8,6 +8,8 @@ raises `Preempted`, whose `exit_code` is the shell's 128 + signal number (143 fo
 SIGTERM, 130 for SIGINT, 129 for SIGHUP). A second signal while the first is pending
 stops the process at once the way it would have without the block (no checkpoint; the
 last completed one stays readable).
+
+A multi-worker run must stop every worker at the same step: see `cluster_preemption`.
 """
 
 import signal
@@ -57,6 +59,10 @@ class StopRequest:
     def __exit__(self, *exc):
         self._restore()
 
+    def release(self):
+        """Gives the signals back to the previous handlers before the block ends."""
+        self._restore()
+
     def _restore(self):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
@@ -73,3 +79,4 @@ class StopRequest:
     @property
     def name(self):
         return signal.Signals(self.requested).name if self.requested else None
+
