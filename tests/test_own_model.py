@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import estimators, objectives, seeds, training
+from tfp_iwae import seeds, training
 
 LATENT = 8
 

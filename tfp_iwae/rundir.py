@@ -20,7 +20,6 @@ import typing
 
 import tensorflow as tf
 
-from tfp_iwae import data
 from tfp_iwae import model as model_lib
 from tfp_iwae.config import (MODEL_FIELDS, TRAJECTORY_FIELDS, RunConfig, TrainingError,
                              model_flags)
