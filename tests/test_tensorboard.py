@@ -65,9 +65,10 @@ def test_reconstruction_grid_is_rows_of_inputs_over_rows_of_their_reconstruction
         summaries.reconstruction_grid(inputs[:12], inputs[:12], cols)
 
 
-def test_sample_launcher_tiles_with_the_same_grid_function():
-    # launch/sample.py's PNG and the TensorBoard grids come from one tiling function.
-    with open(os.path.join(ROOT, "launch", "sample.py")) as f:
+def test_sample_command_tiles_with_the_same_grid_function():
+    # tfp-iwae-sample's PNG (tfp_iwae/cli/sample.py; launch/sample.py runs it) and the
+    # TensorBoard grids come from one tiling function.
+    with open(os.path.join(ROOT, "tfp_iwae", "cli", "sample.py")) as f:
         source = f.read()
     assert "from tfp_iwae.summaries import image_grid as grid" in source
     assert not re.search(r"^def grid\(", source, re.M)
