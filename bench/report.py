@@ -4,6 +4,10 @@
     python bench/report.py                 # no IDX files: L_5000 over mnist_5k's 1,000
     python bench/report.py --quick         # smoke run (seconds; figures not meaningful)
 
+Prints the table and writes it, with the command and the machine, into docs/benchmarks.md
+(`--out`) between `<!-- bench:table:start -->` and `<!-- bench:table:end -->` (a --quick
+run writes nothing unless --out is given).
+
 Rows:
   * training examples/s at k = 1, 5, 50 for the 1- and 2-stochastic-layer paper models
     (IWAE, XLA) at batch 20 (the paper's) and 100, three ways: one compiled step per call
@@ -32,9 +36,11 @@ Every ratio is taken between figures measured in this run on this machine.
 import argparse
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +56,9 @@ import input_pipeline  # noqa: E402
 import train_step  # noqa: E402
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+ROOT = os.path.dirname(HERE)
+BENCHMARKS_PAGE = os.path.join(ROOT, "docs", "benchmarks.md")
+TABLE_START, TABLE_END = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
 ROUNDS = 3  # alternating timing windows per training cell
 
 
@@ -67,7 +76,36 @@ def device_name():
     return f"{cpu}, {os.cpu_count()} logical cores"
 
 
+def table_markdown(header, rows):
+    """The measured table as markdown: a header paragraph, then one row per measurement."""
+    lines = [header, "", "| measurement | result | reference (same run) | share / ratio |",
+             "|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(path, text):
+    """Puts `text` between the page's table markers (replacing what was there); a page
+    without them gets the markers and the table at its end."""
+    page = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            page = f.read()
+    if TABLE_START in page and TABLE_END in page:
+        head, rest = page.split(TABLE_START, 1)
+        page = head + TABLE_START + "\n" + text + TABLE_END + rest.split(TABLE_END, 1)[1]
+    else:
+        page = page.rstrip("\n") + ("\n\n" if page else "") + \
+            f"{TABLE_START}\n{text}{TABLE_END}\n"
+    with open(path + ".tmp", "w") as f:
+        f.write(page)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv=None):
+    t0 = time.perf_counter()
+    command = " ".join(["python bench/report.py"] + [shlex.quote(a) for a in (
+        sys.argv[1:] if argv is None else argv)])
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny timings: checks the script runs")
@@ -79,7 +117,10 @@ def main(argv=None):
     p.add_argument("--chunks", default="50,500", help="chunk sizes of the L_5000 rows")
     p.add_argument("--data_dir", default=None, help="MNIST IDX files for the L_5000 rows "
                    "(all 10,000 test images); without them mnist_5k's 1,000")
+    p.add_argument("--out", default=None, help="Page whose table section is rewritten "
+                   "(default: docs/benchmarks.md; none for --quick)")
     args = p.parse_args(argv)
+    out = args.out or (None if args.quick else BENCHMARKS_PAGE)
     ks = [int(k) for k in args.ks.split(",")]
     layers = [int(v) for v in args.layers.split(",")]
     seconds = 0.3 if args.quick else 3.0
@@ -182,17 +223,18 @@ def main(argv=None):
                      f"{rate / base:.1f}x the step"))
         print(*rows[-1], sep=" | ", flush=True)
 
+    minutes, secs = divmod(round(time.perf_counter() - t0), 60)
+    header = (f"Measured with `{command}` ({device_name()}; TensorFlow {tf.__version__}; "
+              f"sgemm at [{max(batches) * max(ks)}x200]x[200x784]: NumPy "
+              f"{sgemm['numpy'] / 1e9:.0f}, TensorFlow {sgemm['tensorflow'] / 1e9:.0f} "
+              f"GFLOP/s" + (" (--quick: figures not meaningful)" if args.quick else "") +
+              f"; L_{num_samples} data: {eval_note}; {minutes} min {secs} s):")
+    text = table_markdown(header, rows)
     print()
-    print(f"Device: {device_name()}; TensorFlow {tf.__version__}; sgemm at "
-          f"[{max(batches) * max(ks)}x200]x[200x784]: NumPy {sgemm['numpy'] / 1e9:.0f}, "
-          f"TensorFlow {sgemm['tensorflow'] / 1e9:.0f} GFLOP/s" +
-          (" (--quick: figures not meaningful)" if args.quick else "") +
-          f"; L_{num_samples} data: {eval_note}")
-    print()
-    print("| measurement | result | reference (same run) | share / ratio |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(text)
+    if out:
+        write_table(out, text)
+        print(f"wrote the table into {out}")
     return rows
 
 

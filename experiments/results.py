@@ -1,4 +1,4 @@
-"""Regenerates the README's results: the paper's table 1, extras, bound vs k, budget.
+"""Regenerates docs/results.md: the paper's table 1, extras, bound vs k, budget.
 
     python experiments/results.py --dataset=mnist --data_dir=../shared/data/mnist \
         --name=mnist_p10 --schedule=paper --epochs=10 --ks=5,1,50 \
@@ -28,8 +28,13 @@ Writes `docs/results/<name>.json` (every figure, command and timing),
 `docs/results/<name>.md` (the tables), `docs/bound_vs_k_<name>.png`,
 `docs/samples_<name>.png` (the set's lowest test NLL), `docs/nll_vs_passes_<dataset>.png`
 (the 1-layer k=5 pair of every committed set of the dataset, when there are two or
-more), and replaces the README section between `<!-- results:<name>:start -->` and
-`<!-- results:<name>:end -->` when present (`--name` defaults to the dataset).
+more), and replaces the section of docs/results.md (`--results_page`) between
+`<!-- results:<name>:start -->` and `<!-- results:<name>:end -->`, or adds one at its end
+(`--name` defaults to the dataset).
+
+Committed files name no absolute path of this machine: a run's checkpoint is relative
+to the run's logdir (`checkpoints/ckpt-29800`), `--data_dir` and the runs' logdirs are
+relative to the repository (`portable_path`).
 """
 
 import argparse
@@ -58,8 +63,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="mnist_5k")
     p.add_argument("--name", default=None,
-                   help="Names this set of results (runs subdirectory, docs files, README "
-                        "markers); default: the dataset.")
+                   help="Names this set of results (runs subdirectory, docs files, "
+                        "docs/results.md section); default: the dataset.")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--epochs", type=int, default=100,
                    help="Passes over the training split per configuration: at constant lr "
@@ -86,7 +91,9 @@ def parse_args(argv=None):
                         "k, every --layers).")
     p.add_argument("--runs_dir", default=os.path.join(ROOT, "runs", "results"))
     p.add_argument("--docs", default=os.path.join(ROOT, "docs"))
-    p.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+    p.add_argument("--results_page", default=None,
+                   help="The page whose section of this set is rewritten (default: "
+                        "<docs>/results.md).")
     p.add_argument("--parallel", type=int, default=1,
                    help="Runs trained at once, each with (CPU cores // --parallel) TensorFlow "
                         "threads. At the paper's batch 20 one step is too small to use many "
@@ -112,6 +119,7 @@ def parse_args(argv=None):
         p.error(f"--layers must be in {{1, 2}} and --ks >= 1, got {args.layers}, {args.ks}")
     args.extras = [e for e in args.extras.split(",") if e]
     args.name = args.name or args.dataset
+    args.results_page = args.results_page or os.path.join(args.docs, "results.md")
     unknown = set(args.extras) - set(EXTRAS)
     if unknown:
         p.error(f"--extras: unknown {sorted(unknown)}; expected {', '.join(EXTRAS)}")
@@ -197,9 +205,38 @@ def commands(args, run):
     return out
 
 
+def portable_path(path, start=ROOT):
+    """`path` as committed: relative to `start` (the repository by default) when absolute,
+    so that no file under docs/ names a directory of the machine that made it."""
+    if path is None or not os.path.isabs(path):
+        return path
+    return os.path.relpath(path, start)
+
+
 def show(cmd):
-    """The command as a user would type it from the repository root."""
-    return " ".join(["python"] + [shlex.quote(c) for c in cmd[1:]]).replace(ROOT + os.sep, "")
+    """The command as a user would type it from the repository root: the path of a
+    `--flag=/abs/path` argument inside the repository, or beside it (e.g. ../shared/data),
+    relative to the repository; system paths such as /usr/share/datasets as given."""
+    near = (ROOT, os.path.dirname(ROOT))  # the repository and its parent directory
+    near = tuple(d.rstrip(os.sep) + os.sep for d in near if d.rstrip(os.sep))
+    words = []
+    for c in cmd[1:]:
+        flag, eq, value = c.partition("=")
+        if eq and value.startswith(near):
+            c = f"{flag}={portable_path(value)}"
+        words.append(shlex.quote(c))
+    return " ".join(["python"] + words)
+
+
+def portable_result(result, logdir):
+    """A run's result as committed: each evaluation's `checkpoint` relative to the run's
+    `logdir` (tfp-iwae-evaluate writes it as a path of this machine)."""
+    result = dict(result)
+    for split in ("test", "train"):
+        if isinstance(result.get(split), dict):
+            ckpt = result[split].get("checkpoint")
+            result[split] = dict(result[split], checkpoint=portable_path(ckpt, logdir))
+    return result
 
 
 def thread_env(parallel):
@@ -341,7 +378,7 @@ def write_committed(args, name, result):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     ll = np.load(eval_result(args, run_dir(args, name), "test") + "_per_example.npy")
     np.save(npy, ll.astype(np.float32))
-    result = dict(result, settings=settings(args))
+    result = dict(portable_result(result, run_dir(args, name)), settings=settings(args))
     with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(path + ".tmp", path)
@@ -669,18 +706,42 @@ def plot_budgets(args, path):
     return True
 
 
-def update_readme(path, dataset, text):
-    start, end = f"<!-- results:{dataset}:start -->", f"<!-- results:{dataset}:end -->"
-    with open(path) as f:
-        readme = f.read()
-    if start not in readme or end not in readme:
-        print(f"README has no {start} ... {end} section; left unchanged.")
-        return
-    head, rest = readme.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(path, "w") as f:
-        f.write(head + start + "\n" + text + end + tail)
+def update_results_page(path, name, text):
+    """Replaces the section of set `name` in the results page (between `<!--
+    results:<name>:start -->` and `<!-- results:<name>:end -->`) with `text`; a set the
+    page does not hold yet gets a new section at its end (a new page if there is none)."""
+    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+    page = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            page = f.read()
+    if start in page and end in page:
+        head, rest = page.split(start, 1)
+        _, tail = rest.split(end, 1)
+        page = head + start + "\n" + text + end + tail
+    else:
+        page = (page or "# Results\n\nWhat the models trained by experiments/results.py "
+                "score, set by set.\n")
+        page = page.rstrip("\n") + f"\n\n## {name}\n\n{start}\n{text}{end}\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(page)
+    os.replace(path + ".tmp", path)
     print(f"updated {path}")
+
+
+def figures(args, best, budget, where):
+    """Markdown lines showing the set's figures, linked from a page in directory `where`."""
+    def link(png):
+        return os.path.relpath(os.path.join(args.docs, png), where)
+    text = (f"\n![test bound against k]({link(f'bound_vs_k_{args.name}.png')})\n"
+            f"![samples and reconstructions of {best}, the lowest test NLL of the set]"
+            f"({link(f'samples_{args.name}.png')})\n")
+    if budget:
+        text += (f"![test NLL of the 1-layer k=5 pair against training passes, every "
+                 f"committed {args.dataset} set]"
+                 f"({link(f'nll_vs_passes_{args.dataset}.png')})\n")
+    return text
 
 
 def main(argv=None):
@@ -710,23 +771,22 @@ def main(argv=None):
     curve_png = os.path.join(args.docs, f"bound_vs_k_{args.name}.png")
     plot_curves(args, results, curve_png)
     text = tables(args, results)
-    rel = os.path.relpath(args.docs, ROOT)
-    text += (f"\n![test bound against k]({rel}/bound_vs_k_{args.name}.png)\n"
-             f"![samples and reconstructions of {best}, the lowest test NLL of the set]"
-             f"({rel}/samples_{args.name}.png)\n")
+    committed_args = {k: v for k, v in vars(args).items()
+                      if k not in ("runs_dir", "docs", "results_page", "dry_run",
+                                   "report_only", "parallel")}
+    committed_args["data_dir"] = portable_path(args.data_dir)
     with open(os.path.join(args.docs, "results", f"{args.name}.json"), "w") as f:
-        json.dump({"args": {k: v for k, v in vars(args).items()
-                            if k not in ("runs_dir", "docs", "readme", "dry_run",
-                                         "report_only", "parallel")},
-                   "runs": results}, f, indent=1)
+        json.dump({"args": committed_args,
+                   "runs": {name: res if res is None else
+                            portable_result(res, run_dir(args, name))
+                            for name, res in results.items()}}, f, indent=1)
     # (before the budget plot, which reads every committed set's JSON, this one's too)
-    budget_png = os.path.join(args.docs, f"nll_vs_passes_{args.dataset}.png")
-    if plot_budgets(args, budget_png):
-        text += (f"![test NLL of the 1-layer k=5 pair against training passes, every "
-                 f"committed {args.dataset} set]({rel}/nll_vs_passes_{args.dataset}.png)\n")
-    with open(os.path.join(args.docs, "results", f"{args.name}.md"), "w") as f:
-        f.write(text)
-    update_readme(args.readme, args.name, text)
+    budget = plot_budgets(args, os.path.join(args.docs, f"nll_vs_passes_{args.dataset}.png"))
+    table_md = os.path.join(args.docs, "results", f"{args.name}.md")
+    with open(table_md, "w") as f:
+        f.write(text + figures(args, best, budget, os.path.dirname(table_md)))
+    text += figures(args, best, budget, os.path.dirname(os.path.abspath(args.results_page)))
+    update_results_page(args.results_page, args.name, text)
     print(text)
     print(f"done in {(time.perf_counter() - t0) / 60:.1f} min; compare the runs in "
           f"TensorBoard: tensorboard --logdir {tensorboard_logdir(args)}", flush=True)

@@ -1,71 +1,11 @@
-"""PNG grids of samples and reconstructions from a trained run.
+"""PNG grids of samples and reconstructions from a trained run: `tfp-iwae-sample` run from a checkout.
 
-    python launch/sample.py --logdir=runs/default --out=docs/samples.png
+    python launch/sample.py --helpfull     # every flag; docs/cli.md describes them
+
+The code is `tfp_iwae.cli.sample` of the installed package (`pip install -e .`).
 """
 
-import os
-import sys
-
-import _common  # first: quiet start-up, error reporting
-from absl import flags
-import numpy as np
-import tensorflow as tf
-
-from tfp_iwae import data
-from tfp_iwae.summaries import image_grid as grid  # the TensorBoard grids' tiling
-
-F = flags.FLAGS
-flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.")
-flags.DEFINE_string("checkpoint", None, "A checkpoint prefix of the run (default: the "
-                    "newest), e.g. an older one when the newest is damaged.")
-flags.DEFINE_string("out", None, "PNG path (default: <logdir>/samples.png).")
-flags.DEFINE_integer("rows", 8, "Grid rows (samples: rows x rows; reconstructions: rows "
-                     "rows of ceil(rows / 2) data | reconstruction pairs).")
-flags.DEFINE_bool("mean", True, "Show E[x|z] (Bernoulli means) instead of binary samples.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-
-
-def pairs_per_row(rows):
-    """Data | reconstruction pairs in each of the `rows` rows: ceil(rows / 2), so the pair
-    grid is `rows` rows of 2 * ceil(rows / 2) tiles (as wide as the sample grid when
-    `rows` is even, one tile wider when it is odd)."""
-    return (rows + 1) // 2
-
-
-def main(argv):
-    _common.quiet_absl()
-    _common.check_flags([("rows", F.rows, F.rows >= 1, "an integer >= 1"),
-                         ("seed", F.seed, F.seed >= 0, "an integer >= 0")])
-    config, model, path, _ = _common.restore_run(F.logdir, F.checkpoint)
-    n = F.rows * F.rows
-    samples = model.sample(n, seed=F.seed, mean=F.mean).numpy()
-    try:
-        test = data.load_array(config.dataset, "test", data_dir=config.data_dir,
-                               download=False,
-                               allow_nonstandard=config.allow_nonstandard_data)
-    except data.DataError as e:  # e.g. a run copied to a machine without its data
-        print(f"note: no reconstructions, the test images cannot be read here ({e})",
-              file=sys.stderr)
-        picture = grid(samples, F.rows, F.rows)
-        what = f"{n} samples"
-    else:
-        # Evenly spaced test images: splits stored sorted by class show every class.
-        per_row = pairs_per_row(F.rows)
-        x = test[np.linspace(0, len(test) - 1, F.rows * per_row).astype(int)]
-        recon = model.reconstruct(tf.constant(x), seed=F.seed).numpy()
-        pairs = np.stack([x, recon], 1).reshape(-1, x.shape[-1])
-        sep = np.ones([F.rows * 28, 28])
-        picture = np.concatenate([grid(samples, F.rows, F.rows), sep,
-                                  grid(pairs, F.rows, 2 * per_row)], axis=1)
-        what = f"left {n} samples, right data|reconstruction pairs"
-    out = F.out or os.path.join(F.logdir, "samples.png")
-    png = tf.io.encode_png(tf.cast(np.round(picture[..., None] * 255), tf.uint8))
-    try:
-        tf.io.write_file(out, png)
-    except tf.errors.OpError as e:
-        _common.fail(f"--out: cannot write {out!r}: {e}")
-    print(f"wrote {out} from {path}: {what}")
-
+from tfp_iwae.cli import sample_main
 
 if __name__ == "__main__":
-    _common.run(main)
+    sample_main()

@@ -33,8 +33,13 @@ def test_make_optimizer_accepts_numbers_and_schedules():
     opt = training.make_optimizer(np.float32(3e-4), beta_1=0., epsilon=1e-8)
     np.testing.assert_allclose(float(opt.learning_rate), 3e-4, rtol=1e-6)
     assert opt.epsilon == 1e-8 and opt.beta_1 == 0.
+    # A schedule is the optimizer's learning rate, read at its step: 1e-3 * 0.5^(t / 100).
     sched = keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.5)
-    assert training.make_optimizer(sched) is not None
+    opt = training.make_optimizer(sched)
+    np.testing.assert_allclose(float(opt.learning_rate), 1e-3, rtol=1e-6)
+    opt.iterations.assign(200)
+    np.testing.assert_allclose(float(opt.learning_rate), 2.5e-4, rtol=1e-6)
+    assert opt.epsilon == 1e-4  # the paper's Adam epsilon, the default
 
 
 @pytest.mark.parametrize("layers", [1, 2])

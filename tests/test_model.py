@@ -128,11 +128,30 @@ def test_std_parameterizations_are_positive_and_finite():
         tfp_iwae.IWAE(1, std_parameterization="relu")
 
 
+def _gaussian_log_density(x, loc, std):
+    """log N(x; loc, diag(std^2)) summed over the last axis, in float64 NumPy."""
+    x, loc, std = (np.asarray(t, np.float64) for t in (x, loc, std))
+    return np.sum(-0.5 * ((x - loc) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi), -1)
+
+
 def test_gaussian_likelihood_for_continuous_data():
+    # The gaussian likelihood scores continuous x with the diagonal Gaussian of the
+    # decoder's (loc, std): its log-prob is the closed form, and each log weight is
+    # log N(z; 0, I) + log N(x; loc(z), std(z)^2) - log N(z; loc_q(x), std_q(x)^2) for
+    # the z that log_weights draws with the same seed.
     m = tfp_iwae.IWAE(1, input_dim=5, likelihood="gaussian", hidden_units=[[8]],
-                      latent_units=[2])
+                      latent_units=[2], seed=0)
     x = tf.random.stateless_normal([3, 5], [2, 2])
-    assert m.log_weights(x, 4, seed=0).shape == (4, 3)
+    lw = m.log_weights(x, 4, seed=0)
+    assert lw.shape == (4, 3)
+    z = m.encoder(x).sample(4, seed=seeds.stateless_seed(0))  # [4, 3, 2]
+    loc, std = m.p_x.parameters_for(z)
+    log_px = _gaussian_log_density(x, loc, std)
+    np.testing.assert_allclose(m.decoder(z).log_prob(x).numpy(), log_px, rtol=1e-5)
+    loc_q, std_q = m.q_layers[0].parameters_for(x)
+    expected = (_gaussian_log_density(z, 0., 1.) + log_px
+                - _gaussian_log_density(z, loc_q, std_q))
+    np.testing.assert_allclose(lw.numpy(), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_seeded_sampling_is_reproducible_compiled_and_not():
@@ -152,7 +171,7 @@ def test_seeded_sampling_is_reproducible_compiled_and_not():
 
 
 def test_compiled_draws_match_eager_only_for_a_compile_time_constant_seed():
-    # The README's "Seeds are explicit" paragraph, checked on the 1-layer model. Eager
+    # docs/library.md's "Seeds" paragraph, checked on the 1-layer model. Eager
     # and a plain tf.function draw the same z for the same seed, given as an argument or
     # not (their log weights agree to float32 rounding: graph mode may fuse a dense
     # layer's matmul, bias and tanh into one oneDNN kernel). Under XLA they agree (to float rounding of the networks) only when the seed
@@ -173,6 +192,7 @@ def test_compiled_draws_match_eager_only_for_a_compile_time_constant_seed():
     assert np.abs(compiled - eager).max() > 1., (compiled, eager)
 
 
+@pytest.mark.slow  # 300 optimizer steps per architecture
 @pytest.mark.parametrize("layers", [1, 2])
 def test_training_on_real_mnist_raises_the_bound(mnist_5k, layers):
     train, test = mnist_5k

@@ -65,9 +65,10 @@ def test_reconstruction_grid_is_rows_of_inputs_over_rows_of_their_reconstruction
         summaries.reconstruction_grid(inputs[:12], inputs[:12], cols)
 
 
-def test_sample_launcher_tiles_with_the_same_grid_function():
-    # launch/sample.py's PNG and the TensorBoard grids come from one tiling function.
-    with open(os.path.join(ROOT, "launch", "sample.py")) as f:
+def test_sample_command_tiles_with_the_same_grid_function():
+    # tfp-iwae-sample's PNG (tfp_iwae/cli/sample.py; launch/sample.py runs it) and the
+    # TensorBoard grids come from one tiling function.
+    with open(os.path.join(ROOT, "tfp_iwae", "cli", "sample.py")) as f:
         source = f.read()
     assert "from tfp_iwae.summaries import image_grid as grid" in source
     assert not re.search(r"^def grid\(", source, re.M)
@@ -123,10 +124,12 @@ def test_an_evaluation_of_fewer_images_or_another_k_keeps_its_own_tags(tmp_path)
     assert summaries.evaluation_tag("bound/nll", 5000) == "bound/nll_k5000"
 
 
-def test_readme_tensorboard_table_lists_every_tag_with_its_runs():
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    section = readme.split("### TensorBoard", 1)[1].split("\n## ", 1)[0]
+def test_docs_tensorboard_table_lists_every_tag_with_its_runs():
+    # docs/tensorboard.md's tag table (its "## Tags" section) names every tag that
+    # `summaries.TAGS` defines, with the TensorBoard runs that hold it.
+    with open(os.path.join(ROOT, "docs", "tensorboard.md")) as f:
+        page = f.read()
+    section = page.split("\n## Tags", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines()
             if line.startswith("| `")}
     for run, tag, _ in summaries.TAGS:
@@ -273,8 +276,8 @@ def poll(fn, timeout=90):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     """Two tiny launcher runs (VAE and IWAE objectives) under one parent logdir, and a
-    test-set evaluation of the IWAE one: (parent, evaluation results). --noxla: for 20
-    steps compiling the step costs more than it saves."""
+    test-set evaluation of the IWAE one: (parent, evaluation results, {objective: the
+    run's stdout}). --noxla: for 20 steps compiling the step costs more than it saves."""
     parent = tmp_path_factory.mktemp("runs")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     procs = [subprocess.Popen(
@@ -282,21 +285,23 @@ def two_runs(tmp_path_factory):
          f"--objective={o}", "--max_steps=20", "--eval_every=20", "--eval_images=20",
          "--eval_samples=50", "--log_every=10", "--noxla"], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE) for o in ("vae", "iwae")]
-    for p in procs:  # the two share the machine's cores
+    outs = {}
+    for objective, p in zip(("vae", "iwae"), procs):  # the two share the machine's cores
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
+        outs[objective] = out
     # The HParams table's test NLL: L_5000 over the whole test split (1,000 images).
     ev = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "evaluate.py"),
                          f"--logdir={parent / 'iwae'}"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr[-3000:]
     with open(parent / "iwae" / "eval_test_k5000.json") as f:
-        return parent, json.load(f)
+        return parent, json.load(f), outs
 
 
 @pytest.mark.slow
 def test_tensorboard_serves_hparams_grouped_scalars_and_image_grids(two_runs):
-    parent, evaluated = two_runs
+    parent, evaluated, outs = two_runs
     with tensorboard(parent) as url:
         hparams = f"{url}/data/plugin/hparams"
         request = {"experimentName": "", "startIndex": 0, "sliceSize": 100,
@@ -335,10 +340,17 @@ def test_tensorboard_serves_hparams_grouped_scalars_and_image_grids(two_runs):
         assert values[0][("eval_test", "bound/bits_per_dim_k5000")] == pytest.approx(
             evaluated["bits_per_dim"], rel=1e-6)
         assert ("eval_test", "bound/nll_k5000") not in values[1]  # the VAE: not evaluated
-        for v in values:  # validation L_50 >= L_5 on the same images, on average
+        for objective, v in zip(["iwae", "vae"], values):
+            # validation L_50 >= L_5 on the same images, on average
             assert -300 < v[("validation", "bound/L_k")] < -100
             assert v[("validation", "bound/log_likelihood")] > v[("validation", "bound/L_k")]
-            assert v[("validation", "posterior/active_units/layer1")] >= 0
+            # the active units the run counted at its validation step (its log line
+            # "active units [n] on 20 images"), out of the 50 of layer 1
+            logged = re.search(r"validation step 20: .* active units \[(\d+)\] on 20 images",
+                               outs[objective])
+            assert logged, outs[objective][-2000:]
+            assert v[("validation", "posterior/active_units/layer1")] == int(logged.group(1))
+            assert 0 <= int(logged.group(1)) <= 50
 
         # A grouped scalar tag.
         points = json.loads(fetch(f"{url}/data/plugin/scalars/scalars?run=vae/train"

@@ -3,30 +3,53 @@
 Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders" (ICLR 2016).
 All log densities and bounds are in nats; log weights have shape
 `[num_samples, batch]`.
+
+Importing `tfp_iwae` loads neither TensorFlow nor any submodule: each public name below
+loads its module on first use (`tfp_iwae.IWAE`, `from tfp_iwae import iwae_bound`), so
+that the command-line tools (`tfp_iwae.cli`) can quiet TensorFlow's start-up before
+TensorFlow is imported.
 """
 
-from tfp_iwae import data
-from tfp_iwae import summaries
-from tfp_iwae.evaluation import (active_units, bits_per_dim, bound_curve,
-                                 estimate_bound_curve, estimate_log_likelihood)
-from tfp_iwae.estimators import (ESTIMATOR_NAMES, estimator_gradients, get_estimator,
-                                 surrogate_losses)
-from tfp_iwae.errors import Error
-from tfp_iwae.export import export_saved_model
-from tfp_iwae.latent_model import MODEL_MEMBERS, LatentVariableModel, check_model
-from tfp_iwae.marginal import ImportanceWeightedMarginal
-from tfp_iwae.model import IWAE, paper_architecture
-from tfp_iwae.objectives import (effective_sample_size, iwae_bound, log_weights,
-                                 normalized_weights, vae_bound)
-from tfp_iwae.training import TrainLoop, make_optimizer, make_train_step, paper_schedule
+import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ESTIMATOR_NAMES", "Error", "IWAE", "LatentVariableModel", "MODEL_MEMBERS", "check_model", "TrainLoop", "active_units", "bits_per_dim", "bound_curve", "data",
-    "estimate_bound_curve", "export_saved_model", "summaries",
-    "estimate_log_likelihood", "ImportanceWeightedMarginal", "effective_sample_size",
-    "estimator_gradients", "get_estimator", "iwae_bound", "log_weights",
-    "make_optimizer", "make_train_step", "normalized_weights", "paper_architecture",
-    "paper_schedule", "surrogate_losses", "vae_bound",
-]
+# Each public name and the submodule that defines it (None: the name is a submodule).
+_EXPORTS = {
+    "Error": "errors",
+    "data": None, "summaries": None,
+    "LatentVariableModel": "latent_model", "MODEL_MEMBERS": "latent_model",
+    "check_model": "latent_model",
+    "export_saved_model": "export",
+    "active_units": "evaluation", "bits_per_dim": "evaluation", "bound_curve": "evaluation",
+    "estimate_bound_curve": "evaluation", "estimate_log_likelihood": "evaluation",
+    "ESTIMATOR_NAMES": "estimators", "estimator_gradients": "estimators",
+    "get_estimator": "estimators", "surrogate_losses": "estimators",
+    "ImportanceWeightedMarginal": "marginal",
+    "IWAE": "model", "paper_architecture": "model",
+    "effective_sample_size": "objectives", "iwae_bound": "objectives",
+    "log_weights": "objectives", "normalized_weights": "objectives", "vae_bound": "objectives",
+    "TrainLoop": "training", "make_optimizer": "training", "make_train_step": "training",
+    "paper_schedule": "training",
+}
+
+__all__ = sorted(_EXPORTS, key=str.lower)
+
+
+def __getattr__(name):
+    """Loads a public name's module (or a submodule such as `tfp_iwae.loop`) on first use."""
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _EXPORTS and _EXPORTS[name] is not None:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    elif name in _EXPORTS or importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

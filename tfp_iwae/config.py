@@ -110,7 +110,7 @@ class RunConfig:
     strategy: str = _flag("default", "tf.distribute strategy: default (one device), mirrored "
                           "(all local GPUs, or the CPU devices of --cpu_devices), multi_worker "
                           "(MultiWorkerMirroredStrategy; set TF_CONFIG on every worker, see "
-                          "README).", choices=strategies.STRATEGIES)
+                          "docs/cli.md).", choices=strategies.STRATEGIES)
     num_shards: int = _flag(0, "Shards of each batch with their own sampling seeds (0: one "
                             "per replica). A single-device run with --num_shards=R draws the "
                             "same samples as an R-replica run.")

@@ -21,8 +21,9 @@ __all__ = ["estimate_log_likelihood", "active_units", "bits_per_dim", "default_c
 # Rows (samples x images) per compiled chunk: logits of 50,000 x 784 float32 are 157 MB.
 # A chunk's samples are drawn at once (its draws, and so L_k for a seed, depend on the
 # chunk size); its likelihood runs in blocks of about _ROWS_PER_BLOCK rows, whose
-# [5,000, 784] logits (16 MB) keep the decoder's matmuls and the Bernoulli log-probs
-# ~10% faster on this 2-core CPU than whole 50,000-row chunks (bench/evaluate.py).
+# [5,000, 784] logits (16 MB) stay in cache better than a whole 50,000-row chunk's, which
+# makes the decoder's matmuls and Bernoulli log-probs faster on a CPU (timings:
+# docs/benchmarks.md).
 _ROWS_PER_CHUNK = 50_000
 _ROWS_PER_BLOCK = 5_000
 
@@ -87,13 +88,12 @@ def decoder_matmuls_for(model, decoder_matmuls="auto"):
 
     `xla`: each batch is one XLA program. `tensorflow`: the decoder's dense layers
     (MatMul + bias + tanh, the bulk of L_k's FLOPs) run as TensorFlow ops, which on x86
-    CPUs go to oneDNN's GEMM, ~1.3x the rate of XLA:CPU's at these shapes; the draws and
-    log-probabilities stay in XLA programs, so the draws are the same and, for a float32
-    model, L_k agrees to float32 rounding (a mixed-precision model's bfloat16 matmuls
-    round differently in the two libraries; bench/report.py: L_5000 of 10,000 MNIST
-    test images, 1 layer, 110 s against 130 s on a 2-core CPU). `auto`: `tensorflow` for
-    a Bernoulli decoder when no GPU is visible, else `xla` (XLA's GPU matmuls are the
-    vendor's own).
+    CPUs go to oneDNN's GEMM, faster than XLA:CPU's at these shapes (timings:
+    docs/benchmarks.md); the draws and log-probabilities stay in XLA programs, so the
+    draws are the same and, for a float32 model, L_k agrees to float32 rounding (a
+    mixed-precision model's bfloat16 matmuls round differently in the two libraries).
+    `auto`: `tensorflow` for a Bernoulli decoder when no GPU is visible, else `xla`
+    (XLA's GPU matmuls are the vendor's own).
 
     Raises:
       ValueError: an unknown value, or `tensorflow` for a model whose decoder is not a

@@ -179,8 +179,8 @@ def _row_sums(t):
     """Sum over the last axis as a matrix-vector product `[rows, d] x [d, 1]`.
 
     The same sums as `reduce_sum(t, -1)`; on the CPU, XLA runs a GEMV on every core, where
-    its row reduction of a fused elementwise producer runs on one (bench: 1.6x faster
-    Bernoulli log-probs at k*batch = 5,000 rows).
+    its row reduction of a fused elementwise producer runs on one, so the Bernoulli
+    log-probs are faster this way (timings: docs/benchmarks.md).
     """
     d = t.shape[-1]
     if d is None:

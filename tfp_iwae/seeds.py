@@ -22,8 +22,8 @@ __all__ = ["stateless_seed", "split_seed", "fold_in", "sub_seed", "normal", "uni
            "RNG_ALG", "LAYER_SEED_STRIDE", "SUBLAYER_SEED_STRIDE"]
 
 # Counter-based generator of every stateless draw in tfp_iwae. XLA on CPU implements TF's
-# default ("auto_select") stateless RNG about 20x slower than Philox, and its compiled
-# draws differ from its uncompiled ones even for a constant seed; Philox is fast. Its
+# default ("auto_select") stateless RNG far more slowly than Philox (docs/benchmarks.md),
+# and its compiled draws differ from its uncompiled ones even for a constant seed. Its
 # numbers are the same with and without XLA only when the seed is a compile-time constant
 # (TensorFlow then folds the op before XLA compiles it); given the seed as a runtime
 # argument, as the training step and the evaluation do, XLA's Philox kernel draws a

@@ -11,7 +11,7 @@ logdir itself:
 so `tensorboard --logdir` on a directory holding several runs compares them: the scalar
 cards overlay the runs and the HParams dashboard has one row per run. Tags are grouped by
 their prefix (`bound/`, `posterior/`, `optimizer/`, `speed/`, `estimator/`, `images/`),
-which TensorBoard folds into one section each; `TAGS` lists them all (README: TensorBoard).
+which TensorBoard folds into one section each; `TAGS` lists them all (docs/tensorboard.md).
 All bounds and log-likelihoods are in nats, averaged over images.
 """
 
@@ -47,8 +47,8 @@ def eval_run(split):
     return f"eval_{split}"
 
 
-# Tag names. Stable: the README's table, the HParams metrics and scripts reading event
-# files depend on them.
+# Tag names. Stable: docs/tensorboard.md's table, the HParams metrics and scripts reading
+# event files depend on them.
 OBJECTIVE = "bound/objective"
 L_K = "bound/L_k"
 ELBO = "bound/elbo"

@@ -334,9 +334,10 @@ def step_is_finite(grads, bound):
 
     Per gradient, the max of a 0/1 "not finite" flag: XLA:CPU fuses that into one pass
     over the gradient, where the global norm's sum of squares (and an all-reduce of
-    booleans) runs as a tree reduction, ~15% of a whole step at batch 20, k = 5. (A max
-    of |g| would be as fast but misses NaN: XLA's max reduction does not propagate it.)
-    The fused loop computes the norm only for the steps it reports."""
+    booleans) runs as a tree reduction, a sizeable share of a small step (timings:
+    docs/benchmarks.md). (A max of |g| would be as fast but misses NaN: XLA's max
+    reduction does not propagate it.) The fused loop computes the norm only for the
+    steps it reports."""
     flags = [tf.reduce_max(tf.where(tf.math.is_finite(g), 0., 1.)) for g in grads]
     flags.append(tf.reduce_max(tf.where(tf.math.is_finite(bound), 0., 1.)))
     return tf.math.reduce_max(tf.stack(flags)) < 0.5

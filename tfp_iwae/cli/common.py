@@ -1,15 +1,16 @@
-"""Shared launcher plumbing: quiet start-up, error reporting, flag checks, run restore.
+"""Shared command-line plumbing: quiet start-up, error reporting, flag checks, run restore.
 
-The launchers import the installed `tfp_iwae` (`pip install -e .` or `pip install .`);
-nothing here changes the import path. Importing this module first:
+Importing this module changes nothing and loads no TensorFlow. `start()`, which every
+command calls before TensorFlow is imported (`tfp_iwae.cli`'s entry points do):
 - keeps TensorFlow's C++ INFO/WARNING lines out (TF_CPP_MIN_LOG_LEVEL=2 unless set, also
   for the lines TensorFlow prints before it reads it) and, on a machine with no NVIDIA
   GPU device, TensorFlow's CUDA probing errors (`failed call to cuInit`, ...), which say
   nothing to a CPU user (TFP_IWAE_SHOW_CUDA_PROBE=1 keeps them);
 - makes Ctrl-C (SIGINT) before training starts exit quietly with status 130 (the
   training loop then answers it with a checkpoint, see `tfp_iwae.preemption`).
-`run(main)` runs a launcher's main and reports the package's errors (`tfp_iwae.Error`)
-as one `error: ...` line with status 2, a run stopped on a signal with its status.
+`run(main, define_flags, doc)` defines a command's flags, runs its main under absl and
+reports the package's errors (`tfp_iwae.Error`) as one `error: ...` line with status 2,
+a run stopped on a signal with its status.
 """
 
 import atexit
@@ -20,23 +21,19 @@ import signal
 import sys
 import threading
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 # Lines of TensorFlow's CUDA probing (and absl's note that precedes them), dropped from
 # stderr where no GPU device exists.
 CUDA_PROBE_MARKERS = (b"cuInit", b"CUDA error", b"CUDA_ERROR", b"cuda_", b"cudart",
                       b"cuda drivers", b"cuDNN", b"cuFFT", b"cuBLAS", b"TensorRT", b"TF-TRT",
                       b"absl::InitializeLog()")
 
+_started = False
+
 
 def _interrupted(signum, frame):
     """SIGINT before the training loop takes the signal over: exit 130, no traceback."""
     print("interrupted", file=sys.stderr, flush=True)
     raise SystemExit(128 + signum)
-
-
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
-    signal.signal(signal.SIGINT, _interrupted)
 
 
 def has_gpu_device():
@@ -99,10 +96,21 @@ def filter_stderr(markers, hidden_levels):
     atexit.register(drain)
 
 
-_MARKERS = () if has_gpu_device() or os.environ.get("TFP_IWAE_SHOW_CUDA_PROBE") == "1" \
-    else CUDA_PROBE_MARKERS
-if _MARKERS or _glog_levels_hidden():
-    filter_stderr(_MARKERS, _glog_levels_hidden())
+def start():
+    """Quiet start-up of a command, before TensorFlow is imported (once per process):
+    TF_CPP_MIN_LOG_LEVEL=2 unless set, the stderr filter, and a quiet exit (130) on
+    SIGINT until the training loop takes the signal over."""
+    global _started
+    if _started:
+        return
+    _started = True
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored
+        signal.signal(signal.SIGINT, _interrupted)
+    markers = () if has_gpu_device() or os.environ.get("TFP_IWAE_SHOW_CUDA_PROBE") == "1" \
+        else CUDA_PROBE_MARKERS
+    if markers or _glog_levels_hidden():
+        filter_stderr(markers, _glog_levels_hidden())
 
 
 def fail(message):
@@ -124,13 +132,29 @@ def check_flags(checks):
         fail("; ".join(bad) + ".")
 
 
-def run(main):
-    """`absl.app.run(main)`, reporting the package's errors: a `tfp_iwae.Error` exits
-    with status 2 and its message (a run stopped on a signal: its status, 143 / 130 /
-    129, and a `stopped:` line)."""
-    from absl import app
+def define_for_main(define_flags, flag_values):
+    """Runs `define_flags(flag_values)` and declares the flags it defined key flags of
+    the program's main module, which `--help` / `--helpshort` list (absl lists the
+    flags defined in `__main__`; a command's are defined in its `tfp_iwae.cli` module)."""
+    before = set(flag_values)
+    define_flags(flag_values)
+    for name in sorted(set(flag_values) - before):
+        flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
+
+
+def run(main, define_flags=None, doc=None):
+    """`absl.app.run(main)` after `define_flags(flags.FLAGS)`, reporting the package's
+    errors: a `tfp_iwae.Error` exits with status 2 and its message (a run stopped on a
+    signal: its status, 143 / 130 / 129, and a `stopped:` line). `doc` is the usage text
+    of `--help` (absl shows the main module's docstring)."""
+    from absl import app, flags
 
     from tfp_iwae import errors, preemption
+
+    if define_flags is not None:
+        define_for_main(define_flags, flags.FLAGS)
+    if doc and "__main__" in sys.modules:
+        sys.modules["__main__"].__doc__ = doc
 
     def reported(argv):
         try:
