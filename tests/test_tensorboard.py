@@ -140,26 +140,25 @@ def test_docs_tensorboard_table_lists_every_tag_with_its_runs():
 
 # ---- hparams -------------------------------------------------------------------------
 
-def session_start_infos(logdir):
-    infos = []
-    for path in glob.glob(os.path.join(logdir, "events.out.tfevents*")):
-        for record in tf.data.TFRecordDataset(path):
-            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
-                if value.tag == hp_metadata.SESSION_START_INFO_TAG:
-                    infos.append(hp_metadata.parse_session_start_info_plugin_data(
-                        value.metadata.plugin_data.content))
-    return infos
-
-
-def experiment_configs(logdir):
+def hparams_plugin_data(logdir, tag, parse):
+    """`parse(content)` of every value tagged `tag` in the events files of `logdir`."""
     found = []
     for path in glob.glob(os.path.join(logdir, "events.out.tfevents*")):
         for record in tf.data.TFRecordDataset(path):
             for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
-                if value.tag == hp_metadata.EXPERIMENT_TAG:
-                    found.append(hp_metadata.parse_experiment_plugin_data(
-                        value.metadata.plugin_data.content))
+                if value.tag == tag:
+                    found.append(parse(value.metadata.plugin_data.content))
     return found
+
+
+def session_start_infos(logdir):
+    return hparams_plugin_data(logdir, hp_metadata.SESSION_START_INFO_TAG,
+                               hp_metadata.parse_session_start_info_plugin_data)
+
+
+def experiment_configs(logdir):
+    return hparams_plugin_data(logdir, hp_metadata.EXPERIMENT_TAG,
+                               hp_metadata.parse_experiment_plugin_data)
 
 
 def scalar_values(run_dir):

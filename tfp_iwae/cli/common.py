@@ -168,6 +168,17 @@ def run(main, define_flags=None, doc=None):
     app.run(reported)
 
 
+def define_run_flags(flag_values):
+    """--logdir and --checkpoint: the trained run a command reads (evaluate, sample,
+    export)."""
+    from absl import flags
+    flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("checkpoint", None, "A checkpoint prefix of the run (default: the "
+                        "newest), e.g. an older one when the newest is damaged.",
+                        flag_values=flag_values)
+
+
 def restore_run(logdir, checkpoint=None):
     """The `rundir.RestoredRun` (config, model, checkpoint, step) of the training run in
     `logdir`; fails with its message."""

@@ -28,10 +28,7 @@ F = flags.FLAGS
 def define_flags(flag_values=F):
     """This command's flags."""
     fv = flag_values
-    flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.", flag_values=fv)
-    flags.DEFINE_string("checkpoint", None, "A checkpoint prefix of the run (default: the "
-                        "newest), e.g. an older one when the newest is damaged.",
-                        flag_values=fv)
+    common.define_run_flags(fv)
     flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to evaluate.",
                       flag_values=fv)
     flags.DEFINE_integer("num_samples", 5000, "k of the L_k estimate (paper: 5000).",

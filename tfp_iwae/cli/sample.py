@@ -24,10 +24,7 @@ F = flags.FLAGS
 def define_flags(flag_values=F):
     """This command's flags."""
     fv = flag_values
-    flags.DEFINE_string("logdir", "runs/default", "The training run's logdir.", flag_values=fv)
-    flags.DEFINE_string("checkpoint", None, "A checkpoint prefix of the run (default: the "
-                        "newest), e.g. an older one when the newest is damaged.",
-                        flag_values=fv)
+    common.define_run_flags(fv)
     flags.DEFINE_string("out", None, "PNG path (default: <logdir>/samples.png).",
                         flag_values=fv)
     flags.DEFINE_integer("rows", 8, "Grid rows (samples: rows x rows; reconstructions: rows "
