@@ -249,6 +249,7 @@ def test_evaluate_a_checkpoint_of_another_architecture(trained_run, tmp_path):
 @pytest.mark.parametrize("curve, match", [
     ("1,50", r"--curve_ks: each k must be in \[1, --num_samples=20\]"),
     ("1,x", r"--curve_ks: expected integers")])
+@pytest.mark.slow
 def test_evaluate_curve_ks_outside_num_samples(trained_run, curve, match):
     logdir, _ = trained_run
     proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=20", "--max_images=5",
@@ -368,6 +369,7 @@ def test_checkpoint_from_before_recorded_flags_still_resumes(trained_run, tmp_pa
     assert any("resumed from" in l and "at step 300" in l for l in lines), lines
 
 
+@pytest.mark.slow
 def test_validation_log_names_the_binarisation_it_used(tmp_path):
     # Under --binarization=none validation sees the intensities: the log must not say
     # "fixed-binarised". (A one-step run with validation at that step; no XLA: for one

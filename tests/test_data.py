@@ -155,6 +155,7 @@ def test_fashion_mnist_from_debian_idx_files():
     assert data.describe("fashion_mnist", "dynamic") == "fashion_mnist [dynamic binarisation]"
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_tfds_path_on_a_real_tfds_dataset_prepared_offline_from_idx_files(tmp_path):
     # Real tfds: tfds' own FashionMNIST builder writes its TFRecords from the Debian files

@@ -308,6 +308,7 @@ def test_path_estimators_vanish_at_the_exact_posterior():
     assert max(np.abs(g.numpy()).max() for g in iwae) > 1e-6
 
 
+@pytest.mark.slow
 def test_dreg_has_higher_encoder_snr_than_iwae_at_k_50():
     # The reason DReG exists: IWAE's encoder SNR decays like 1/sqrt(k) (Rainforth et
     # al. 2018), DReG's does not. SNR = |mean| / std over repeated draws, per parameter,

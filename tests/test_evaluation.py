@@ -73,6 +73,7 @@ def test_chunk_j_draws_with_fold_in_seed_j(model_and_x, matmuls):
         np.testing.assert_allclose(lw, ref, rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers", [1, 2])
 def test_likelihood_blocks_change_no_draw(mnist_5k, layers):
     # A chunk's k samples are drawn at once; p(x|z) then runs `likelihood_block` samples
@@ -128,6 +129,7 @@ def test_compiled_once_per_shape_across_calls_seeds_and_k(model_and_x, matmuls):
     assert other.shape == (25,) and not np.allclose(first, other)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers", [1, 2])
 def test_decoder_matmuls_in_tensorflow_or_xla_give_the_same_estimate(mnist_5k, layers):
     # Same draws, the decoder's GEMMs in oneDNN (TensorFlow ops) or in XLA: L_k and every
@@ -151,6 +153,7 @@ def test_decoder_matmuls_in_tensorflow_or_xla_give_the_same_estimate(mnist_5k, l
     assert evaluation.decoder_matmuls_for(model) == ("tensorflow" if on_cpu else "xla")
 
 
+@pytest.mark.slow
 def test_split_program_takes_float64_dataset_batches(model_and_x):
     # A Dataset may yield float64 batches: both programs cast them as `check_inputs` does
     # (the split one used to hand them uncast to the log-prob program and fail).
@@ -201,6 +204,7 @@ def test_k_5000_in_small_chunks_is_finite_and_at_least_L_50(model_and_x):
     assert np.mean(est) > np.mean(l50) - 1.  # L_5000 >= L_50 on average
 
 
+@pytest.mark.slow
 def test_peak_memory_depends_on_the_chunk_not_on_k():
     # Peak resident memory (VmHWM of a fresh process, via bench/evaluate.py) of L_k over 25
     # images: k = 50 and k = 5000 in chunks of 50 peak alike, while one chunk of 20,000

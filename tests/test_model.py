@@ -248,6 +248,7 @@ def test_importance_weighted_marginal_is_a_distribution():
         tfp_iwae.ImportanceWeightedMarginal(m, num_samples=0)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_policy_keeps_float32_variables_and_bounds(mnist_5k):
     # bf16 matmuls (8-bit mantissa): log weights agree with float32 to ~1%, everything the
     # user sees (variables, distribution parameters, bounds) stays float32.

@@ -118,6 +118,7 @@ def test_a_full_disk_is_reported_as_such_with_the_directory_and_free_space(tmp_p
     assert os.path.abspath(str(tmp_path)) in message and "MiB free there now" in message
 
 
+@pytest.mark.slow
 def test_the_progress_rate_counts_training_time_only(tmp_path, monkeypatch):
     # Each validation is made to take 2 s more: the examples/s of the progress line
     # after it must not count them (it used to drop several times after a validation).

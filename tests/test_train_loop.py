@@ -33,6 +33,7 @@ def run(total, steps_per_call, *, images=IMAGES, resident=True, dynamic=True,
     return [v.numpy() for v in model.trainable_variables], out, opt, s
 
 
+@pytest.mark.slow
 def test_numbers_do_not_depend_on_steps_per_call_or_where_the_images_live():
     # 50 steps cross an epoch boundary (20 steps/epoch: a new permutation) and a stage
     # boundary (step 23); every draw is a function of (seed, step) alone, so the weights
@@ -54,6 +55,7 @@ def test_numbers_do_not_depend_on_steps_per_call_or_where_the_images_live():
     assert any(np.abs(x - y).max() > 1e-3 for x, y in zip(a, first))
 
 
+@pytest.mark.slow
 def test_a_non_finite_step_is_not_applied_and_ends_the_call():
     # Image 0 is NaN, so the first batch holding it (in epoch 0's permutation) gives a
     # NaN bound: the call stops there, reports the steps applied, and the weights equal
@@ -91,6 +93,7 @@ def _train(tmp_path, name, **flags):
     return loop.train(config, log=lines.append), lines
 
 
+@pytest.mark.slow
 def test_the_training_loop_gives_the_same_weights_for_any_steps_per_call(tmp_path):
     # 40 steps with calls of at most 7 steps, checkpoints every 10 (7 divides neither 10
     # nor 40), against calls of up to 100: every draw is a function of (seed, step), and
@@ -107,6 +110,7 @@ def test_the_training_loop_gives_the_same_weights_for_any_steps_per_call(tmp_pat
         + ["checkpoint"])
 
 
+@pytest.mark.slow
 def test_the_training_loop_stops_at_a_non_finite_step_and_names_it(tmp_path, monkeypatch):
     # One training image is NaN (after the model's data mean was taken): the first step
     # whose batch holds it has a NaN bound. That step is not applied, the run stops naming
