@@ -267,6 +267,7 @@ def test_mixed_bfloat16_policy_keeps_float32_variables_and_bounds(mnist_5k):
     assert float(out["finite"]) == 1.
 
 
+@pytest.mark.slow
 def test_a_three_layer_model_trains_evaluates_and_exports(tmp_path, mnist_5k):
     # Depth is a list, not a branch: L = 3 stochastic layers (64, 32, 16 units) train
     # through make_train_step, and the estimator, active units and export take them.

@@ -53,6 +53,7 @@ def test_the_sample_axis_is_folded_for_the_networks_and_images_keep_their_shape(
     assert model.sample(0, seed=0).shape == (0, 28, 28, 1)
 
 
+@pytest.mark.slow
 def test_own_gradient_tape_loop_with_log_weights_and_iwae_bound(images):
     model = tfp_iwae.LatentVariableModel(*conv_networks())
     model.build_from(images[:1])
@@ -90,6 +91,7 @@ def test_a_model_missing_a_member_is_told_which():
         tfp_iwae.make_train_step(NoDecoder(), training.make_optimizer(), 5)
 
 
+@pytest.mark.slow
 def test_fit_takes_the_same_first_step_as_make_train_step(images):
     # The same networks, optimizer, estimator and seed: one step of Keras fit and one of
     # make_train_step give the same weights (to float32 rounding).
@@ -188,6 +190,7 @@ def test_the_conv_example_runs_end_to_end(tmp_path):
         assert (tmp_path / name).exists(), name
 
 
+@pytest.mark.slow
 def test_the_fused_train_loop_trains_the_own_model(images):
     # TrainLoop (many steps per compiled call, images on the device, dynamic
     # binarisation in the program) on [N, 28, 28, 1] images: the same numbers whatever
