@@ -112,3 +112,15 @@ def test_sample_pairs_and_export_out_checks(tmp_path):
     (tmp_path / "full" / "run_config.json").write_text("{}")
     with pytest.raises(SystemExit):  # a training run is never replaced
         export.check_out(str(tmp_path / "full"), str(tmp_path / "run"), True)
+
+
+def test_estimator_is_the_objective_flag_under_the_name_of_what_it_holds():
+    from tfp_iwae.cli import train
+    fv = flags.FlagValues()
+    train.define_flags(fv)
+    fv(["tfp-iwae-train", "--estimator=dreg"])
+    assert fv.objective == "dreg"
+    fv = flags.FlagValues()
+    train.define_flags(fv)
+    fv(["tfp-iwae-train", "--objective=stl"])  # the name runs and checkpoints record
+    assert fv.objective == "stl"

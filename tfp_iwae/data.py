@@ -35,6 +35,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import typing
 from typing import NamedTuple
 
 import numpy as np
@@ -44,8 +45,8 @@ from tfp_iwae import seeds
 from tfp_iwae import sources
 from tfp_iwae.sources import DataError
 
-__all__ = ["load", "load_array", "describe", "protocol_note", "DATASETS", "BINARIZATIONS",
-           "SPLITS", "DataError", "prepare_tfds_from_idx", "binarize", "fixed_binarization",
+__all__ = ["load", "load_array", "describe", "protocol_note", "DATASETS", "DatasetInfo",
+           "BINARIZATIONS", "SPLITS", "DataError", "prepare_tfds_from_idx", "binarize", "fixed_binarization",
            "evaluation_pixels", "active_units_images", "ACTIVE_UNITS_IMAGES",
            "DOWNLOAD_HOSTS", "DOWNLOAD_PROBE_TIMEOUT_S", "presented", "epoch_permutation",
            "dynamic_binarization", "CANONICAL", "Canonical", "MEAN_TOLERANCE",
@@ -56,21 +57,34 @@ SPLITS = ("train", "validation", "test", "train+validation")
 
 # name -> (tfds name, held-out validation size taken from the end of the train split,
 #          note on the protocol)
+class DatasetInfo(typing.NamedTuple):
+    """A `DATASETS` entry: the tfds name (None: embedded), the number of images held out
+    from the end of the train split for validation, and a note on the protocol."""
+    tfds_name: typing.Optional[str]
+    validation_size: int
+    note: str
+
+
 DATASETS = {
-    "mnist_5k": (None, 500, sources.EMBEDDED_MNIST_DESCRIPTION),
-    "mnist": ("mnist", 400, "MNIST 60k/10k; validation = the last 400 training images "
-              "(as in the IWAE authors' code)."),
-    "binarized_mnist": ("binarized_mnist", 0, "Larochelle & Murray's fixed binarisation "
-                        "of MNIST: 50k/10k/10k train/validation/test, already binary."),
-    "omniglot": ("omniglot", 1000, "tfds Omniglot (background alphabets = train, 19,280; "
-                 "evaluation alphabets = test, 13,180), 105x105 strokes inverted and "
-                 "area-resized to 28x28. The paper used its own 28x28 Omniglot with a "
-                 "24,345/8,070 split: numbers are not directly comparable."),
-    "kmnist": ("kmnist", 400, "Kuzushiji-MNIST 60k/10k; validation = last 400 train."),
-    "emnist/letters": ("emnist/letters", 400, "EMNIST letters 88,800/14,800 (images "
-                       "transposed upright); validation = last 400 train."),
-    "fashion_mnist": ("fashion_mnist", 400, "Fashion-MNIST 60k/10k; validation = last "
-                      "400 train."),
+    "mnist_5k": DatasetInfo(None, 500, sources.EMBEDDED_MNIST_DESCRIPTION),
+    "mnist": DatasetInfo(
+        "mnist", 400, "MNIST 60k/10k; validation = the last 400 training images (as in the "
+        "IWAE authors' code)."),
+    "binarized_mnist": DatasetInfo(
+        "binarized_mnist", 0, "Larochelle & Murray's fixed binarisation of MNIST: "
+        "50k/10k/10k train/validation/test, already binary."),
+    "omniglot": DatasetInfo(
+        "omniglot", 1000, "tfds Omniglot (background alphabets = train, 19,280; evaluation "
+        "alphabets = test, 13,180), 105x105 strokes inverted and area-resized to 28x28. The "
+        "paper used its own 28x28 Omniglot with a 24,345/8,070 split: numbers are not "
+        "directly comparable."),
+    "kmnist": DatasetInfo(
+        "kmnist", 400, "Kuzushiji-MNIST 60k/10k; validation = last 400 train."),
+    "emnist/letters": DatasetInfo(
+        "emnist/letters", 400, "EMNIST letters 88,800/14,800 (images transposed upright); "
+        "validation = last 400 train."),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", 400, "Fashion-MNIST 60k/10k; validation = last 400 train."),
 }
 
 
@@ -152,9 +166,9 @@ def describe(name, binarization):
 
 
 def protocol_note(name):
-    """The dataset's splits and provenance (`DATASETS[name][2]`), for result files."""
+    """The dataset's splits and provenance (`DATASETS[name].note`), for result files."""
     _check_name(name)
-    return DATASETS[name][2]
+    return DATASETS[name].note
 
 
 def check_canonical(name, split, x, where, files=True):
@@ -239,7 +253,7 @@ def _check_data_dir(name, data_dir, source, download):
         raise DataError(f"source='files' needs an existing --data_dir, got {data_dir!r}: "
                         f"{missing}.")
     if not download:
-        raise DataError(f"tfds dataset {DATASETS[name][0]!r} is not prepared under "
+        raise DataError(f"tfds dataset {DATASETS[name].tfds_name!r} is not prepared under "
                         f"data_dir={data_dir!r} (flag --data_dir) and there are no local "
                         f"files there: {missing}; downloading is off (--nodownload, "
                         f"download=False). Point --data_dir at an existing directory of "
@@ -283,7 +297,7 @@ def _download(builder, name, data_dir):
              "--data_dir: none given)")
     fix = ("Point --data_dir at local files (IDX .gz, {split}.npz, .amat) or prepared tfds "
            "data, or pass --nodownload (download=False) to use local data only.")
-    tfds_name = DATASETS[name][0]
+    tfds_name = DATASETS[name].tfds_name
     host, port = DOWNLOAD_HOSTS[name]
     reason = _unreachable((host, port), DOWNLOAD_PROBE_TIMEOUT_S)
     if reason is not None:
@@ -299,7 +313,7 @@ def _download(builder, name, data_dir):
 
 def _tfds_images(name, split, data_dir, download):
     import tensorflow_datasets as tfds  # imported lazily: it is slow to import
-    tfds_name = DATASETS[name][0]
+    tfds_name = DATASETS[name].tfds_name
     try:
         builder = tfds.builder(tfds_name, data_dir=data_dir)
         if download and not builder.is_prepared():
@@ -359,8 +373,8 @@ def _read_stored(name, split, data_dir, source, download):
         path = sources.split_file(name, split, data_dir)
         return sources.read_split_file(path), path, True
     if source == "tfds":
-        where = (f"tfds' {DATASETS[name][0]!r} data prepared under data_dir={data_dir!r}"
-                 if data_dir else f"tfds' {DATASETS[name][0]!r} data in its default data_dir")
+        where = (f"tfds' {DATASETS[name].tfds_name!r} data prepared under data_dir={data_dir!r}"
+                 if data_dir else f"tfds' {DATASETS[name].tfds_name!r} data in its default data_dir")
         return _tfds_images(name, split, data_dir, download), where, False
     raise DataError(f"`source` must be one of auto, embedded, files, tfds; got {source!r}.")
 
@@ -388,7 +402,7 @@ def load_array(name, split, *, data_dir=None, source="auto", download=True,
     """
     _check_name(name)
     _check_choice(split, SPLITS, "split")
-    n_val = DATASETS[name][1]
+    n_val = DATASETS[name].validation_size
     if source not in ("auto", "embedded") and name == "mnist_5k":
         raise DataError(f"mnist_5k is embedded; source={source!r} does not apply.")
     _check_data_dir(name, data_dir, source, download)

@@ -56,6 +56,9 @@ def define_flags(flag_values=F):
             f"{' or '.join(_users(name))} (or write it in the name: "
             f"{', '.join(estimators.estimator_signature(k) for k in _users(name))}).",
             flag_values=flag_values)
+    # --estimator says what the value is (a gradient estimator); --objective, the name
+    # run_config.json and the checkpoints record, stays the flag it sets.
+    flags.DEFINE_alias("estimator", "objective", flag_values=flag_values)
     flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to "
                          "run --strategy=mirrored on a CPU-only machine; 0: no split).",
                          flag_values=flag_values)
