@@ -112,10 +112,19 @@ def test_sigterm_checkpoints_the_step_reached_and_the_restart_is_bit_exact(train
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def default_signals():
+    """In the child, before exec: SIGINT, SIGTERM and SIGHUP as a terminal's process gets
+    them. A test runner started by nohup, or as a background job, ignores SIGHUP or
+    SIGINT, and an ignored signal is inherited (and rightly left alone by the run)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start_train(logdir, *args):
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
                              f"--logdir={logdir}", *args], cwd=ROOT, env=launcher_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
 
 
 def send_after_line(proc, prefix, signum, delay=0.):
@@ -131,7 +140,12 @@ def send_after_line(proc, prefix, signum, delay=0.):
             break
     else:
         raise AssertionError("".join(lines) + proc.stderr.read())
-    out, err = proc.communicate(timeout=300)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a signal that was not answered: fail, not hang
+            proc.kill()
+            proc.communicate()
     return "".join(lines) + out, err, time.perf_counter() - sent
 
 
