@@ -329,10 +329,6 @@ class LatentVariableModel(EstimatorFit, keras.Model):
     def build(self, input_shape):
         self.build_from(tf.zeros([1] + list(input_shape[1:]), tf.float32))
 
-    def _ensure_built(self, x):
-        if not self.built or self._prior is None and self._event_shape is None:
-            self.build_from(x)
-
     # -- the model's distributions -------------------------------------------------------
     @property
     def prior(self):

@@ -379,7 +379,7 @@ def _save(manager, guard, config, s):
     bad = guard.diverged()
     if bad is not None:
         now, ref = bad
-        changed = [f for f in config.changeable_flags()]
+        changed = config.changeable_flags()
         raise TrainingError(
             f"training diverged before step {s}: the training bound is {now:.4g} nats "
             f"(mean of the last {len(guard.recent)} calls) against {ref:.2f} at the last "

@@ -100,9 +100,9 @@ class ImportanceWeightedMarginal(tfd.Distribution):
         # validate_args.
         x = self._checked(x, validate_args=self.validate_args or None)
         event = latent_model.event_shape_of(self._model)
-        latent_model.ensure_built(self._model, tf.zeros((1,) + event))
         lead = tf.shape(x)[:tf.rank(x) - len(event)]
         flat = tf.reshape(x, (-1,) + event)
+        latent_model.ensure_built(self._model, flat[:1])  # no-op once built
         lw = latent_model.log_weights_of(self._model, flat, self._num_samples,
                                          seed=seeds.stateless_seed(self._seed))
         return tf.reshape(objectives.iwae_bound(lw), lead)
