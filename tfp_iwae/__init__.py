@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 # Each public name and the submodule that defines it (None: the name is a submodule).
 _EXPORTS = {
     "Error": "errors",
+    "ArgumentError": "errors",
+    "ArgumentTypeError": "errors",
     "data": None, "summaries": None,
     "LatentVariableModel": "latent_model", "MODEL_MEMBERS": "latent_model",
     "check_model": "latent_model",
