@@ -105,18 +105,7 @@ def parse_args(argv=None):
                    help="Train nothing: write the tables and plots from the committed "
                         "results (runs not committed yet show as 'not run yet').")
     args = p.parse_args(argv)
-    for name in ("epochs", "finetune_epochs", "batch_size", "eval_samples", "parallel"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name}: expected an integer >= 1, got {getattr(args, name)}")
-    if args.eval_images < 0:
-        p.error(f"--eval_images: expected an integer >= 0, got {args.eval_images}")
-    try:
-        args.layers = [int(v) for v in args.layers.split(",")]
-        args.ks = [int(v) for v in args.ks.split(",")]
-    except ValueError:
-        p.error("--layers and --ks: expected comma-separated integers")
-    if not set(args.layers) <= {1, 2} or min(args.ks) < 1:
-        p.error(f"--layers must be in {{1, 2}} and --ks >= 1, got {args.layers}, {args.ks}")
+    _check_args(p, args)
     args.extras = [e for e in args.extras.split(",") if e]
     args.name = args.name or args.dataset
     args.results_page = args.results_page or os.path.join(args.docs, "results.md")
@@ -124,6 +113,29 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"--extras: unknown {sorted(unknown)}; expected {', '.join(EXTRAS)}")
     return args
+
+
+def _check_args(p, args):
+    """The counts among `args` checked (`tfp_iwae.checks.count`; `p.error`, exit status
+    2, naming the flag otherwise); --layers and --ks parsed into lists of ints."""
+    from tfp_iwae import checks, errors
+
+    minimums = dict(epochs=1, finetune_epochs=1, batch_size=1, eval_samples=1, parallel=1,
+                    eval_images=0)
+    try:
+        for name, minimum in minimums.items():
+            checks.count(getattr(args, name), name, minimum=minimum, label=f"--{name}",
+                         expected=f"an integer >= {minimum}")
+        args.layers = [int(v) for v in args.layers.split(",")]
+        args.ks = [checks.count(v, "ks", from_text=True, label="--ks",
+                                expected="comma-separated integers >= 1")
+                   for v in args.ks.split(",")]
+    except errors.ArgumentError as e:
+        p.error(str(e))
+    except ValueError:
+        p.error("--layers and --ks: expected comma-separated integers")
+    if not set(args.layers) <= {1, 2}:
+        p.error(f"--layers must be in {{1, 2}}, got {args.layers}")
 
 
 def plan(args):

@@ -329,7 +329,7 @@ def test_dreg_has_higher_encoder_snr_than_iwae_at_k_50():
     ("iwea", "Unknown estimator 'iwea'; known: iwae, vae"),
     ("miwae(2)", "takes two arguments"),
     ("miwae(0,5)", "M must be >= 1"),
-    ("ciwae(1.5)", r"beta must be in \[0, 1\]"),
+    ("ciwae(1.5)", r"beta must be a finite number in \[0, 1\], got 1.5"),
     ("piwae(a,2)", "M must be an integer"),
 ])
 def test_bad_estimator_names(bad, match):

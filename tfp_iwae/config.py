@@ -7,11 +7,11 @@ library's own constants.
 """
 
 import dataclasses
-import math
 import os
 
 import tensorflow as tf
 
+from tfp_iwae import checks
 from tfp_iwae import data
 from tfp_iwae import errors
 from tfp_iwae import estimators
@@ -38,6 +38,29 @@ TRAJECTORY_FIELDS = ("learning_rate", "mixed_precision", "xla", "strategy", "num
 
 class TrainingError(errors.Error, RuntimeError):
     """Bad configuration or a failure that stops training (message names the cause)."""
+
+
+def _need(cond, flag, expected, value):
+    """Raises TrainingError "--flag: expected ..., got value." unless `cond`."""
+    if not cond:
+        raise TrainingError(checks.expectation(f"--{flag}", expected, value))
+
+
+def _flag_checked(check, value, flag, expected, **kwargs):
+    """`check(value, flag, ...)` (`checks.count` or `checks.real`) worded for the flag:
+    a TrainingError "--flag: expected {expected}, got {value!r}."."""
+    try:
+        return check(value, flag, label=f"--{flag}", expected=expected, **kwargs)
+    except errors.ArgumentError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _estimator_checked(flag, name, num_samples):
+    """`estimators.get_estimator(name, num_samples)`, its error as "--flag: ..."."""
+    try:
+        return estimators.get_estimator(name, num_samples)
+    except ValueError as e:
+        raise TrainingError(f"--{flag}: {e}") from None
 
 
 def _flag(default, help, choices=None):  # noqa: A002  (the flag's help text)
@@ -130,60 +153,51 @@ class RunConfig:
 
     def validate(self):
         """Raises TrainingError naming the flag of the first bad value."""
-        def need(cond, flag, expected, value):
-            if not cond:
-                raise TrainingError(f"--{flag}: expected {expected}, got {value!r}.")
-        need(self.num_samples >= 1, "num_samples", "an integer >= 1", self.num_samples)
-        need(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
-        need(self.stochastic_layers in (1, 2), "stochastic_layers", "1 or 2",
-             self.stochastic_layers)
-        need(self.schedule in training.SCHEDULES, "schedule", " or ".join(training.SCHEDULES),
-             self.schedule)
-        need(self.binarization in data.BINARIZATIONS, "binarization",
-             " | ".join(data.BINARIZATIONS), self.binarization)
-        need(self.dataset in data.DATASETS, "dataset",
-             "one of " + ", ".join(sorted(data.DATASETS)), self.dataset)
-        need(self.likelihood in model_lib.LIKELIHOODS, "likelihood",
-             " | ".join(model_lib.LIKELIHOODS), self.likelihood)
-        need(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
-        need(self.schedule_passes >= 0, "schedule_passes",
-             "an integer >= 0 (0: the paper's 3,280 passes)", self.schedule_passes)
-        need(self.schedule_passes == 0 or self.schedule == "paper", "schedule_passes",
-             "0 unless --schedule=paper (it compresses the paper schedule)",
-             self.schedule_passes)
-        need(self.max_steps >= 0, "max_steps", "an integer >= 0 (0: no cap)", self.max_steps)
-        need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
-             "a positive number (finite)", self.learning_rate)
-        need(self.seed >= 0, "seed", "a non-negative integer", self.seed)
-        need(self.strategy in strategies.STRATEGIES, "strategy",
-             " | ".join(strategies.STRATEGIES), self.strategy)
-        need(self.num_shards >= 0, "num_shards", "an integer >= 0 (0: one per replica)",
-             self.num_shards)
-        need(self.diagnostics_repeats >= 2, "diagnostics_repeats", "an integer >= 2",
-             self.diagnostics_repeats)
+        self._check_count("num_samples", "an integer >= 1")
+        self._check_count("batch_size", "an integer >= 1")
+        _need(self.stochastic_layers in (1, 2), "stochastic_layers", "1 or 2",
+              self.stochastic_layers)
+        _need(self.schedule in training.SCHEDULES, "schedule",
+              " or ".join(training.SCHEDULES), self.schedule)
+        _need(self.binarization in data.BINARIZATIONS, "binarization",
+              " | ".join(data.BINARIZATIONS), self.binarization)
+        _need(self.dataset in data.DATASETS, "dataset",
+              "one of " + ", ".join(sorted(data.DATASETS)), self.dataset)
+        _need(self.likelihood in model_lib.LIKELIHOODS, "likelihood",
+              " | ".join(model_lib.LIKELIHOODS), self.likelihood)
+        self._check_count("epochs", "an integer >= 1")
+        self._check_count("schedule_passes", "an integer >= 0 (0: the paper's 3,280 passes)",
+                          minimum=0)
+        _need(self.schedule_passes == 0 or self.schedule == "paper", "schedule_passes",
+              "0 unless --schedule=paper (it compresses the paper schedule)",
+              self.schedule_passes)
+        self._check_count("max_steps", "an integer >= 0 (0: no cap)", minimum=0)
+        _flag_checked(checks.real, self.learning_rate, "learning_rate",
+                      "a positive number (finite)", lower=0., lower_open=True)
+        self._check_count("seed", "a non-negative integer", minimum=0)
+        _need(self.strategy in strategies.STRATEGIES, "strategy",
+              " | ".join(strategies.STRATEGIES), self.strategy)
+        self._check_count("num_shards", "an integer >= 0 (0: one per replica)", minimum=0)
+        self._check_count("diagnostics_repeats", "an integer >= 2", minimum=2)
         for name in filter(None, self.diagnostics_estimators.split(",")):
-            try:
-                estimators.get_estimator(name, self.num_samples)
-            except ValueError as e:
-                raise TrainingError(f"--diagnostics_estimators: {e}") from None
+            _estimator_checked("diagnostics_estimators", name, self.num_samples)
         for flag in ("eval_every", "checkpoint_every", "log_every", "diagnostics_every"):
-            need(getattr(self, flag) >= 0, flag, "an integer >= 0 (0: never)",
-                 getattr(self, flag))
-        need(self.eval_samples >= 1, "eval_samples", "an integer >= 1", self.eval_samples)
-        need(self.steps_per_call >= 1, "steps_per_call", "an integer >= 1",
-             self.steps_per_call)
+            self._check_count(flag, "an integer >= 0 (0: never)", minimum=0)
+        self._check_count("eval_samples", "an integer >= 1")
+        self._check_count("steps_per_call", "an integer >= 1")
         unknown = sorted(set(self.changeable_flags()) - set(TRAJECTORY_FIELDS))
-        need(not unknown, "allow_changed_flags",
-             "a comma list of " + ", ".join(TRAJECTORY_FIELDS), self.allow_changed_flags)
-        try:
-            estimators.get_estimator(self.objective, self.num_samples)
-        except ValueError as e:
-            raise TrainingError(f"--objective: {e}") from None
+        _need(not unknown, "allow_changed_flags",
+              "a comma list of " + ", ".join(TRAJECTORY_FIELDS), self.allow_changed_flags)
+        _estimator_checked("objective", self.objective, self.num_samples)
         if self.init_from is not None and not (
                 tf.train.latest_checkpoint(self.init_from) or
                 os.path.exists(self.init_from + ".index")):
             raise TrainingError(f"--init_from: no checkpoint found at {self.init_from!r} "
                                 f"(expected a run's logdir/checkpoints or a checkpoint prefix).")
+
+    def _check_count(self, flag, expected, minimum=1):
+        """`checks.count` of the field `flag`, as a TrainingError naming `--flag`."""
+        _flag_checked(checks.count, getattr(self, flag), flag, expected, minimum=minimum)
 
     def changeable_flags(self):
         """The flag names in `allow_changed_flags` (a list, order kept)."""

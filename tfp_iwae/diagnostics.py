@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from tfp_iwae import checks
+from tfp_iwae import errors
 from tfp_iwae import estimators
 from tfp_iwae import seeds
 
@@ -16,7 +18,8 @@ def make_gradient_sampler(model, estimator, num_samples, group="encoder", jit_co
     """
     est = estimators.get_estimator(estimator, num_samples)
     if group not in ("encoder", "decoder"):
-        raise ValueError(f"`group` must be 'encoder' or 'decoder', got {group!r}.")
+        raise errors.ArgumentError(f"`group` must be 'encoder' or 'decoder', got "
+                                   f"{group!r}.")
 
     def fn(x, seed):
         out = estimators.estimator_gradients(
@@ -36,8 +39,8 @@ def gradient_statistics(sampler, x, repeats=20, seed=0):
     (mean per-parameter variance), `mean_norm` (norm of the averaged gradient), computed
     in float64 from `repeats` independent stateless draws on the same batch x.
     """
-    if repeats < 2:
-        raise ValueError(f"`repeats` must be >= 2 to estimate a variance, got {repeats}.")
+    repeats = checks.count(repeats, "repeats", minimum=2,
+                           description="draws on the batch, to estimate a variance")
     base = seeds.stateless_seed(seed)
     g = np.stack([sampler(x, seeds.fold_in(base, r)).numpy().astype(np.float64)
                   for r in range(repeats)])

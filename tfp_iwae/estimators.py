@@ -43,6 +43,8 @@ import re
 
 import tensorflow as tf
 
+from tfp_iwae import checks
+from tfp_iwae import errors
 from tfp_iwae import objectives
 from tfp_iwae import seeds
 
@@ -144,32 +146,22 @@ def _piwae(m, k):
 
 
 def _parse_count(text, what, name):
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"Estimator {name!r}: {what} must be an integer, got {text!r}.")
-    if value < 1:
-        raise ValueError(f"Estimator {name!r}: {what} must be >= 1, got {value}.")
-    return value
+    """Parameter `what` (M or K) of estimator `name` from its text: an integer >= 1."""
+    return checks.count(text, what, from_text=True, label=f"Estimator {name!r}: {what}")
 
 
 def _parse_unit(text, what, name):
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"Estimator {name!r}: {what} must be a number in [0, 1].")
-    if not 0. <= value <= 1.:
-        raise ValueError(f"Estimator {name!r}: {what} must be in [0, 1], got {value}.")
-    return value
+    """Parameter `what` (beta) of estimator `name` from its text: a number in [0, 1]."""
+    return checks.real(text, what, lower=0., upper=1., label=f"Estimator {name!r}: {what}")
 
 
 class Parameter(collections.namedtuple("Parameter", ["type", "parse", "format", "doc"])):
     """A parameter an estimator name can take: its Python `type` (int or float), `parse`
-    (text, what, name) -> value (ValueError naming the estimator otherwise), `format`
+    (text, what, name) -> value (ArgumentError naming the estimator otherwise), `format`
     (value -> its text in the canonical name) and `doc` (what it means: flag help)."""
 
 
-# `launch/train.py` has one flag of each name (--M, --K, --beta).
+# The training command (`tfp_iwae.cli.train`) defines one flag of each name.
 PARAMETERS = {
     "M": Parameter(int, _parse_count, str, "number of groups (an integer >= 1)"),
     "K": Parameter(int, _parse_count, str, "samples per group (an integer >= 1)"),
@@ -233,8 +225,8 @@ def estimator_name(key, *values):
     "miwae(8,8)"; ("ciwae", 0.05) -> "ciwae(0.05)"."""
     spec = ESTIMATORS[key]
     if len(values) != len(spec.params):
-        raise ValueError(f"Estimator {key!r} takes parameters ({', '.join(spec.params)}), "
-                         f"got {values!r}.")
+        raise errors.ArgumentError(f"Estimator {key!r} takes parameters "
+                                   f"({', '.join(spec.params)}), got {values!r}.")
     if not values:
         return key
     text = ",".join(PARAMETERS[p].format(v) for p, v in zip(spec.params, values))
@@ -250,8 +242,9 @@ def example_name(key, num_samples):
 def _check_num_samples(est, name, num_samples):
     if num_samples is not None and est.num_samples is not None and \
             num_samples != est.num_samples:
-        raise ValueError(f"Estimator {name!r} draws M*K = {est.num_samples} samples per "
-                         f"example, but num_samples is {num_samples}.")
+        raise errors.ArgumentError(
+            f"Estimator {name!r} draws M*K = {est.num_samples} samples per example, but "
+            f"num_samples is {num_samples}.")
     return est
 
 
@@ -268,25 +261,26 @@ def get_estimator(name, num_samples=None):
       An `Estimator`.
 
     Raises:
-      ValueError: unknown name (the known ones are listed), bad parameters, or
-        `num_samples` != M*K.
+      ArgumentError (a ValueError): unknown name (the known ones are listed), bad
+        parameters, or `num_samples` != M*K.
     """
     if isinstance(name, Estimator):
         return _check_num_samples(name, name.name, num_samples)
     key = str(name).replace(" ", "").lower()
     match = _PATTERN.match(key)
     if not match or match.group(1) not in ESTIMATORS:
-        raise ValueError(f"Unknown estimator {name!r}; known: {', '.join(ESTIMATOR_NAMES)}.")
+        raise errors.ArgumentError(f"Unknown estimator {name!r}; known: "
+                                   f"{', '.join(ESTIMATOR_NAMES)}.")
     kind, spec = match.group(1), ESTIMATORS[match.group(1)]
     args = [] if match.group(2) is None else match.group(2).split(",")
     if len(args) != len(spec.params):
         if not spec.params:
-            raise ValueError(f"Estimator {name!r}: {kind} takes no arguments.")
+            raise errors.ArgumentError(f"Estimator {name!r}: {kind} takes no arguments.")
         count = _COUNTS.get(len(spec.params), str(len(spec.params)))
         detail = ("beta in [0, 1]" if spec.params == ("beta",)
                   else f"({', '.join(spec.params)})")
-        raise ValueError(f"Estimator {name!r}: {kind} takes {count} argument"
-                         f"{'s' if len(spec.params) > 1 else ''}, {detail}.")
+        raise errors.ArgumentError(f"Estimator {name!r}: {kind} takes {count} argument"
+                                   f"{'s' if len(spec.params) > 1 else ''}, {detail}.")
     values = [PARAMETERS[p].parse(a, p, name) for p, a in zip(spec.params, args)]
     est = Estimator(estimator_name(kind, *values), spec.make(*values),
                     spec.num_samples(*values) if spec.num_samples else None, spec.plain)
@@ -347,40 +341,68 @@ def estimator_gradients(estimator, x, *, prior, likelihood_fn, posterior_fn,
     seed = seeds.stateless_seed(seed)
     decoder_variables, encoder_variables = list(decoder_variables), list(encoder_variables)
     with tf.GradientTape(persistent=not est.plain) as tape:
-        q = posterior_fn(x)
-        z = q.sample(num_samples, seed=seed)
-        if not est.plain:
-            # Cut z from the encoder: the tape's d/dz_cut are then partial derivatives
-            # (for two layers, h2's dependence on h1 is not folded into d/dh1), and
-            # log q(z_cut) carries only the score dependence on phi.
-            z_cut = tf.nest.map_structure(tf.stop_gradient, z)
-            tape.watch(tf.nest.flatten(z_cut))
-        else:
-            z_cut = z
-        log_q = q.log_prob(z_cut)
-        log_w = prior.log_prob(z_cut) + likelihood_fn(z_cut).log_prob(x) - log_q
-        wts = est(log_w)
-        n = tf.cast(tf.shape(log_w)[1], log_w.dtype)
-        loss = -tf.reduce_sum(wts.decoder * log_w) / n
+        fwd = _forward(tape, est, x, prior, likelihood_fn, posterior_fn, num_samples, seed)
     if est.plain:
-        grads = tape.gradient(loss, decoder_variables + encoder_variables)
+        grads = tape.gradient(fwd.loss, decoder_variables + encoder_variables)
         dec_grads = grads[:len(decoder_variables)]
         enc_grads = grads[len(decoder_variables):]
     else:
-        flat_z, flat_cut = tf.nest.flatten(z), tf.nest.flatten(z_cut)
-        if wts.path_scale is not None:
-            grads = tape.gradient(loss, decoder_variables + flat_cut)
-            dec_grads = grads[:len(decoder_variables)]
-            r = wts.path_scale
-            path_grads = [g * tf.reshape(r, tf.concat(
-                [tf.shape(r), tf.ones([zi.shape.rank - 2], tf.int32)], 0))
-                for g, zi in zip(grads[len(decoder_variables):], flat_z)]
-        else:
-            # a_i is not a bounded multiple of c_i: take d(sum_i a_i log w_i)/dz directly.
-            dec_grads = tape.gradient(loss, decoder_variables)
-            path_grads = tape.gradient(log_w, flat_cut, output_gradients=-wts.path / n)
-        enc_grads = tape.gradient(flat_z + [log_q], encoder_variables,
-                                  output_gradients=path_grads + [wts.score / n])
+        dec_grads, enc_grads = _split_gradients(tape, fwd, decoder_variables,
+                                                encoder_variables)
         del tape
-    return dict(decoder_grads=dec_grads, encoder_grads=enc_grads, bound=wts.bound,
-                log_weights=log_w)
+    return dict(decoder_grads=dec_grads, encoder_grads=enc_grads, bound=fwd.weights.bound,
+                log_weights=fwd.log_w)
+
+
+# What `estimator_gradients`' forward pass leaves for the backward passes: the samples z
+# (a structure), z_cut (z itself for plain estimators, else z with its gradient to the
+# encoder cut), log q(z_cut|x) and the log weights `[k, batch]`, the estimator's
+# `EstimatorWeights`, the batch size n (a float) and the decoder's loss (a scalar).
+_Forward = collections.namedtuple(
+    "_Forward", ["z", "z_cut", "log_q", "log_w", "weights", "n", "loss"])
+
+
+def _forward(tape, est, x, prior, likelihood_fn, posterior_fn, num_samples, seed):
+    """The forward pass of `estimator_gradients`, recorded by `tape` (called inside it):
+    k = `num_samples` samples z ~ q(z|x), their log weights and the loss
+    -sum_i c_i log w_i / batch. Returns a `_Forward`."""
+    q = posterior_fn(x)
+    z = q.sample(num_samples, seed=seed)
+    if not est.plain:
+        # Cut z from the encoder: the tape's d/dz_cut are then partial derivatives
+        # (for two layers, h2's dependence on h1 is not folded into d/dh1), and
+        # log q(z_cut) carries only the score dependence on phi.
+        z_cut = tf.nest.map_structure(tf.stop_gradient, z)
+        tape.watch(tf.nest.flatten(z_cut))
+    else:
+        z_cut = z
+    log_q = q.log_prob(z_cut)
+    log_w = prior.log_prob(z_cut) + likelihood_fn(z_cut).log_prob(x) - log_q
+    wts = est(log_w)
+    n = tf.cast(tf.shape(log_w)[1], log_w.dtype)
+    loss = -tf.reduce_sum(wts.decoder * log_w) / n
+    return _Forward(z, z_cut, log_q, log_w, wts, n, loss)
+
+
+def _split_gradients(tape, fwd, decoder_variables, encoder_variables):
+    """(decoder grads, encoder grads) of a non-plain estimator from the persistent `tape`
+    of `_forward`: the decoder's from the loss; the encoder's from the pathwise part
+    a_i d log w_i / d z_i (the loss's d/dz scaled by `path_scale`, or its own backward
+    pass when that is None) and the score coefficients s, sent back through the
+    encoder."""
+    wts, n = fwd.weights, fwd.n
+    flat_z, flat_cut = tf.nest.flatten(fwd.z), tf.nest.flatten(fwd.z_cut)
+    if wts.path_scale is not None:
+        grads = tape.gradient(fwd.loss, decoder_variables + flat_cut)
+        dec_grads = grads[:len(decoder_variables)]
+        r = wts.path_scale
+        path_grads = [g * tf.reshape(r, tf.concat(
+            [tf.shape(r), tf.ones([zi.shape.rank - 2], tf.int32)], 0))
+            for g, zi in zip(grads[len(decoder_variables):], flat_z)]
+    else:
+        # a_i is not a bounded multiple of c_i: take d(sum_i a_i log w_i)/dz directly.
+        dec_grads = tape.gradient(fwd.loss, decoder_variables)
+        path_grads = tape.gradient(fwd.log_w, flat_cut, output_gradients=-wts.path / n)
+    enc_grads = tape.gradient(flat_z + [fwd.log_q], encoder_variables,
+                              output_gradients=path_grads + [wts.score / n])
+    return dec_grads, enc_grads

@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_iwae import errors
 from tfp_iwae import estimators
 from tfp_iwae import networks
 from tfp_iwae import objectives
@@ -52,11 +53,11 @@ MODEL_MEMBERS = {
 
 
 def check_model(model, what, members=tuple(MODEL_MEMBERS)):
-    """Raises TypeError naming every member of `members` that `model` lacks (`what`: the
-    tool that needs them)."""
+    """Raises ArgumentTypeError (a TypeError) naming every member of `members` that
+    `model` lacks (`what`: the tool that needs them)."""
     missing = [m for m in members if not _has_member(model, m)]
     if missing:
-        raise TypeError(
+        raise errors.ArgumentTypeError(
             f"{what} needs a model with " + "; ".join(
                 f"`{m}` ({MODEL_MEMBERS.get(m, 'see its docstring')})" for m in missing)
             + f"; {type(model).__name__} has no " + ", ".join(f"`{m}`" for m in missing)
@@ -76,8 +77,9 @@ def event_shape_of(model):
     if shape is None and hasattr(model, "input_dim"):
         shape = (model.input_dim,)
     if shape is None:
-        raise ValueError(f"{type(model).__name__} has no event shape yet: build it first "
-                         f"(model.build_from(x) with a batch of data, or call it once).")
+        raise errors.ArgumentError(f"{type(model).__name__} has no event shape yet: build "
+                                   f"it first (model.build_from(x) with a batch of data, or "
+                                   f"call it once).")
     return tuple(int(d) for d in shape)
 
 
@@ -156,8 +158,9 @@ def _unfold_output(out, lead, head):
     (reshaped, then `head(t)`), or a Distribution with batch `[n]` (`_Unfolded`)."""
     if isinstance(out, tfd.Distribution):
         if out.batch_shape.rank is not None and out.batch_shape.rank != 1:
-            raise ValueError(f"a network returning a distribution must give it batch shape "
-                             f"[batch] for inputs [batch, ...], got {out.batch_shape}.")
+            raise errors.ArgumentError(f"a network returning a distribution must give it "
+                                       f"batch shape [batch] for inputs [batch, ...], got "
+                                       f"{out.batch_shape}.")
         return _Unfolded(out, lead)
     out = tf.convert_to_tensor(out)
     rest = tf.shape(out)[1:]
@@ -180,8 +183,8 @@ class EstimatorFit:
         callbacks (TensorBoard among them). `evaluate` gives L_k, ELBO and ESS at that k.
         No `loss=` is needed (or taken)."""
         if "loss" in kwargs:
-            raise ValueError("compile: the loss is the estimator's bound; pass "
-                             "`estimator=` and `num_samples=`, not `loss=`.")
+            raise errors.ArgumentError("compile: the loss is the estimator's bound; pass "
+                                       "`estimator=` and `num_samples=`, not `loss=`.")
         k = objectives.check_num_samples(num_samples)
         est = estimators.get_estimator(estimator, k)
         self._fit_settings = dict(estimator=est, num_samples=k,
@@ -224,8 +227,8 @@ class EstimatorFit:
         if isinstance(data, (tuple, list)):
             data = data[0]
         if getattr(self, "_fit_settings", None) is None:
-            raise ValueError("call model.compile(optimizer=..., estimator=..., "
-                             "num_samples=...) before fit/evaluate.")
+            raise errors.ArgumentError("call model.compile(optimizer=..., estimator=..., "
+                                       "num_samples=...) before fit/evaluate.")
         return self.check_inputs(data)
 
     def _report(self, bound, log_weights):
@@ -285,8 +288,9 @@ class LatentVariableModel(EstimatorFit, keras.Model):
         super().__init__(name=name, **kwargs)
         for label, net in (("encoder", encoder), ("decoder", decoder)):
             if not callable(net):
-                raise TypeError(f"`{label}` must be a Keras layer or model (or a callable), "
-                                f"got {type(net).__name__}.")
+                raise errors.ArgumentTypeError(
+                    f"`{label}` must be a Keras layer or model (or a callable), got "
+                    f"{type(net).__name__}.")
         self.encoder_network, self.decoder_network = encoder, decoder
         self._encoder_head = self._head(encoder_head, "encoder_head")
         self._decoder_head_spec = decoder_head
@@ -302,8 +306,8 @@ class LatentVariableModel(EstimatorFit, keras.Model):
             return _gaussian_head
         if spec == "bernoulli":
             return spec  # needs the event rank: made in decoder()
-        raise ValueError(f"`{label}` must be one of {DISTRIBUTION_HEADS} or a callable, got "
-                         f"{spec!r}.")
+        raise errors.ArgumentError(f"`{label}` must be one of {DISTRIBUTION_HEADS} or a "
+                                   f"callable, got {spec!r}.")
 
     # -- shapes and building -----------------------------------------------------------
     @property
@@ -334,24 +338,33 @@ class LatentVariableModel(EstimatorFit, keras.Model):
     def prior(self):
         """p(z); by default N(0, I) over q(z|x)'s event shape (known once built)."""
         if self._prior is None:
-            raise ValueError("the default prior takes q(z|x)'s event shape: build the model "
-                             "first (model.build_from(x) with a batch of data).")
+            raise errors.ArgumentError("the default prior takes q(z|x)'s event shape: build "
+                                       "the model first (model.build_from(x) with a batch of "
+                                       "data).")
         return self._prior
 
     def check_inputs(self, x, validate_args=None):
-        """x as float32 `[*batch, *event_shape]`; ValueError for integer dtypes or a
+        """x as float32 `[*batch, *event_shape]`; ArgumentError for integer dtypes or a
         trailing shape other than `event_shape`."""
         dtype = getattr(x, "dtype", None)
-        if dtype is not None and not (tf.as_dtype(dtype).is_floating or dtype == tf.bool):
-            raise ValueError(f"`x` must be float32 observations, got {tf.as_dtype(dtype).name}"
-                             f" (scale integer images to [0, 1] first).")
+        if dtype is not None:
+            try:
+                dtype = tf.as_dtype(dtype)
+            except TypeError:
+                raise errors.ArgumentError(f"`x` must be float32 observations, got dtype "
+                                           f"{dtype!r}.") from None
+            if not (dtype.is_floating or dtype == tf.bool):
+                raise errors.ArgumentError(f"`x` must be float32 observations, got "
+                                           f"{dtype.name} (scale integer images to [0, 1] "
+                                           f"first).")
         x = tf.cast(x, tf.float32)
         shape = self._event_shape
         if shape is not None and x.shape.rank is not None:
             tail = x.shape[x.shape.rank - len(shape):] if x.shape.rank >= len(shape) else None
             if tail is None or not tail.is_compatible_with(shape):
-                raise ValueError(f"`x` must have shape [..., {', '.join(map(str, shape))}] "
-                                 f"(event_shape), got {x.shape}.")
+                raise errors.ArgumentError(f"`x` must have shape "
+                                           f"[..., {', '.join(map(str, shape))}] "
+                                           f"(event_shape), got {x.shape}.")
         return x
 
     def encoder(self, x):
@@ -402,7 +415,7 @@ class LatentVariableModel(EstimatorFit, keras.Model):
         """Per-example bound `[batch]` in nats: `iwae` (L_k) or `vae` (mean log weight)."""
         lw = self.log_weights(x, num_samples, seed=seed)
         if objective not in ("iwae", "vae"):
-            raise ValueError(f"`objective` must be iwae or vae, got {objective!r}.")
+            raise errors.ArgumentError(f"`objective` must be iwae or vae, got {objective!r}.")
         return objectives.iwae_bound(lw) if objective == "iwae" else objectives.vae_bound(lw)
 
     def call(self, x, num_samples=1):

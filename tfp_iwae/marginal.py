@@ -79,8 +79,8 @@ class ImportanceWeightedMarginal(tfd.Distribution):
         """L_k(x) `[*s]` in nats for x `[*s, input_dim]` float32 (see the class docstring).
 
         x's dtype is checked here, before `tfd.Distribution.log_prob` would cast a NumPy
-        array to float32: a uint8 0-255 image is refused (ValueError), not scored; so is
-        (Bernoulli) a pixel outside [0, 1] (InvalidArgumentError).
+        array to float32: a uint8 0-255 image is refused (ArgumentError, a ValueError),
+        not scored; so is (Bernoulli) a pixel outside [0, 1] (InvalidArgumentError).
         """
         return super().log_prob(self._checked(value, validate_args=False), name=name,
                                 **kwargs)

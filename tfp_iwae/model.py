@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_iwae import checks
+from tfp_iwae import errors
 from tfp_iwae import latent_model
 from tfp_iwae import networks
 from tfp_iwae import objectives
@@ -29,10 +31,26 @@ _PAPER = {1: ((50,), ((200, 200),)), 2: ((100, 50), ((200, 200), (100, 100)))}
 def paper_architecture(stochastic_layers):
     """(latent_units, hidden_units) of the paper's MNIST models (Burda et al., sec. 5)."""
     if stochastic_layers not in _PAPER:
-        raise ValueError(f"`stochastic_layers` must be 1 or 2 (the paper's architectures), "
-                         f"got {stochastic_layers!r}; for other depths give "
-                         f"`latent_units` and `hidden_units`.")
+        raise errors.ArgumentError(
+            f"`stochastic_layers` must be 1 or 2 (the paper's architectures), got "
+            f"{stochastic_layers!r}; for other depths give `latent_units` and "
+            f"`hidden_units`.")
     return _PAPER[stochastic_layers]
+
+
+def _architecture(stochastic_layers, latent_units, hidden_units):
+    """(L, latent_units, hidden_units) of an `IWAE`, checked: L an integer >= 1, the
+    paper's sizes where none are given (L = 1 or 2), one entry of each per layer."""
+    stochastic_layers = checks.count(stochastic_layers, "stochastic_layers")
+    if latent_units is None or hidden_units is None:
+        default_latents, default_hidden = paper_architecture(stochastic_layers)
+    latent_units = tuple(latent_units or default_latents)
+    hidden_units = tuple(tuple(h) for h in (hidden_units or default_hidden))
+    if len(latent_units) != stochastic_layers or len(hidden_units) != stochastic_layers:
+        raise errors.ArgumentError(
+            f"`latent_units` and `hidden_units` need one entry per stochastic layer "
+            f"({stochastic_layers}), got {latent_units} and {hidden_units}.")
+    return stochastic_layers, latent_units, hidden_units
 
 
 def _conditional(layer, parent):
@@ -89,24 +107,14 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
                  std_parameterization="exp", min_std=1e-4, data_mean=None,
                  validate_args=False, seed=None, dtype_policy=None, name="iwae", **kwargs):
         super().__init__(name=name, **kwargs)
-        if isinstance(stochastic_layers, bool) or not isinstance(stochastic_layers, int) or \
-                stochastic_layers < 1:
-            raise ValueError(f"`stochastic_layers` must be an integer >= 1, got "
-                             f"{stochastic_layers!r}.")
-        if latent_units is None or hidden_units is None:
-            default_latents, default_hidden = paper_architecture(stochastic_layers)
-        latent_units = tuple(latent_units or default_latents)
-        hidden_units = tuple(tuple(h) for h in (hidden_units or default_hidden))
-        if len(latent_units) != stochastic_layers or len(hidden_units) != stochastic_layers:
-            raise ValueError(
-                f"`latent_units` and `hidden_units` need one entry per stochastic layer "
-                f"({stochastic_layers}), got {latent_units} and {hidden_units}.")
+        stochastic_layers, latent_units, hidden_units = _architecture(
+            stochastic_layers, latent_units, hidden_units)
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}, got {likelihood!r}.")
-        if int(input_dim) < 1:
-            raise ValueError(f"`input_dim` must be >= 1, got {input_dim}.")
+            raise errors.ArgumentError(f"`likelihood` must be one of {LIKELIHOODS}, got "
+                                       f"{likelihood!r}.")
+        input_dim = checks.count(input_dim, "input_dim")
         self.stochastic_layers = stochastic_layers
-        self.input_dim = int(input_dim)
+        self.input_dim = input_dim
         self.latent_units = latent_units
         self.hidden_units = hidden_units
         self.likelihood = likelihood
@@ -118,10 +126,17 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
                             std_parameterization=std_parameterization, min_std=min_std)
         gauss = dict(activation=activation, std_parameterization=std_parameterization,
                      min_std=min_std, dtype=dtype_policy)
+        self._make_layers(gauss, seed, data_mean)
+        self.build((None, self.input_dim))
+
+    def _make_layers(self, gauss, seed, data_mean):
+        """The networks: `q_layers`, `p_layers` and `p_x` (`gauss`: the keyword arguments
+        of every Gaussian layer; `seed`: the model's int seed or None)."""
         def sub(i):  # the initialiser seed of network i
             return seeds.sub_seed(seed, i, seeds.LAYER_SEED_STRIDE)
 
-        depth = stochastic_layers
+        depth, latent_units, hidden_units = (self.stochastic_layers, self.latent_units,
+                                             self.hidden_units)
         # Inference network, bottom-up: q(h1|x), q(h2|h1), ... (initialiser seeds 1..L).
         self.q_layers = [networks.GaussianLayer(hidden_units[i], latent_units[i],
                                                 name=f"q_h{i + 1}", seed=sub(i + 1), **gauss)
@@ -133,22 +148,23 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
                                                 name=f"p_h{i}", seed=sub(depth + i), **gauss)
                          for i in range(1, depth)]
         x_seed = sub(4) if depth <= 2 else sub(2 * depth)
-        # Observation model p(x | h1).
-        if likelihood == "bernoulli":
-            bias = None if data_mean is None else networks.logit_of_mean(data_mean)
-            if bias is not None and bias.shape != (self.input_dim,):
-                raise ValueError(f"`data_mean` must have shape [{self.input_dim}], "
-                                 f"got {bias.shape}.")
-            self.p_x = networks.BernoulliLayer(hidden_units[0][::-1], self.input_dim,
-                                               activation=activation, output_bias=bias,
-                                               dtype=dtype_policy,
-                                               validate_args=validate_args, seed=x_seed,
-                                               name="p_x")
-        else:
-            self.p_x = networks.GaussianObservationLayer(hidden_units[0][::-1],
-                                                         self.input_dim, name="p_x",
-                                                         seed=x_seed, **gauss)
-        self.build((None, self.input_dim))
+        self.p_x = self._observation_layer(gauss, x_seed, data_mean)
+
+    def _observation_layer(self, gauss, seed, data_mean):
+        """p(x | h1): the Bernoulli (output bias the logit of `data_mean`, if given) or
+        the Gaussian observation network, hidden sizes those of q(h1|x) mirrored."""
+        hidden = self.hidden_units[0][::-1]
+        if self.likelihood != "bernoulli":
+            return networks.GaussianObservationLayer(hidden, self.input_dim, name="p_x",
+                                                     seed=seed, **gauss)
+        bias = None if data_mean is None else networks.logit_of_mean(data_mean)
+        if bias is not None and bias.shape != (self.input_dim,):
+            raise errors.ArgumentError(f"`data_mean` must have shape [{self.input_dim}], "
+                                       f"got {bias.shape}.")
+        return networks.BernoulliLayer(hidden, self.input_dim,
+                                       activation=gauss["activation"], output_bias=bias,
+                                       dtype=gauss["dtype"], seed=seed, name="p_x",
+                                       validate_args=self.validate_args)
 
     # -- Keras plumbing -------------------------------------------------------------
     def build(self, input_shape):
@@ -227,40 +243,47 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
             `validate_args`.
 
         Raises:
-          ValueError: an integer or non-numeric dtype, or a trailing dimension other
-            than `input_dim` (both named with what was given).
+          ArgumentError (a ValueError): an integer or non-numeric dtype, or a trailing
+            dimension other than `input_dim` (both named with what was given).
           InvalidArgumentError: (eagerly, or at run time in a `tf.function`) Bernoulli:
             a value outside [0, 1], named with the smallest and largest value found;
             with validate_args also NaN/inf or, Bernoulli, a value strictly between 0
             and 1.
         """
         validate = self.validate_args if validate_args is None else validate_args
-        dtype = getattr(x, "dtype", None)
-        if dtype is not None:
-            try:
-                dtype = tf.as_dtype(dtype)
-            except TypeError:
-                raise ValueError(f"`x` must be float32 observations [..., {self.input_dim}]"
-                                 f", got dtype {dtype!r}.") from None
-            if not (dtype.is_floating or dtype == tf.bool):
-                hint = ("Integer images (e.g. uint8 0-255) are not Bernoulli data as they "
-                        "are: scale them to [0, 1] (tf.cast(x, tf.float32) / 255.) and "
-                        "binarise them first." if self.likelihood == "bernoulli" else
-                        "Convert x explicitly, scaled as the training data was.")
-                raise ValueError(f"`x` must be float32 (other floating dtypes and bool are "
-                                 f"converted), got {dtype.name}. {hint}")
-            x = tf.cast(x, tf.float32)
-        else:
-            x = tf.convert_to_tensor(x, dtype=tf.float32)
+        x = self._as_float32(x)
         if x.shape.rank is not None and (x.shape.rank < 1 or
                                          x.shape[-1] not in (None, self.input_dim)):
-            raise ValueError(f"`x` must have shape [..., {self.input_dim}] (flattened "
-                             f"observations), got shape {x.shape}.")
+            raise errors.ArgumentError(f"`x` must have shape [..., {self.input_dim}] "
+                                       f"(flattened observations), got shape {x.shape}.")
         if validate:
             x = tf.debugging.assert_all_finite(x, "x must be finite (found NaN/inf)")
         if self.likelihood == "bernoulli":
             x = networks.assert_binary(x) if validate else networks.assert_unit_interval(x)
         return x
+
+    def _as_float32(self, x):
+        """x as a float32 Tensor: floating dtypes and bool cast, numbers and lists
+        converted; ArgumentError for an integer or non-numeric dtype (see
+        `check_inputs`)."""
+        dtype = getattr(x, "dtype", None)
+        if dtype is None:
+            return tf.convert_to_tensor(x, dtype=tf.float32)
+        try:
+            dtype = tf.as_dtype(dtype)
+        except TypeError:
+            raise errors.ArgumentError(
+                f"`x` must be float32 observations [..., {self.input_dim}], got dtype "
+                f"{dtype!r}.") from None
+        if not (dtype.is_floating or dtype == tf.bool):
+            hint = ("Integer images (e.g. uint8 0-255) are not Bernoulli data as they "
+                    "are: scale them to [0, 1] (tf.cast(x, tf.float32) / 255.) and "
+                    "binarise them first." if self.likelihood == "bernoulli" else
+                    "Convert x explicitly, scaled as the training data was.")
+            raise errors.ArgumentError(
+                f"`x` must be float32 (other floating dtypes and bool are converted), got "
+                f"{dtype.name}. {hint}")
+        return tf.cast(x, tf.float32)
 
     def encoder(self, x):
         """q(z|x) for x `[*batch, input_dim]`: batch shape `[*batch]`."""
@@ -332,7 +355,8 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
     def bound(self, x, num_samples, objective="iwae", seed=None):
         """Per-example bound `[batch]` in nats: `iwae` (L_k) or `vae` (mean log weight)."""
         if objective not in OBJECTIVES:
-            raise ValueError(f"`objective` must be one of {OBJECTIVES}, got {objective!r}.")
+            raise errors.ArgumentError(f"`objective` must be one of {OBJECTIVES}, got "
+                                       f"{objective!r}.")
         lw = self.log_weights(x, num_samples, seed=seed)
         return objectives.iwae_bound(lw) if objective == "iwae" else objectives.vae_bound(lw)
 
@@ -345,8 +369,8 @@ class IWAE(latent_model.EstimatorFit, keras.Model):
         (Bernoulli probabilities) instead of a sample.
 
         Raises:
-          ValueError: n negative or not an integer (InvalidArgumentError at run time for
-            a Tensor n known only then).
+          ArgumentError (a ValueError): n negative or not an integer
+            (InvalidArgumentError at run time for a Tensor n known only then).
         """
         n = objectives.check_num_samples(n, "n", "the number of samples to draw",
                                          allow_tensor=True, minimum=0)

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_iwae import errors
 from tfp_iwae import seeds
 
 try:  # TensorFlow's own test for "inside an XLA-compiled function" (TFP uses it too)
@@ -138,8 +139,9 @@ class GaussianLayer(keras.layers.Layer):
                  min_std=1e-4, seed=None, **kwargs):
         super().__init__(**kwargs)
         if std_parameterization not in STD_PARAMETERIZATIONS:
-            raise ValueError(f"`std_parameterization` must be one of {STD_PARAMETERIZATIONS}, "
-                             f"got {std_parameterization!r}.")
+            raise errors.ArgumentError(f"`std_parameterization` must be one of "
+                                       f"{STD_PARAMETERIZATIONS}, got "
+                                       f"{std_parameterization!r}.")
         self.units = int(units)
         self.std_parameterization = std_parameterization
         self.min_std = float(min_std)

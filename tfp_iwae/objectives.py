@@ -4,10 +4,10 @@ All quantities are natural-log densities (nats). The sample axis is axis 0 unles
 stated: log weights have shape `[num_samples, *batch]`.
 """
 
-import numbers
-
 import tensorflow as tf
 
+from tfp_iwae import checks
+from tfp_iwae import errors
 from tfp_iwae import seeds
 
 __all__ = [
@@ -20,12 +20,12 @@ __all__ = [
 ]
 
 
-_DESCRIPTIONS = {"num_samples": "the number of importance samples k"}
-
-
 def check_num_samples(num_samples, name="num_samples", description=None,
                       allow_tensor=False, minimum=1):
-    """Returns a count >= `minimum` (e.g. k), or raises ValueError naming the argument.
+    """Returns a count >= `minimum` (e.g. k), or raises ArgumentError naming the argument.
+
+    `checks.count` with this module's historical signature (kept public: the checks of
+    k, block and chunk sizes across the package and in users' code call it).
 
     Args:
       num_samples: the value to check.
@@ -37,36 +37,16 @@ def check_num_samples(num_samples, name="num_samples", description=None,
         trace time is checked now and returned as a Python int; otherwise it is returned
         as an int32 Tensor with a run-time check (InvalidArgumentError if < `minimum`).
       minimum: 1 (a count of samples, the default) or 0 (e.g. a number of draws to
-        return, where none is an empty result).
+        return, where none is an empty result); any other int works as well.
 
     Returns:
       A Python int >= `minimum` (or, with `allow_tensor`, an int32 scalar Tensor).
+
+    Raises:
+      ArgumentError (a ValueError): a bool, a non-integer, or an integer < `minimum`.
     """
-    if minimum not in (0, 1):
-        raise ValueError(f"`minimum` must be 0 or 1, got {minimum!r}.")
-    kind = "positive" if minimum == 1 else "non-negative"
-    if description is None:
-        description = _DESCRIPTIONS.get(name)
-    about = f" ({description})" if description else ""
-    if allow_tensor and tf.is_tensor(num_samples):
-        if not num_samples.dtype.is_integer or num_samples.shape.rank not in (0, None):
-            raise ValueError(f"`{name}` must be a {kind} integer or a scalar integer "
-                             f"Tensor{about}, got {num_samples!r}.")
-        static = tf.get_static_value(num_samples)
-        if static is None:
-            n = tf.cast(num_samples, tf.int32)
-            at_least = (tf.debugging.assert_positive if minimum == 1 else
-                        tf.debugging.assert_non_negative)
-            with tf.control_dependencies([at_least(
-                    n, message=f"`{name}` must be >= {minimum}{about}")]):
-                return tf.identity(n)
-        num_samples = static.item() if hasattr(static, "item") else static
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
-        what = "integer or a scalar integer Tensor" if allow_tensor else "Python integer"
-        raise ValueError(f"`{name}` must be a {kind} {what}{about}, got {num_samples!r}.")
-    if num_samples < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}{about}, got {num_samples}.")
-    return int(num_samples)
+    return checks.count(num_samples, name, minimum=minimum, description=description,
+                        allow_tensor=allow_tensor)
 
 
 def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None,
@@ -94,7 +74,8 @@ def log_weights(x, *, prior, likelihood_fn, posterior, num_samples, seed=None,
       Tensor `[num_samples, *batch]` of log weights in nats.
 
     Raises:
-      ValueError: if `num_samples` or `likelihood_block` is not an integer >= 1.
+      ArgumentError (a ValueError): if `num_samples` or `likelihood_block` is not an
+        integer >= 1.
     """
     num_samples = check_num_samples(num_samples)
     z = posterior.sample(num_samples, seed=seeds.stateless_seed(seed))
@@ -137,21 +118,23 @@ def _checked_log_weights(log_weights, axis, fn_name):
     """`log_weights` as a Tensor with at least one sample along `axis`, else a clear error.
 
     The dtype must be floating (log weights are real numbers in nats): an integer, bool
-    or complex array/Tensor is refused with a TypeError naming `log_weights` and the
-    dtype (TensorFlow's own error named an op attribute, "attr 'T' of int32"); Python
-    numbers and lists of numbers are converted to float32.
+    or complex array/Tensor is refused with an ArgumentTypeError (a TypeError) naming
+    `log_weights` and the dtype (TensorFlow's own error named an op attribute, "attr 'T'
+    of int32"); Python numbers and lists of numbers are converted to float32.
 
-    A known (static) shape is checked at once (ValueError); a sample axis of unknown
-    length (e.g. inside a `tf.function` traced with `[None, None]`) gets a run-time
-    assertion (InvalidArgumentError) naming the same problem. XLA (`jit_compile=True`)
-    drops run-time assertions, so there only static shapes are checked; the training
-    step's shapes are static, so its compiled graph holds no assertion.
+    A known (static) shape is checked at once (ArgumentError, a ValueError); a sample
+    axis of unknown length (e.g. inside a `tf.function` traced with `[None, None]`) gets
+    a run-time assertion (InvalidArgumentError) naming the same problem. XLA
+    (`jit_compile=True`) drops run-time assertions, so there only static shapes are
+    checked; the training step's shapes are static, so its compiled graph holds no
+    assertion.
     """
     what = f"{fn_name}: `log_weights`"
 
     def refuse(dtype):
-        raise TypeError(f"{what} must be float log weights [num_samples, *batch] in nats "
-                        f"(float32 or float64), got dtype {dtype}.")
+        raise errors.ArgumentTypeError(
+            f"{what} must be float log weights [num_samples, *batch] in nats (float32 or "
+            f"float64), got dtype {dtype}.")
 
     dtype = getattr(log_weights, "dtype", None)  # a Tensor's or a NumPy array's
     if dtype is not None:
@@ -171,17 +154,18 @@ def _checked_log_weights(log_weights, axis, fn_name):
                                         f"[num_samples, *batch]; got a scalar")]):
             log_weights = tf.identity(log_weights)
     elif rank == 0:
-        raise ValueError(f"{what} must have a sample axis, shape [num_samples, *batch]; "
-                         f"got a scalar.")
+        raise errors.ArgumentError(f"{what} must have a sample axis, shape "
+                                   f"[num_samples, *batch]; got a scalar.")
     elif not -rank <= axis < rank:
-        raise ValueError(f"{what} has shape {log_weights.shape}: `axis`={axis} is out of "
-                         f"range.")
+        raise errors.ArgumentError(f"{what} has shape {log_weights.shape}: `axis`={axis} "
+                                   f"is out of range.")
     else:
         size = log_weights.shape[axis]
         if size is not None:
             if size < 1:
-                raise ValueError(f"{what} needs at least one sample along axis {axis} "
-                                 f"(the sample axis), got shape {log_weights.shape}.")
+                raise errors.ArgumentError(
+                    f"{what} needs at least one sample along axis {axis} (the sample "
+                    f"axis), got shape {log_weights.shape}.")
             return log_weights
     with tf.control_dependencies([tf.debugging.assert_positive(
             tf.shape(log_weights)[axis],
@@ -202,9 +186,10 @@ def iwae_bound(log_weights, axis=0):
       finite for very negative log weights (e.g. -1e4) and large k.
 
     Raises:
-      TypeError: a non-floating dtype (e.g. int32): float log weights expected.
-      ValueError: a scalar, or no samples along `axis` (InvalidArgumentError at run
-        time when that length is only known then).
+      ArgumentTypeError (a TypeError): a non-floating dtype (e.g. int32): float log
+        weights expected.
+      ArgumentError (a ValueError): a scalar, or no samples along `axis`
+        (InvalidArgumentError at run time when that length is only known then).
     """
     log_weights = _checked_log_weights(log_weights, axis, "iwae_bound")
     k = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)

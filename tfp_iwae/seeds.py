@@ -3,8 +3,8 @@
 Every sampling function in tfp_iwae takes `seed`: None (fresh randomness), a Python
 int, or a stateless `[2]` int32 (or int64) Tensor. Ints are turned into stateless seeds
 so that the same int gives the same samples, in eager mode and inside `tf.function`
-alike. Any other seed (a string, a float, a float Tensor) is refused with a ValueError
-naming `seed` (`stateless_seed`).
+alike. Any other seed (a string, a float, a float Tensor) is refused with an
+ArgumentError (a ValueError) naming `seed` (`stateless_seed`).
 
 This module holds the sampling algorithm (`RNG_ALG`), the seed derivations
 (`stateless_seed`, `split_seed`, `fold_in`, and `sub_seed` for the int seeds of Keras
@@ -17,6 +17,9 @@ import numbers
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from tfp_iwae import checks
+from tfp_iwae import errors
 
 __all__ = ["stateless_seed", "split_seed", "fold_in", "sub_seed", "normal", "uniform",
            "RNG_ALG", "LAYER_SEED_STRIDE", "SUBLAYER_SEED_STRIDE"]
@@ -58,8 +61,9 @@ def _describe(value):
 
 
 def _refused(seed):
-    """The ValueError for a seed that is not None, an int or a `[2]` integer tensor."""
-    return ValueError(f"`seed`: {_EXPECTED}, got {_describe(seed)}.")
+    """The ArgumentError (a ValueError) for a seed that is not None, an int or a `[2]`
+    integer tensor."""
+    return errors.ArgumentError(f"`seed`: {_EXPECTED}, got {_describe(seed)}.")
 
 
 def stateless_seed(seed):
@@ -67,18 +71,17 @@ def stateless_seed(seed):
 
     Accepted: None, a non-negative Python or NumPy int, or a `[2]` integer Tensor,
     array or list (int32 or int64; e.g. a `fold_in` result). Anything else (a string,
-    a float, a bool, a float Tensor, another shape) is refused with a ValueError naming
-    `seed`, what was expected and what was given, e.g. "`seed`: expected None, an int or
-    a [2] int32/int64 tensor, got str 'abc'".
+    a float, a bool, a float Tensor, another shape) is refused with an ArgumentError (a
+    ValueError) naming `seed`, what was expected and what was given, e.g. "`seed`:
+    expected None, an int or a [2] int32/int64 tensor, got str 'abc'".
     """
     if seed is None:
         return None
     if isinstance(seed, (bool, np.bool_)):
         raise _refused(seed)
     if isinstance(seed, numbers.Integral):
-        seed = int(seed)
-        if seed < 0:
-            raise ValueError(f"`seed`: expected a non-negative int, got {seed}.")
+        seed = checks.count(seed, "seed", minimum=0, label="`seed`",
+                            expected="a non-negative int")
         return tf.constant([seed % 2**31, (seed // 2**31) % 2**31], tf.int32)
     if isinstance(seed, (str, bytes, numbers.Number)):  # a float, a complex, a string
         raise _refused(seed)
@@ -115,10 +118,10 @@ def sub_seed(seed, index, stride):
     if seed is None:
         return None
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"`seed`: expected None or an int (the seed of the Keras "
-                         f"initialisers), got {_describe(seed)}.")
+        raise errors.ArgumentError(f"`seed`: expected None or an int (the seed of the Keras "
+                                   f"initialisers), got {_describe(seed)}.")
     if not 0 <= index < stride:
-        raise ValueError(f"`index` must be in [0, {stride}), got {index}.")
+        raise errors.ArgumentError(f"`index` must be in [0, {stride}), got {index}.")
     return int(seed) * stride + index
 
 

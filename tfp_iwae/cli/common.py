@@ -125,9 +125,27 @@ def quiet_absl():
 
 
 def check_flags(checks):
-    """Fails naming every bad flag at once: `checks` is [(flag, value, ok, expected)]."""
-    bad = [f"--{flag}: expected {expected}, got {value!r}" for flag, value, ok, expected
-           in checks if not ok]
+    """Fails naming every bad flag at once: "--flag: expected {expected}, got {value!r}"
+    for each, joined by "; ".
+
+    `checks` is [(flag, value, check, expected)]; `check` is a function of
+    `tfp_iwae.checks` taking (value, flag, label=..., expected=...), such as
+    `checks.count` (an integer >= 1) or `functools.partial(checks.count, minimum=0)`,
+    `functools.partial(checks.real, lower=0.)`; or, as written before those existed, a
+    bool: whether the value is good.
+    """
+    from tfp_iwae import checks as checks_lib
+    from tfp_iwae import errors
+
+    bad = []
+    for flag, value, check, expected in checks:
+        if callable(check):
+            try:
+                check(value, flag, label=f"--{flag}", expected=expected)
+            except errors.ArgumentError as e:
+                bad.append(str(e).rstrip("."))
+        elif not check:
+            bad.append(checks_lib.expectation(f"--{flag}", expected, value).rstrip("."))
     if bad:
         fail("; ".join(bad) + ".")
 
