@@ -210,3 +210,28 @@ def test_the_fused_train_loop_trains_the_own_model(images):
         results.append([v.numpy() for v in model.weights])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_keras_file_loads_compiled_as_saved_and_fit_continues_the_same(images, tmp_path):
+    # get_compile_config carries the estimator, k and seed; compile_from_config rebuilds
+    # the optimizer's slots in the order fit applies gradients, so that Keras restores the
+    # Adam moments: one more epoch of the saved and of the loaded model gives the same
+    # weights (fit's step s draws with fold_in(seed, s), s read from the optimizer).
+    import warnings
+    model = tfp_iwae.LatentVariableModel(*conv_networks())
+    model.compile(optimizer=tfp_iwae.make_optimizer(1e-3), estimator="dreg", num_samples=7,
+                  seed=3, steps_per_execution=2)
+    model.fit(images[:40], batch_size=20, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns when it cannot compile on load
+        loaded = keras.models.load_model(path)
+    settings = loaded._fit_settings
+    assert (settings["estimator"].name, settings["num_samples"]) == ("dreg", 7)
+    np.testing.assert_array_equal(settings["seed"], seeds.stateless_seed(3))
+    assert loaded.steps_per_execution == 2 and int(loaded.optimizer.iterations) == 2
+    for m in (model, loaded):
+        m.fit(images[:40], batch_size=20, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(loaded.variables, model.variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

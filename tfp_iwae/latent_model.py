@@ -22,6 +22,7 @@ every tool (bounds, estimators, `make_train_step`, `estimate_log_likelihood`,
 images in their own shape. Bounds are in nats; log weights are `[num_samples, batch]`.
 """
 
+import numpy as np
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -196,6 +197,28 @@ class EstimatorFit:
         object.__setattr__(self, "_trackers", {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "bound", "iwae_bound", "elbo", "ess")})
+
+    def get_compile_config(self):
+        """Keras' compile config plus `estimator` (its canonical name), `num_samples` and
+        `seed` (as `[2]` ints), so that a `.keras` file loads compiled as it was saved."""
+        config = super().get_compile_config()
+        settings = getattr(self, "_fit_settings", None)
+        if config and settings is not None:
+            config = dict(config, estimator=settings["estimator"].name,
+                          num_samples=settings["num_samples"],
+                          seed=(None if settings["seed"] is None else
+                                [int(v) for v in np.asarray(settings["seed"])]))
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()`'s dict (Keras calls it on `.keras` load)."""
+        config = keras.saving.deserialize_keras_object(config)
+        for unused in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if config.get(unused) is None:
+                config.pop(unused, None)
+        self.compile(**config)
+        if self.built:  # the slots in the order `train_step` applies gradients
+            self.optimizer.build(list(self.decoder_variables) + list(self.encoder_variables))
 
     def fit(self, x=None, *args, **kwargs):
         """Keras `fit`; networks without weights are first built from x's first batch
