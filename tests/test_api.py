@@ -25,8 +25,10 @@ from tfp_iwae import schedule
 def test_make_optimizer_rejects_bad_hyperparameters(kwargs, match):
     # Adam needs a positive finite step size, decay rates in [0, 1) and a positive
     # epsilon; anything else used to be accepted and produced NaN or frozen weights.
-    with pytest.raises(ValueError, match=match):
+    # The error is the package's own (`except tfp_iwae.Error`) and a ValueError.
+    with pytest.raises(ValueError, match=match) as e:
         schedule.make_optimizer(**kwargs)
+    assert isinstance(e.value, tfp_iwae.Error)
 
 
 def test_make_optimizer_accepts_numbers_and_schedules():

@@ -7,7 +7,7 @@ Paper (Burda et al. 2015, sec. 6.1): stages i = 0..7 of 3^i passes at 1e-3 * 10^
 
 import pytest
 
-from tfp_iwae import schedule
+from tfp_iwae import ArgumentError, schedule
 from tfp_iwae.config import RunConfig, TrainingError
 
 
@@ -43,8 +43,9 @@ def test_compressed_stages_keep_shares_and_learning_rates(passes, steps_per_epoc
 
 def test_a_budget_too_small_for_stage_zero_is_refused_with_the_smallest_that_fits():
     # 100 steps per pass: stage 0 (1/3280 of the steps) needs round(P*100/3280) >= 1
-    with pytest.raises(ValueError, match=r"--schedule_passes=10: stage 0 .* at least 17"):
+    with pytest.raises(ValueError, match=r"--schedule_passes=10: stage 0 .* at least 17") as e:
         schedule.stages("paper", 100, 1e-3, 1, schedule_passes=10)
+    assert isinstance(e.value, ArgumentError)  # a tfp_iwae.Error and a ValueError
     schedule.stages("paper", 100, 1e-3, 1, schedule_passes=17)
 
 

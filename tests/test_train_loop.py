@@ -74,13 +74,15 @@ def test_a_non_finite_step_is_not_applied_and_ends_the_call():
 
 def test_bad_arguments_are_named():
     model = tfp_iwae.IWAE(1, seed=0)
-    with pytest.raises(ValueError, match="images"):
+    with pytest.raises(ValueError, match="images") as e:
         fused_loop.TrainLoop(model, schedule.make_optimizer(), 3, IMAGES[:10], batch_size=20,
                              seed=0)
+    assert isinstance(e.value, tfp_iwae.Error)  # the package's own error, a ValueError
     loop = fused_loop.TrainLoop(model, schedule.make_optimizer(), 3, IMAGES, batch_size=20,
                                 seed=0, max_steps_per_call=4)
-    with pytest.raises(ValueError, match="num_steps"):
+    with pytest.raises(ValueError, match="num_steps") as e:
         loop(0, 5)
+    assert isinstance(e.value, tfp_iwae.Error)
 
 
 def test_each_step_runs_at_its_learning_rate_and_stages_is_the_former_keyword():

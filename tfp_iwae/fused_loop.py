@@ -75,8 +75,9 @@ class TrainLoop:
         learning_rates = _learning_rates(learning_rates, stages)
         images = np.asarray(images, np.float32)
         if images.ndim < 2 or len(images) < batch_size:
-            raise ValueError(f"`images` must be [N >= batch_size, *event_shape], got "
-                             f"{images.shape} with batch_size={batch_size}.")
+            raise errors.ArgumentError(
+                f"`images` must be [N >= batch_size, *event_shape], got {images.shape} with "
+                f"batch_size={batch_size}.")
         latent_model.check_model(model, "TrainLoop",
                                  ("prior", "encoder", "decoder", "encoder_variables",
                                   "decoder_variables"))
@@ -126,8 +127,9 @@ class TrainLoop:
         metrics (as in `make_train_step`) and `steps`, the number of steps applied."""
         first_step, num_steps = int(first_step), int(num_steps)
         if not 1 <= num_steps <= self.max_steps_per_call:
-            raise ValueError(f"`num_steps` must be in [1, {self.max_steps_per_call}] "
-                             f"(max_steps_per_call), got {num_steps}.")
+            raise errors.ArgumentError(
+                f"`num_steps` must be in [1, {self.max_steps_per_call}] (max_steps_per_call), "
+                f"got {num_steps}.")
         batches = self._feed.feed(first_step, num_steps)
         out = self._run(tf.constant(first_step, tf.int64), tf.constant(num_steps, tf.int64),
                         batches)

@@ -10,6 +10,8 @@ import math
 
 import keras
 
+from tfp_iwae import errors
+
 __all__ = ["PAPER_ADAM_EPSILON", "SCHEDULES", "make_optimizer", "paper_schedule",
            "PAPER_PASSES", "stages", "stage_at"]
 
@@ -19,15 +21,16 @@ SCHEDULES = ("paper", "constant")
 
 
 def _checked_real(value, name, expected, ok):
-    """float(value) if it is a real number with ok(value), else ValueError naming `name`."""
+    """float(value) if it is a real number with ok(value), else `errors.ArgumentError` (a
+    ValueError) naming `name`."""
     if isinstance(value, bool):
-        raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+        raise errors.ArgumentError(f"`{name}` must be {expected}, got {value!r}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be {expected}, got {value!r}.") from None
+        raise errors.ArgumentError(f"`{name}` must be {expected}, got {value!r}.") from None
     if not (math.isfinite(number) and ok(number)):
-        raise ValueError(f"`{name}` must be {expected}, got {number!r}.")
+        raise errors.ArgumentError(f"`{name}` must be {expected}, got {number!r}.")
     return number
 
 
@@ -41,8 +44,9 @@ def make_optimizer(learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=PAPER_A
       epsilon: Adam's denominator offset, finite, > 0.
 
     Raises:
-      ValueError: naming the argument, for a non-number, NaN, inf or a value outside
-        its range (e.g. `make_optimizer(-1)` or `make_optimizer(float("nan"))`).
+      tfp_iwae.ArgumentError (a ValueError): naming the argument, for a non-number,
+        NaN, inf or a value outside its range (e.g. `make_optimizer(-1)` or
+        `make_optimizer(float("nan"))`).
     """
     if not (isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
             or callable(learning_rate)):
@@ -75,15 +79,17 @@ def stages(schedule, steps_per_epoch, learning_rate, epochs, schedule_passes=0):
     stage i keeps its learning rate and its share 3^i / 3,280 of the steps (stage
     boundaries at round(total_steps * passes_before_stage / 3,280), so the stages add up
     to exactly `schedule_passes * steps_per_epoch` steps). With `schedule_passes=3280`
-    it is the paper's schedule step for step. ValueError naming `--schedule_passes` if a
-    stage would get no step, or if it is given with the constant schedule.
+    it is the paper's schedule step for step. `tfp_iwae.ArgumentError` (a ValueError)
+    naming `--schedule_passes` if a stage would get no step, or if it is given with the
+    constant schedule.
     """
     if schedule_passes and schedule != "paper":
-        raise ValueError(f"--schedule_passes={schedule_passes} compresses the paper "
-                         f"schedule; expected --schedule=paper, got {schedule!r}.")
+        raise errors.ArgumentError(
+            f"--schedule_passes={schedule_passes} compresses the paper schedule; expected "
+            f"--schedule=paper, got {schedule!r}.")
     if schedule_passes < 0:
-        raise ValueError(f"--schedule_passes: expected an integer >= 0, got "
-                         f"{schedule_passes}.")
+        raise errors.ArgumentError(
+            f"--schedule_passes: expected an integer >= 0, got {schedule_passes}.")
     if schedule == "paper":
         plan = paper_schedule(base_learning_rate=learning_rate)
     else:
@@ -99,7 +105,7 @@ def stages(schedule, steps_per_epoch, learning_rate, epochs, schedule_passes=0):
 
 def _compressed(plan, steps_per_epoch, schedule_passes):
     """`stages` of the paper's `plan` [(passes, lr)] compressed to `schedule_passes`
-    passes in all (see `stages`); ValueError if a stage would get no step."""
+    passes in all (see `stages`); `errors.ArgumentError` if a stage would get no step."""
     total, out, before = schedule_passes * steps_per_epoch, [], 0
     for passes, lr in plan:
         first = round(total * before / PAPER_PASSES)
@@ -108,7 +114,7 @@ def _compressed(plan, steps_per_epoch, schedule_passes):
         if last <= first:
             fits = next(p for p in range(schedule_passes + 1, PAPER_PASSES + 1)
                         if round(p * steps_per_epoch / PAPER_PASSES) >= 1)
-            raise ValueError(
+            raise errors.ArgumentError(
                 f"--schedule_passes={schedule_passes}: stage {len(out)} of the "
                 f"compressed paper schedule gets no step at {steps_per_epoch} steps "
                 f"per pass; expected at least {fits} passes.")

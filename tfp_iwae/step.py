@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_iwae import errors
 from tfp_iwae import estimators
 from tfp_iwae import latent_model
 from tfp_iwae import objectives
@@ -61,7 +62,7 @@ class _TrainStep:
     def __call__(self, x, seed):
         if self._step is None:
             if not hasattr(self._model, "build_from"):
-                raise ValueError(
+                raise errors.ArgumentError(
                     "make_train_step: the model has no variables yet and no `build_from`; "
                     "call it once on a batch of data first.")
             self._model.build_from(x)
@@ -118,8 +119,9 @@ def _compiled_train_step(model, optimizer, num_samples, estimator, jit_compile, 
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     num_shards = max(int(num_shards or 1), replicas)
     if num_shards % replicas:
-        raise ValueError(f"`num_shards` ({num_shards}) must be a multiple of the number of "
-                         f"replicas ({replicas}).")
+        raise errors.ArgumentError(
+            f"`num_shards` ({num_shards}) must be a multiple of the number of replicas "
+            f"({replicas}).")
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         optimizer.build(variables)
     shard_gradients = _shard_gradients(model, est, num_samples, num_shards,
@@ -182,8 +184,9 @@ def _replicated_step(shard_gradients, optimizer, variables, strategy, local_shar
     every replica applies it, or none does (a non-finite value on any replica)."""
     unused = [name for name in _UNREPLICATED_OPTIONS if getattr(optimizer, name, None)]
     if unused:
-        raise ValueError(f"Under a tf.distribute strategy the step applies plain optimizer "
-                         f"updates; the optimizer's {', '.join(unused)} would be ignored.")
+        raise errors.ArgumentError(
+            f"Under a tf.distribute strategy the step applies plain optimizer updates; the "
+            f"optimizer's {', '.join(unused)} would be ignored.")
     replica_step = _replica_step(tf.function(shard_gradients, jit_compile=jit_compile),
                                  strategy.num_replicas_in_sync, local_shards)
 
