@@ -7,7 +7,7 @@ For each (batch, k) it times, on the paper's 1-layer IWAE and the same random bi
 images, examples/s of: `model.fit` (compile(estimator="iwae", num_samples=k,
 steps_per_execution=S), one epoch over an in-memory tf.data pipeline per window),
 `make_train_step` called once per step (a fixed batch: no pipeline), and
-`training.TrainLoop` (many steps per compiled call, images on the device). The three are
+`fused_loop.TrainLoop` (many steps per compiled call, images on the device). The three are
 timed in turn, median of 3 windows each, so that drift in the machine's speed hits all
 alike; the ratio fit / make_train_step is the figure to read (issue #27 asks >= 0.9).
 """
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfp_iwae  # noqa: E402
-from tfp_iwae import training  # noqa: E402
+from tfp_iwae import schedule  # noqa: E402
 
 from train_step import build_fused, build_step, fused_rate, rate_of  # noqa: E402
 
@@ -57,7 +57,7 @@ def main():
         batch, k = (int(v) for v in cell.split(":"))
         images = (rng.random([batch * 200, 784]) < 0.3).astype(np.float32)
         fit_model = tfp_iwae.IWAE(args.layers, seed=0)
-        fit_model.compile(optimizer=training.make_optimizer(), estimator="iwae",
+        fit_model.compile(optimizer=schedule.make_optimizer(), estimator="iwae",
                           num_samples=k, steps_per_execution=args.steps_per_execution)
         fit_rate(fit_model, images[:batch * args.steps_per_execution], batch, 0.)  # compile
         step = build_step(tfp_iwae.IWAE(args.layers, seed=0), k, "iwae", batch)

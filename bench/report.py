@@ -11,8 +11,8 @@ run writes nothing unless --out is given).
 Rows:
   * training examples/s at k = 1, 5, 50 for the 1- and 2-stochastic-layer paper models
     (IWAE, XLA) at batch 20 (the paper's) and 100, three ways: one compiled step per call
-    (`training.make_train_step`, a fixed binary batch: no gather, no binarisation), the
-    fused loop (`training.TrainLoop`, --steps_per_call steps per compiled call with the
+    (`step.make_train_step`, a fixed binary batch: no gather, no binarisation), the
+    fused loop (`fused_loop.TrainLoop`, --steps_per_call steps per compiled call with the
     training images on the device, gathered and binarised in the program), these two
     timed in alternating windows (median of 3 each), and the whole training loop behind
     `launch/train.py` at its defaults (progress lines, summaries and checkpoints;

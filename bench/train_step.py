@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfp_iwae  # noqa: E402
-from tfp_iwae import estimators, training  # noqa: E402
+from tfp_iwae import estimators, fused_loop, schedule  # noqa: E402
+from tfp_iwae import step as step_lib  # noqa: E402
 
 
 def sgemm_rate(m, k, n, seconds=1.0):
@@ -91,8 +92,8 @@ def forward_matmul_flops(model, batch, k, encoder_per_sample=False):
 
 def build_step(model, k, estimator, batch):
     """(compiled step, x, seed) ready to time."""
-    opt = training.make_optimizer()
-    step = training.make_train_step(model, opt, k, estimator=estimator)
+    opt = schedule.make_optimizer()
+    step = step_lib.make_train_step(model, opt, k, estimator=estimator)
     x = tf.cast(tf.random.stateless_uniform([batch, model.input_dim], [0, 1]) < 0.3,
                 tf.float32)
     seed = tf.constant([1, 2], tf.int32)
@@ -119,10 +120,10 @@ def time_step(model, k, estimator, batch, seconds):
 
 
 def build_fused(model, k, estimator, batch, steps_per_call, images):
-    """A `training.TrainLoop` of `steps_per_call` steps per call on `images`, compiled."""
-    loop = training.TrainLoop(model, training.make_optimizer(), k, images, batch_size=batch,
-                              seed=0, estimator=estimator,
-                              max_steps_per_call=steps_per_call)
+    """A `fused_loop.TrainLoop` of `steps_per_call` steps per call on `images`, compiled."""
+    loop = fused_loop.TrainLoop(model, schedule.make_optimizer(), k, images,
+                                batch_size=batch, seed=0, estimator=estimator,
+                                max_steps_per_call=steps_per_call)
     loop(0, steps_per_call)["steps"].numpy()  # compile
     return loop
 
@@ -143,17 +144,17 @@ def launcher_rate(layers, k, batch, steps, logdir, dataset="mnist_5k", data_dir=
     """Examples/s of the whole training loop behind `launch/train.py` at its defaults
     (progress lines and summaries every 100 steps, a checkpoint every 500; validation off),
     between its first and last progress lines, so compilation is not counted."""
-    from tfp_iwae import loop
+    from tfp_iwae import trainer
     marks = []
 
     def log(line):
         if line.startswith("step "):
             marks.append((int(line.split()[1].split("/")[0]), time.perf_counter()))
 
-    config = loop.RunConfig(dataset=dataset, data_dir=data_dir, stochastic_layers=layers,
-                            num_samples=k, batch_size=batch, schedule="constant",
-                            epochs=10 ** 6, max_steps=steps, eval_every=0, logdir=logdir)
-    loop.train(config, log=log)
+    config = trainer.RunConfig(dataset=dataset, data_dir=data_dir, stochastic_layers=layers,
+                               num_samples=k, batch_size=batch, schedule="constant",
+                               epochs=10 ** 6, max_steps=steps, eval_every=0, logdir=logdir)
+    trainer.train(config, log=log)
     (s0, t0), (s1, t1) = marks[0], marks[-1]
     return batch * (s1 - s0) / (t1 - t0)
 

@@ -454,8 +454,8 @@ def schedule_text(args):
     if args.schedule == "constant":
         return f"{args.epochs} passes over the training split at constant learning rate " \
                f"{args.learning_rate:g}"
-    from tfp_iwae import training
-    plan = training.stages("paper", args.train_size // args.batch_size,
+    from tfp_iwae import schedule
+    plan = schedule.stages("paper", args.train_size // args.batch_size,
                            args.learning_rate, 1, args.epochs)
     steps = ", ".join(f"{last - first:,}" for first, last, _ in plan)
     return (f"the paper's schedule (stage i: 3^i passes at {args.learning_rate:g} * "

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import training
+from tfp_iwae import schedule
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -25,17 +25,19 @@ from tfp_iwae import training
 def test_make_optimizer_rejects_bad_hyperparameters(kwargs, match):
     # Adam needs a positive finite step size, decay rates in [0, 1) and a positive
     # epsilon; anything else used to be accepted and produced NaN or frozen weights.
-    with pytest.raises(ValueError, match=match):
-        training.make_optimizer(**kwargs)
+    # The error is the package's own (`except tfp_iwae.Error`) and a ValueError.
+    with pytest.raises(ValueError, match=match) as e:
+        schedule.make_optimizer(**kwargs)
+    assert isinstance(e.value, tfp_iwae.Error)
 
 
 def test_make_optimizer_accepts_numbers_and_schedules():
-    opt = training.make_optimizer(np.float32(3e-4), beta_1=0., epsilon=1e-8)
+    opt = schedule.make_optimizer(np.float32(3e-4), beta_1=0., epsilon=1e-8)
     np.testing.assert_allclose(float(opt.learning_rate), 3e-4, rtol=1e-6)
     assert opt.epsilon == 1e-8 and opt.beta_1 == 0.
     # A schedule is the optimizer's learning rate, read at its step: 1e-3 * 0.5^(t / 100).
     sched = keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.5)
-    opt = training.make_optimizer(sched)
+    opt = schedule.make_optimizer(sched)
     np.testing.assert_allclose(float(opt.learning_rate), 1e-3, rtol=1e-6)
     opt.iterations.assign(200)
     np.testing.assert_allclose(float(opt.learning_rate), 2.5e-4, rtol=1e-6)

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import data, estimators, loop, memory
+from tfp_iwae import data, estimators, memory, trainer
 from helpers import FAST, run
 
 
@@ -277,14 +277,14 @@ def test_evaluate_with_a_run_config_of_wrong_values_names_file_and_flag(trained_
 def quiet(config):
     """Trains `config` in this process without printing; returns (result, log lines)."""
     lines = []
-    return loop.train(config, log=lines.append), lines
+    return trainer.train(config, log=lines.append), lines
 
 
 @pytest.mark.parametrize("lr", [float("inf"), float("-inf"), float("nan"), 0.])
 def test_learning_rate_must_be_positive_and_finite(lr):
-    with pytest.raises(loop.TrainingError,
+    with pytest.raises(trainer.TrainingError,
                        match=r"--learning_rate: expected a positive number \(finite\)"):
-        loop.RunConfig(learning_rate=lr).validate()
+        trainer.RunConfig(learning_rate=lr).validate()
 
 
 def test_step_that_cannot_fit_in_memory_is_refused_naming_the_flags(tmp_path):
@@ -305,9 +305,9 @@ def test_step_that_cannot_fit_in_memory_is_refused_naming_the_flags(tmp_path):
     assert "validation about" in msg and "--eval_every=0" in msg
     # train() refuses before creating anything (k = 10^7 exceeds any machine's memory).
     logdir = tmp_path / "r"
-    with pytest.raises(loop.TrainingError, match=r"--num_samples=10000000 with "
+    with pytest.raises(trainer.TrainingError, match=r"--num_samples=10000000 with "
                                                  r"--batch_size=20: .*GiB"):
-        quiet(loop.RunConfig(logdir=str(logdir), num_samples=10 ** 7))
+        quiet(trainer.RunConfig(logdir=str(logdir), num_samples=10 ** 7))
     assert not logdir.exists()
 
 
@@ -316,13 +316,13 @@ def test_a_run_that_fails_to_start_writes_no_run_config(tmp_path):
     # It used to leave run_config.json behind, so the corrected command was refused as
     # "a run with different flags".
     logdir = tmp_path / "r"
-    with pytest.raises(loop.TrainingError, match="--batch_size=4000 exceeds the 3500"):
-        quiet(loop.RunConfig(logdir=str(logdir), batch_size=4000, max_steps=2))
+    with pytest.raises(trainer.TrainingError, match="--batch_size=4000 exceeds the 3500"):
+        quiet(trainer.RunConfig(logdir=str(logdir), batch_size=4000, max_steps=2))
     assert not (logdir / "run_config.json").exists()
-    result, _ = quiet(loop.RunConfig(logdir=str(logdir), max_steps=2, eval_every=0,
-                                     log_every=0, checkpoint_every=0, xla=False))
+    result, _ = quiet(trainer.RunConfig(logdir=str(logdir), max_steps=2, eval_every=0,
+                                        log_every=0, checkpoint_every=0, xla=False))
     assert result["step"] == 2
-    assert loop.load_config(str(logdir)).batch_size == 20  # written once the run started
+    assert trainer.load_config(str(logdir)).batch_size == 20  # written once the run started
     assert not (logdir / "train.lock").exists()
 
 
@@ -332,10 +332,10 @@ def test_checkpoint_keeps_the_model_flags_when_run_config_is_deleted(trained_run
     os.remove(os.path.join(logdir, "run_config.json"))
     ckdir = os.path.join(logdir, "checkpoints")
     before = {f: os.path.getmtime(os.path.join(ckdir, f)) for f in os.listdir(ckdir)}
-    with pytest.raises(loop.TrainingError, match=r"checkpoint .*ckpt-300 was written by a "
+    with pytest.raises(trainer.TrainingError, match=r"checkpoint .*ckpt-300 was written by a "
                                                  r"run with different flags \(--num_samples=5 "
                                                  r"there vs 7 now\)"):
-        quiet(loop.RunConfig(logdir=logdir, num_samples=7, max_steps=400, eval_every=0))
+        quiet(trainer.RunConfig(logdir=logdir, num_samples=7, max_steps=400, eval_every=0))
     assert before == {f: os.path.getmtime(os.path.join(ckdir, f)) for f in os.listdir(ckdir)}
     assert not os.path.exists(os.path.join(logdir, "run_config.json"))
 
@@ -344,12 +344,12 @@ def test_checkpoint_keeps_the_model_flags_when_run_config_is_deleted(trained_run
 def test_checkpoint_from_before_recorded_flags_still_resumes(trained_run, tmp_path):
     # Runs trained before checkpoints recorded their flags hold no `run_flags`: they
     # resume as before (flags checked against run_config.json only), with a note.
-    from tfp_iwae import training
+    from tfp_iwae import schedule
     logdir = copy_run(trained_run[0], tmp_path / "run")
     ckdir = os.path.join(logdir, "checkpoints")
-    config = loop.load_config(logdir)
-    model = loop.build_model(config)
-    opt = training.make_optimizer()
+    config = trainer.load_config(logdir)
+    model = trainer.build_model(config)
+    opt = schedule.make_optimizer()
     opt.build(model.decoder_variables + model.encoder_variables)
     iterator = iter(data.load(config.dataset, "train", binarization=config.binarization,
                               batch_size=config.batch_size, seed=config.seed))
@@ -362,8 +362,8 @@ def test_checkpoint_from_before_recorded_flags_still_resumes(trained_run, tmp_pa
     tf.train.CheckpointManager(old, ckdir + "_old", max_to_keep=1).save(checkpoint_number=300)
     shutil.rmtree(ckdir)
     os.rename(ckdir + "_old", ckdir)
-    result, lines = quiet(loop.RunConfig(logdir=logdir, max_steps=300, eval_every=0,
-                                         num_samples=5, batch_size=20))
+    result, lines = quiet(trainer.RunConfig(logdir=logdir, max_steps=300, eval_every=0,
+                                            num_samples=5, batch_size=20))
     assert result["step"] == 300
     assert any("predates checkpoints that record their model flags" in l for l in lines)
     assert any("resumed from" in l and "at step 300" in l for l in lines), lines
@@ -376,9 +376,9 @@ def test_validation_log_names_the_binarisation_it_used(tmp_path):
     # step compiling costs more than it saves.)
     for binarization, label in [("none", "not binarised (intensities)"),
                                 ("fixed", "fixed-binarised")]:
-        config = loop.RunConfig(logdir=str(tmp_path / binarization), binarization=binarization,
-                                num_samples=2, eval_samples=3, eval_images=16, max_steps=1,
-                                eval_every=1, checkpoint_every=0, xla=False)
+        config = trainer.RunConfig(logdir=str(tmp_path / binarization), binarization=binarization,
+                                   num_samples=2, eval_samples=3, eval_images=16, max_steps=1,
+                                   eval_every=1, checkpoint_every=0, xla=False)
         _, lines = quiet(config)
         validation = [line for line in lines if line.startswith("validation step 1:")]
         assert len(validation) == 1, lines

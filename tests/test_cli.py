@@ -60,7 +60,7 @@ def test_lazy_package_gives_every_public_name_and_submodule():
     for name in tfp_iwae.__all__:
         assert getattr(tfp_iwae, name) is not None, name
     assert tfp_iwae.Error is importlib.import_module("tfp_iwae.errors").Error
-    assert tfp_iwae.loop is importlib.import_module("tfp_iwae.loop")  # a submodule
+    assert tfp_iwae.trainer is importlib.import_module("tfp_iwae.trainer")  # a submodule
     assert "IWAE" in dir(tfp_iwae)
     with pytest.raises(AttributeError, match="no attribute 'iwea'"):
         tfp_iwae.iwea

@@ -335,7 +335,7 @@ def test_evaluate_counts_active_units_on_binarised_images_and_records_seed_and_n
         trained_run, tmp_path):
     import json
     from helpers import run
-    from tfp_iwae import loop
+    from tfp_iwae import trainer
     logdir, _ = trained_run
     out = tmp_path / "res.json"
     proc = run("evaluate.py", f"--logdir={logdir}", "--num_samples=2", "--max_images=10",
@@ -345,8 +345,8 @@ def test_evaluate_counts_active_units_on_binarised_images_and_records_seed_and_n
     assert res["active_units_binarization_seed"] == 3
     assert res["active_units_images"] == "the first 500 training images, binarised once (seed 3)"
     assert res["protocol_note"] == data.protocol_note("mnist_5k")
-    config = loop.load_config(logdir)
-    model = loop.build_model(config)
+    config = trainer.load_config(logdir)
+    model = trainer.build_model(config)
     tf.train.Checkpoint(model=model.checkpointable()).read(
         tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))).expect_partial()
     xb = data.active_units_images("mnist_5k", "dynamic", seed=3)

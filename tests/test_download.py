@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tfp_iwae import data, loop
+from tfp_iwae import data, trainer
 
 
 def closed_port():
@@ -122,8 +122,8 @@ def test_nodownload_never_probes_and_names_the_flag(monkeypatch, tmp_path):
 def test_run_config_download_reaches_the_data_loader(tmp_path, download, match):
     # RunConfig.download (flag --[no]download of launch/train.py) decides whether the
     # training run may download; it is not a model field, so a resumed run may change it.
-    assert "download" not in loop.MODEL_FIELDS and loop.RunConfig().download is True
-    config = loop.RunConfig(dataset="kmnist", data_dir=str(tmp_path / "data"),
-                            logdir=str(tmp_path / "run"), download=download)
+    assert "download" not in trainer.MODEL_FIELDS and trainer.RunConfig().download is True
+    config = trainer.RunConfig(dataset="kmnist", data_dir=str(tmp_path / "data"),
+                               logdir=str(tmp_path / "run"), download=download)
     with pytest.raises(data.DataError, match=match):
-        loop.train(config, log=lambda msg: None)
+        trainer.train(config, log=lambda msg: None)

@@ -320,9 +320,9 @@ def test_export_saved_model_loads_without_tfp_iwae_and_matches_live_model(traine
     assert res["imported"] == []  # plain TensorFlow: neither tfp_iwae nor TFP imported
     assert res["sample_shape"] == [5, 784]
     import tfp_iwae
-    from tfp_iwae import loop
-    config = loop.load_config(logdir)
-    model = loop.build_model(config)
+    from tfp_iwae import trainer
+    config = trainer.load_config(logdir)
+    model = trainer.build_model(config)
     tf.train.Checkpoint(model=model.checkpointable()).read(
         tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))).expect_partial()
     live = tfp_iwae.iwae_bound(model.log_weights(tf.constant(x), 200, seed=3)).numpy()

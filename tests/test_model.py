@@ -7,7 +7,8 @@ import tensorflow_probability as tfp
 
 import tfp_iwae
 from tfp_iwae import seeds
-from tfp_iwae import training
+from tfp_iwae import schedule
+from tfp_iwae import step as step_lib
 
 tfd = tfp.distributions
 
@@ -197,15 +198,15 @@ def test_compiled_draws_match_eager_only_for_a_compile_time_constant_seed():
 def test_training_on_real_mnist_raises_the_bound(mnist_5k, layers):
     train, test = mnist_5k
     m = tfp_iwae.IWAE(layers, data_mean=train.mean(0))
-    opt = training.make_optimizer(1e-3)
-    step = training.make_train_step(m, opt, num_samples=5)
+    opt = schedule.make_optimizer(1e-3)
+    step = step_lib.make_train_step(m, opt, num_samples=5)
     rng = np.random.RandomState(0)
     xt = tf.constant((test[:500] > 0.5).astype(np.float32))  # a fixed binarisation
     before = float(tf.reduce_mean(m.bound(xt, 5, seed=1)))
     for i in range(300):
         idx = rng.randint(0, len(train), 100)
         x = (rng.rand(100, 784) < train[idx]).astype(np.float32)  # dynamic binarisation
-        out = step(tf.constant(x), training.step_seed(0, i))
+        out = step(tf.constant(x), step_lib.step_seed(0, i))
         assert out["finite"] == 1.
     after = float(tf.reduce_mean(m.bound(xt, 5, seed=1)))
     # From the data-mean init (~-220 nats) 300 Adam steps reach about -135 (1 layer)
@@ -262,7 +263,7 @@ def test_mixed_bfloat16_policy_keeps_float32_variables_and_bounds(mnist_5k):
     lw_mixed = mixed.log_weights(x, 5, seed=1)
     assert lw_mixed.dtype == tf.float32
     np.testing.assert_allclose(lw_mixed.numpy(), lw_full.numpy(), rtol=0.02)
-    step = training.make_train_step(mixed, training.make_optimizer(), 5)
+    step = step_lib.make_train_step(mixed, schedule.make_optimizer(), 5)
     out = step(x, tf.constant([0, 1]))
     assert float(out["finite"]) == 1.
 
@@ -279,7 +280,7 @@ def test_a_three_layer_model_trains_evaluates_and_exports(tmp_path, mnist_5k):
     assert [l.name for l in m.p_layers] == ["p_h1", "p_h2"]
     z = m.prior.sample(2, seed=1)
     assert sorted(z) == ["h1", "h2", "h3"] and z["h1"].shape == (2, 64)
-    step = training.make_train_step(m, training.make_optimizer(1e-3), 5)
+    step = step_lib.make_train_step(m, schedule.make_optimizer(1e-3), 5)
     first = float(step(x[:20], 0)["bound"])
     for s in range(1, 40):
         out = step(x[(s % 5) * 20:(s % 5 + 1) * 20], s)

@@ -16,7 +16,7 @@ import pytest
 
 from helpers import FAST, ROOT, checkpoint_values, launcher_env
 from tfp_iwae import config as run_config
-from tfp_iwae import loop, rundir
+from tfp_iwae import rundir, trainer
 
 TIMEOUT = 300
 
@@ -24,7 +24,7 @@ TIMEOUT = 300
 def test_multi_worker_calls_are_not_sized_by_time():
     # The workers name the step at which they all stop by counting calls, so a worker's
     # calls must not depend on its own timings.
-    timed, fixed = loop._CallSizer(100), loop._CallSizer(100, by_time=False)
+    timed, fixed = trainer._CallSizer(100), trainer._CallSizer(100, by_time=False)
     for sizer in (timed, fixed):
         sizer.record(10, 0.01)
     assert timed.size == 100 and fixed.size == 10

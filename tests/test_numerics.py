@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import evaluation, training
+from tfp_iwae import evaluation, schedule
+from tfp_iwae import step as step_lib
 
 
 def binary(n, seed=0):
@@ -39,8 +40,8 @@ def test_near_zero_posterior_scales_stay_finite():
 
 def test_non_finite_step_is_detected_and_not_applied():
     m = tfp_iwae.IWAE(1, seed=0)
-    opt = training.make_optimizer()
-    step = training.make_train_step(m, opt, 5)
+    opt = schedule.make_optimizer()
+    step = step_lib.make_train_step(m, opt, 5)
     before = [v.numpy().copy() for v in m.variables]
     out = step(tf.fill([10, 784], np.nan), tf.constant([0, 1]))
     assert float(out["finite"]) == 0.
@@ -95,7 +96,7 @@ def test_training_step_ess_stays_in_1_k_when_log_weights_are_huge():
     m = tfp_iwae.IWAE(1, seed=0)
     m.p_x.logits_layer.bias.assign(np.where(np.arange(784) % 2 == 0, 1e9, -1e9).astype(
         np.float32))
-    step = training.make_train_step(m, training.make_optimizer(), 5)
+    step = step_lib.make_train_step(m, schedule.make_optimizer(), 5)
     out = step(tf.constant(binary(10)), tf.constant([0, 1]))
     assert float(out["elbo"]) < -1e10
     np.testing.assert_allclose(float(out["ess"]), 5., rtol=1e-6)

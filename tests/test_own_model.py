@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 import tfp_iwae
-from tfp_iwae import seeds, training
+from tfp_iwae import schedule, seeds
+from tfp_iwae import step as step_lib
 
 LATENT = 8
 
@@ -57,7 +58,7 @@ def test_the_sample_axis_is_folded_for_the_networks_and_images_keep_their_shape(
 def test_own_gradient_tape_loop_with_log_weights_and_iwae_bound(images):
     model = tfp_iwae.LatentVariableModel(*conv_networks())
     model.build_from(images[:1])
-    opt = training.make_optimizer(3e-3)
+    opt = schedule.make_optimizer(3e-3)
     before = float(tf.reduce_mean(model.bound(images, 5, seed=9)))
     for step in range(30):
         x = images[(step % 10) * 20:(step % 10 + 1) * 20]
@@ -72,7 +73,7 @@ def test_own_gradient_tape_loop_with_log_weights_and_iwae_bound(images):
 def test_make_train_step_builds_the_networks_from_the_first_batch(images):
     model = tfp_iwae.LatentVariableModel(*conv_networks())
     assert not model.encoder_variables  # nothing built yet
-    step = tfp_iwae.make_train_step(model, training.make_optimizer(1e-3), 5,
+    step = tfp_iwae.make_train_step(model, schedule.make_optimizer(1e-3), 5,
                                     estimator="dreg")
     out = step(images[:20], 0)
     assert np.isfinite(float(out["bound"])) and model.encoder_variables
@@ -88,7 +89,7 @@ def test_a_model_missing_a_member_is_told_which():
 
     with pytest.raises(TypeError, match=r"needs a model with `decoder` .*NoDecoder has no "
                                         r"`decoder`"):
-        tfp_iwae.make_train_step(NoDecoder(), training.make_optimizer(), 5)
+        tfp_iwae.make_train_step(NoDecoder(), schedule.make_optimizer(), 5)
 
 
 @pytest.mark.slow
@@ -101,9 +102,9 @@ def test_fit_takes_the_same_first_step_as_make_train_step(images):
         m.build_from(images[:1])
     for va, vb in zip(a.variables, b.variables):
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
-    step = tfp_iwae.make_train_step(a, training.make_optimizer(1e-3), 5, estimator="dreg")
-    step(images[:20], training.step_seed(seeds.stateless_seed(7), 0))
-    b.compile(optimizer=training.make_optimizer(1e-3), estimator="dreg", num_samples=5,
+    step = tfp_iwae.make_train_step(a, schedule.make_optimizer(1e-3), 5, estimator="dreg")
+    step(images[:20], step_lib.step_seed(seeds.stateless_seed(7), 0))
+    b.compile(optimizer=schedule.make_optimizer(1e-3), estimator="dreg", num_samples=5,
               seed=7)
     b.fit(images[:20], batch_size=20, epochs=1, shuffle=False, verbose=0)
     assert int(b.optimizer.iterations) == 1
@@ -114,7 +115,7 @@ def test_fit_takes_the_same_first_step_as_make_train_step(images):
 @pytest.mark.slow
 def test_fit_reports_bounds_and_works_with_keras_callbacks(images, tmp_path):
     model = tfp_iwae.LatentVariableModel(*conv_networks())
-    model.compile(optimizer=training.make_optimizer(1e-3), estimator="dreg", num_samples=5)
+    model.compile(optimizer=schedule.make_optimizer(1e-3), estimator="dreg", num_samples=5)
     ds = tf.data.Dataset.from_tensor_slices(images).batch(20)
     history = model.fit(ds, epochs=3, validation_data=ds.take(2), verbose=0, callbacks=[
         keras.callbacks.TensorBoard(str(tmp_path / "tb")),
@@ -143,7 +144,7 @@ def test_fit_reports_bounds_and_works_with_keras_callbacks(images, tmp_path):
 @pytest.mark.slow
 def test_the_evaluation_tools_and_export_take_the_own_model(images, tmp_path):
     model = tfp_iwae.LatentVariableModel(*conv_networks())
-    model.compile(optimizer=training.make_optimizer(3e-3), estimator="iwae", num_samples=5)
+    model.compile(optimizer=schedule.make_optimizer(3e-3), estimator="iwae", num_samples=5)
     model.fit(images, batch_size=20, epochs=2, verbose=0)
     test = images[:20]
     # L_k: the streamed estimate is the log-mean-exp of its own log weights [k, 20] (in
@@ -199,7 +200,7 @@ def test_the_fused_train_loop_trains_the_own_model(images):
     results = []
     for calls in ([10, 10], [20]):
         model = tfp_iwae.LatentVariableModel(*conv_networks(seed=5))
-        loop = tfp_iwae.TrainLoop(model, training.make_optimizer(1e-3), 5, grey,
+        loop = tfp_iwae.TrainLoop(model, schedule.make_optimizer(1e-3), 5, grey,
                                   batch_size=20, seed=0, estimator="dreg",
                                   max_steps_per_call=20)
         first = 0

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tfp_iwae import loop, rundir
+from tfp_iwae import rundir, trainer
 
 
 def write_lock(logdir, **holder):
@@ -107,8 +107,8 @@ def test_unwritable_logdir_is_a_message_not_a_traceback(unwritable_dir):
     # Through train(): refused before anything is written (it used to die with an OSError
     # on run_config.json.tmp).
     with pytest.raises(rundir.RunDirError, match="is not writable"):
-        loop.train(loop.RunConfig(logdir=unwritable_dir, max_steps=1, eval_every=0),
-                   log=lambda m: None)
+        trainer.train(trainer.RunConfig(logdir=unwritable_dir, max_steps=1, eval_every=0),
+                      log=lambda m: None)
 
 
 @pytest.mark.parametrize("text, match", [
@@ -120,10 +120,10 @@ def test_unreadable_run_config_names_the_file(tmp_path, text, match):
     (tmp_path / rundir.CONFIG_FILE).write_text(text)
     with pytest.raises(rundir.RunDirError, match=match):
         rundir.read_config(str(tmp_path))
-    with pytest.raises(loop.TrainingError, match=match):  # evaluate / sample / export
-        loop.load_config(str(tmp_path))
+    with pytest.raises(trainer.TrainingError, match=match):  # evaluate / sample / export
+        trainer.load_config(str(tmp_path))
     with pytest.raises(rundir.RunDirError, match=match):  # train: before any work
-        loop.train(loop.RunConfig(logdir=str(tmp_path), max_steps=1), log=lambda m: None)
+        trainer.train(trainer.RunConfig(logdir=str(tmp_path), max_steps=1), log=lambda m: None)
 
 
 @pytest.mark.parametrize("flags, match", [
@@ -133,7 +133,7 @@ def test_unreadable_run_config_names_the_file(tmp_path, text, match):
     ({"colour": "red"}, r"unknown flags \['colour'\]"),
 ])
 def test_run_config_with_wrong_values_names_the_flag(tmp_path, flags, match):
-    good = json.loads(json.dumps(loop.RunConfig().__dict__))
+    good = json.loads(json.dumps(trainer.RunConfig().__dict__))
     (tmp_path / rundir.CONFIG_FILE).write_text(json.dumps({**good, **flags}))
-    with pytest.raises(loop.TrainingError, match=match):
-        loop.load_config(str(tmp_path))
+    with pytest.raises(trainer.TrainingError, match=match):
+        trainer.load_config(str(tmp_path))

@@ -19,12 +19,12 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import tfp_iwae
-from tfp_iwae import training
+from tfp_iwae import schedule, step as step_lib
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     model = tfp_iwae.IWAE(1, seed=0)
-    opt = training.make_optimizer(1e-3)
-step = training.make_train_step(model, opt, 3, jit_compile=False, strategy=strategy)
+    opt = schedule.make_optimizer(1e-3)
+step = step_lib.make_train_step(model, opt, 3, jit_compile=False, strategy=strategy)
 x = (np.random.RandomState(0).rand(4, 784) > .5).astype(np.float32)
 for i in range(2):  # two good steps: Adam's moments are now non-zero
     good = float(step(tf.constant(x), tf.constant([0, i]))["finite"])

@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from helpers import ROOT, fetch, tensorboard
-from tfp_iwae import loop, summaries
+from tfp_iwae import summaries, trainer
 
 
 def read_tags(directory):
@@ -177,8 +177,8 @@ def scalar_values(run_dir):
 def test_hparams_are_written_once_per_run_with_the_flags_it_started_with(tmp_path):
     logdir = str(tmp_path / "run")
     os.makedirs(logdir)
-    config = dataclasses.asdict(loop.RunConfig(logdir=logdir, objective="dreg",
-                                               num_samples=50, stochastic_layers=2))
+    config = dataclasses.asdict(trainer.RunConfig(logdir=logdir, objective="dreg",
+                                                  num_samples=50, stochastic_layers=2))
     assert summaries.write_hparams(logdir, config)
     # A resumed run (here with another --epochs) finds them and adds nothing.
     assert not summaries.write_hparams(logdir, dict(config, epochs=99))
@@ -198,7 +198,7 @@ def test_hparams_show_first_the_flags_that_tell_runs_apart(tmp_path):
     # first ones: the estimator, k, layers, dataset and binarisation are marked, not
     # --epochs or --batch_size; the first metric is the paper's test NLL at k = 5000.
     logdir = str(tmp_path)
-    summaries.write_hparams(logdir, dataclasses.asdict(loop.RunConfig(logdir=logdir)))
+    summaries.write_hparams(logdir, dataclasses.asdict(trainer.RunConfig(logdir=logdir)))
     (experiment,) = experiment_configs(logdir)
     shown = sorted(experiment.hparam_infos, key=lambda h: (not h.differs, h.name))
     assert {h.name for h in shown[:5]} == {"objective", "num_samples", "stochastic_layers",
@@ -211,7 +211,7 @@ def test_hparams_show_first_the_flags_that_tell_runs_apart(tmp_path):
 
 def test_hparams_are_rewritten_with_a_flag_change_on_resume(tmp_path):
     logdir = str(tmp_path)
-    config = dataclasses.asdict(loop.RunConfig(logdir=logdir))
+    config = dataclasses.asdict(trainer.RunConfig(logdir=logdir))
     summaries.write_hparams(logdir, config)
     assert summaries.write_hparams(logdir, dict(config, learning_rate=1e-4), replace=True,
                                    flag_changes="step 60: learning_rate 0.001 -> 0.0001")
@@ -223,7 +223,7 @@ def test_hparams_are_rewritten_with_a_flag_change_on_resume(tmp_path):
 
 def test_hparams_lookup_reads_a_file_cut_short_by_a_kill(tmp_path):
     logdir = str(tmp_path)
-    summaries.write_hparams(logdir, dataclasses.asdict(loop.RunConfig(logdir=logdir)))
+    summaries.write_hparams(logdir, dataclasses.asdict(trainer.RunConfig(logdir=logdir)))
     (path,) = glob.glob(os.path.join(logdir, "events.out.tfevents*"))
     with open(path, "ab") as f:
         f.write(b"\x30\x00\x00\x00\x00")  # the start of a record that never finished

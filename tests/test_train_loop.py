@@ -1,4 +1,4 @@
-"""The fused training loop: many optimizer steps in one compiled call (training.TrainLoop)."""
+"""The fused training loop: many optimizer steps in one compiled call (fused_loop.TrainLoop)."""
 
 import os
 import re
@@ -9,20 +9,20 @@ import tensorflow as tf
 
 import tfp_iwae
 from helpers import checkpoint_values
-from tfp_iwae import sources, training
+from tfp_iwae import fused_loop, schedule, sources
 
 IMAGES = sources.embedded_mnist("train")[0][:400]
 
 
 def run(total, steps_per_call, *, images=IMAGES, resident=True, dynamic=True,
-        stages=((0, 1e-3), (23, 3e-4))):
+        learning_rates=((0, 1e-3), (23, 3e-4))):
     """Trains `total` steps in calls of `steps_per_call`; returns (weights, last output,
     optimizer)."""
     model = tfp_iwae.IWAE(1, data_mean=IMAGES.mean(0), seed=0)
-    opt = training.make_optimizer(1e-3)
-    loop = training.TrainLoop(model, opt, 3, images, batch_size=20, seed=5,
-                              dynamic=dynamic, stages=stages,
-                              max_steps_per_call=steps_per_call, resident=resident)
+    opt = schedule.make_optimizer(1e-3)
+    loop = fused_loop.TrainLoop(model, opt, 3, images, batch_size=20, seed=5,
+                                dynamic=dynamic, learning_rates=learning_rates,
+                                max_steps_per_call=steps_per_call, resident=resident)
     s, out = 0, None
     while s < total:
         n = min(steps_per_call, total - s)
@@ -74,23 +74,42 @@ def test_a_non_finite_step_is_not_applied_and_ends_the_call():
 
 def test_bad_arguments_are_named():
     model = tfp_iwae.IWAE(1, seed=0)
-    with pytest.raises(ValueError, match="images"):
-        training.TrainLoop(model, training.make_optimizer(), 3, IMAGES[:10], batch_size=20,
-                           seed=0)
-    loop = training.TrainLoop(model, training.make_optimizer(), 3, IMAGES, batch_size=20,
-                              seed=0, max_steps_per_call=4)
-    with pytest.raises(ValueError, match="num_steps"):
+    with pytest.raises(ValueError, match="images") as e:
+        fused_loop.TrainLoop(model, schedule.make_optimizer(), 3, IMAGES[:10], batch_size=20,
+                             seed=0)
+    assert isinstance(e.value, tfp_iwae.Error)  # the package's own error, a ValueError
+    loop = fused_loop.TrainLoop(model, schedule.make_optimizer(), 3, IMAGES, batch_size=20,
+                                seed=0, max_steps_per_call=4)
+    with pytest.raises(ValueError, match="num_steps") as e:
         loop(0, 5)
+    assert isinstance(e.value, tfp_iwae.Error)
+
+
+def test_each_step_runs_at_its_learning_rate_and_stages_is_the_former_keyword():
+    # Step s runs at the rate of the last (first_step, rate) entry with first_step <= s.
+    # `stages=`, the keyword's former name, takes the same list with the same meaning.
+    rates = ((0, 1e-3), (3, 3e-4))
+    opt = schedule.make_optimizer(1e-2)
+    loop = fused_loop.TrainLoop(tfp_iwae.IWAE(1, seed=0), opt, 2, IMAGES[:40], batch_size=20,
+                                seed=0, stages=rates, jit_compile=False)
+    loop(0, 3)  # steps 0..2: the first entry
+    assert float(opt.learning_rate) == pytest.approx(1e-3)
+    loop(3, 1)  # step 3: the second
+    assert float(opt.learning_rate) == pytest.approx(3e-4)
+    with pytest.raises(TypeError, match="not both") as e:
+        fused_loop.TrainLoop(tfp_iwae.IWAE(1, seed=0), opt, 2, IMAGES[:40], batch_size=20,
+                             seed=0, learning_rates=rates, stages=rates)
+    assert isinstance(e.value, tfp_iwae.Error)
 
 
 def _train(tmp_path, name, **flags):
-    """loop.train on mnist_5k, k=3, batch 20, no validation; returns (result, log lines)."""
-    from tfp_iwae import loop
+    """trainer.train on mnist_5k, k=3, batch 20, no validation; returns (result, log lines)."""
+    from tfp_iwae import trainer
     lines = []
-    config = loop.RunConfig(logdir=str(tmp_path / name), num_samples=3, batch_size=20,
-                            eval_every=0, log_every=0, schedule="constant", epochs=1,
-                            **flags)
-    return loop.train(config, log=lines.append), lines
+    config = trainer.RunConfig(logdir=str(tmp_path / name), num_samples=3, batch_size=20,
+                               eval_every=0, log_every=0, schedule="constant", epochs=1,
+                               **flags)
+    return trainer.train(config, log=lines.append), lines
 
 
 @pytest.mark.slow
@@ -115,7 +134,7 @@ def test_the_training_loop_stops_at_a_non_finite_step_and_names_it(tmp_path, mon
     # One training image is NaN (after the model's data mean was taken): the first step
     # whose batch holds it has a NaN bound. That step is not applied, the run stops naming
     # it, and no checkpoint holds a step at or after it.
-    from tfp_iwae import data, loop
+    from tfp_iwae import data, trainer
     original = data.presented
 
     def with_nan(*args, **kwargs):
@@ -125,7 +144,7 @@ def test_the_training_loop_stops_at_a_non_finite_step_and_names_it(tmp_path, mon
         return images, dynamic
 
     monkeypatch.setattr(data, "presented", with_nan)
-    with pytest.raises(loop.TrainingError, match=r"non-finite loss or gradient at step "
+    with pytest.raises(trainer.TrainingError, match=r"non-finite loss or gradient at step "
                                                  r"(\d+) \(weights not updated\)") as e:
         _train(tmp_path, "nan", binarization="none", checkpoint_every=10, steps_per_call=30)
     bad = int(re.search(r"at step (\d+)", str(e.value)).group(1))

@@ -32,15 +32,15 @@ _EXPORTS = {
     "IWAE": "model", "paper_architecture": "model",
     "effective_sample_size": "objectives", "iwae_bound": "objectives",
     "log_weights": "objectives", "normalized_weights": "objectives", "vae_bound": "objectives",
-    "TrainLoop": "training", "make_optimizer": "training", "make_train_step": "training",
-    "paper_schedule": "training",
+    "TrainLoop": "fused_loop", "make_optimizer": "schedule", "make_train_step": "step",
+    "paper_schedule": "schedule",
 }
 
 __all__ = sorted(_EXPORTS, key=str.lower)
 
 
 def __getattr__(name):
-    """Loads a public name's module (or a submodule such as `tfp_iwae.loop`) on first use."""
+    """Loads a public name's module (or a submodule such as `tfp_iwae.trainer`) on first use."""
     if name.startswith("__"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if name in _EXPORTS and _EXPORTS[name] is not None:

@@ -18,7 +18,7 @@ from tfp_iwae import estimators
 from tfp_iwae import model as model_lib
 from tfp_iwae import networks
 from tfp_iwae import strategies
-from tfp_iwae import training
+from tfp_iwae.schedule import SCHEDULES
 
 __all__ = ["TrainingError", "RunConfig", "MODEL_FIELDS", "TRAJECTORY_FIELDS", "model_flags",
            "help_text", "choices"]
@@ -107,7 +107,7 @@ class RunConfig:
     batch_size: int = _flag(20, "Examples per batch (paper: 20).")
     schedule: str = _flag("paper", "paper: stages i=0..7 of 3^i passes at "
                           "learning_rate*10^(-i/7) (3,280 passes); constant: --epochs passes "
-                          "at --learning_rate.", choices=training.SCHEDULES)
+                          "at --learning_rate.", choices=SCHEDULES)
     schedule_passes: int = _flag(0, "Paper schedule only: compress its 8 stages to this "
                                  "many passes in all, each stage keeping its learning rate "
                                  "and its share 3^i/3280 of the steps (0: the paper's 3,280 "
@@ -157,8 +157,8 @@ class RunConfig:
         self._check_count("batch_size", "an integer >= 1")
         _need(self.stochastic_layers in (1, 2), "stochastic_layers", "1 or 2",
               self.stochastic_layers)
-        _need(self.schedule in training.SCHEDULES, "schedule",
-              " or ".join(training.SCHEDULES), self.schedule)
+        _need(self.schedule in SCHEDULES, "schedule",
+              " or ".join(SCHEDULES), self.schedule)
         _need(self.binarization in data.BINARIZATIONS, "binarization",
               " | ".join(data.BINARIZATIONS), self.binarization)
         _need(self.dataset in data.DATASETS, "dataset",

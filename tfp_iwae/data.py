@@ -524,7 +524,7 @@ def presented(name, x, binarization, fixed_binarization_seed=0):
     `fixed` binarises every image once with `fixed_binarization_seed`; `dynamic` leaves
     the intensities for a fresh Bernoulli sample of every batch (then `dynamic` is True);
     `none` keeps intensities. binarized_mnist is binary already and stays as it is.
-    Shared by `load` and the training loop's device-resident path (`training.TrainLoop`).
+    Shared by `load` and the training loop's device-resident path (`fused_loop.TrainLoop`).
     """
     _check_choice(binarization, BINARIZATIONS, "binarization")
     if name == "binarized_mnist":

@@ -179,7 +179,7 @@ class EstimatorFit:
         """Keras `compile` with the package's gradient estimator: `fit` trains with
         `estimator` (a name of `tfp_iwae.ESTIMATOR_NAMES`) at k = `num_samples`, step s
         drawing with the stateless seed fold_in(seed, s) (as `make_train_step` with
-        `training.step_seed`), and reports `loss` (minus the estimator's bound), `bound`,
+        `step.step_seed`), and reports `loss` (minus the estimator's bound), `bound`,
         `iwae_bound` (L_k), `elbo` and `ess` (batch means, nats) in History and to Keras
         callbacks (TensorBoard among them). `evaluate` gives L_k, ELBO and ESS at that k.
         No `loss=` is needed (or taken)."""
@@ -255,10 +255,7 @@ class EstimatorFit:
         return self.check_inputs(data)
 
     def _report(self, bound, log_weights):
-        values = dict(loss=-tf.reduce_mean(bound), bound=tf.reduce_mean(bound),
-                      iwae_bound=tf.reduce_mean(objectives.iwae_bound(log_weights)),
-                      elbo=tf.reduce_mean(objectives.vae_bound(log_weights)),
-                      ess=tf.reduce_mean(objectives.effective_sample_size(log_weights)))
+        values = objectives.step_metrics(bound, log_weights)
         for name, value in values.items():
             self._trackers[name].update_state(value)
         return {name: t.result() for name, t in self._trackers.items()}

@@ -17,6 +17,7 @@ __all__ = [
     "normalized_weights",
     "effective_sample_size",
     "check_num_samples",
+    "step_metrics",
 ]
 
 
@@ -259,3 +260,33 @@ def effective_sample_size(log_weights, axis=0):
     ess = tf.cast(tf.minimum(ess, k), log_weights.dtype)  # float64 rounding, at most
     return tf.where(valid, ess, tf.constant(float("nan"), ess.dtype))
 
+
+def step_metrics(bound, log_weights, grad_norm=None, finite=None):
+    """The scalars a training step reports, from its bound and log weights.
+
+    Args:
+      bound: `[batch]`, each example's estimator bound (nats).
+      log_weights: `[k, batch]`, the step's log weights (nats).
+      grad_norm: optional scalar, the global norm of the step's gradients.
+      finite: optional scalar bool, whether the step's loss and gradients are finite.
+
+    Returns:
+      A dict of scalars: `loss` (minus the batch-mean bound), `bound` (batch mean of the
+      estimator's bound, nats), `iwae_bound` and `elbo` (batch means of L_k and of the
+      mean log weight, nats), `ess` (batch mean of the per-example effective sample
+      size); and, when given, `grad_norm` and `finite` (1. if the step was finite, as
+      float32). `ess` is NaN when some example's log weights are NaN, +inf or all -inf:
+      that example's bound is then non-finite too, so the step is reported non-finite and
+      not applied, and a mean over the other examples would describe a batch that was not
+      used.
+    """
+    bound = tf.reduce_mean(bound)
+    out = dict(loss=-bound, bound=bound,
+               iwae_bound=tf.reduce_mean(iwae_bound(log_weights)),
+               elbo=tf.reduce_mean(vae_bound(log_weights)),
+               ess=tf.reduce_mean(effective_sample_size(log_weights)))
+    if grad_norm is not None:
+        out["grad_norm"] = grad_norm
+    if finite is not None:
+        out["finite"] = tf.cast(finite, tf.float32)
+    return out

@@ -157,7 +157,7 @@ def check_logdir(config):
     """Creates the logdir; refuses one whose run_config.json holds other model flags, or
     other training flags (TRAJECTORY_FIELDS) that `config.allow_changed_flags` does not
     name. Returns the allowed changes {flag: (recorded, now)} ({} for a new run). Writes
-    nothing: run_config.json is written once the run starts (`loop.train`)."""
+    nothing: run_config.json is written once the run starts (`trainer.train`)."""
     make_logdir(config.logdir)
     theirs = read_config(config.logdir)
     if theirs is None:

@@ -30,7 +30,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tfp_iwae import data
 from tfp_iwae import model as model_lib
 from tfp_iwae import networks
-from tfp_iwae import training
+from tfp_iwae import schedule
 
 __all__ = ["TRAIN", "VALIDATION", "eval_run", "TAGS", "HPARAMS", "METRICS", "image_grid",
            "reconstruction_grid", "write_training", "write_gradient_diagnostics",
@@ -156,7 +156,7 @@ HPARAMS = (
     hp.HParam("likelihood", hp.Discrete(list(model_lib.LIKELIHOODS))),
     hp.HParam("std_parameterization", hp.Discrete(list(networks.STD_PARAMETERIZATIONS))),
     hp.HParam("batch_size", _NUMBER),
-    hp.HParam("schedule", hp.Discrete(list(training.SCHEDULES))),
+    hp.HParam("schedule", hp.Discrete(list(schedule.SCHEDULES))),
     hp.HParam("schedule_passes", _NUMBER, description="--schedule_passes: the paper "
               "schedule compressed to this many passes (0: 3,280)"),
     hp.HParam("epochs", _NUMBER, description="--epochs (constant schedule)"),

@@ -18,7 +18,7 @@ import dataclasses
 
 from absl import flags
 
-from tfp_iwae import config, estimators, loop
+from tfp_iwae import config, estimators, trainer
 from tfp_iwae.cli import common
 
 F = flags.FLAGS
@@ -103,5 +103,5 @@ def main(argv):
     values = {f.name: getattr(F, f.name) for f in dataclasses.fields(config.RunConfig)}
     params = {p: getattr(F, p) for p in PARAM_FLAGS}
     values["objective"] = objective_name(values["objective"], **params)
-    result = loop.train(config.RunConfig(**values))
+    result = trainer.train(config.RunConfig(**values))
     print(f"done: step {result['step']}, checkpoint {result['checkpoint']}")

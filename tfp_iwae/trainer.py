@@ -1,9 +1,15 @@
-"""The training loop behind `launch/train.py`: schedule, checkpoints, resume, TensorBoard.
+"""The trainer behind `tfp-iwae-train`: `train(RunConfig)` runs (or resumes) a run:
+schedule, checkpoints, resume, TensorBoard.
 
 The run's flags live in `config`; the logdir (lock, run_config.json, checkpoints, resume)
-in `rundir`; the strategies in `strategies`; the schedule's stages in `training`; the
-graceful stop on SIGTERM / SIGINT / SIGHUP in `preemption` (a multi-worker run's in
+in `rundir`; the strategies in `strategies`; the optimizer and the schedule's stages in
+`schedule`; the compiled step in `step` and the fused loop in `fused_loop`; the graceful
+stop on SIGTERM / SIGINT / SIGHUP in `preemption` (a multi-worker run's in
 `cluster_preemption`), the memory estimate in `memory`.
+
+A run is built once (`_build_run`: a `_Run`), opens its logs (`_open_logs`), loops over
+calls of many steps (`_run_loop`: `_call`, then `_report` and `_after_call` at the steps
+that log, validate, run diagnostics or save) and finishes (`_finish`).
 """
 
 import contextlib
@@ -15,19 +21,23 @@ import math
 import os
 import shutil
 import time
+from typing import Any, Callable
 
+import numpy as np
 import tensorflow as tf
 
 from tfp_iwae import cluster_preemption
 from tfp_iwae import data
 from tfp_iwae import diagnostics
 from tfp_iwae import evaluation
+from tfp_iwae import fused_loop
 from tfp_iwae import memory
 from tfp_iwae import preemption
 from tfp_iwae import rundir
+from tfp_iwae import schedule
+from tfp_iwae import step as step_lib
 from tfp_iwae import strategies
 from tfp_iwae import summaries
-from tfp_iwae import training
 from tfp_iwae.config import MODEL_FIELDS, RunConfig, TrainingError  # noqa: F401
 from tfp_iwae.config import model_flags
 from tfp_iwae.rundir import build_model, load_config  # noqa: F401  (re-exported)
@@ -102,25 +112,48 @@ def _disk_full_message(error, logdir):
 
 
 def _train(config, log, held):
+    """`train` inside `held` (the ExitStack of the logdir lock and the signal handlers)."""
+    run = _build_run(config, log, held)
+    _open_logs(run)
+    metrics, cluster = _run_loop(run, held)
+    return _finish(run, metrics, cluster)
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """A run as built from its RunConfig: what the loop reads and updates."""
+    config: RunConfig
+    log: Callable[[str], None]  # a no-op on a multi-worker run's other workers
+    changes: dict  # {flag: (before, after)}: the allowed flag changes of this resume
+    protocol: str  # `data.describe`'s line of the dataset and binarisation
+    valid_x: np.ndarray  # validation images [N, *event_shape], intensities in [0, 1]
+    steps_per_epoch: int
+    plan: list  # `schedule.stages`: [(first_step, last_step_exclusive, learning_rate)]
+    total: int  # the step the run stops at (the plan's end or --max_steps)
+    strategy: Any  # a tf.distribute.Strategy, or None
+    replicas: int
+    chief: bool  # this process writes the logs and the checkpoints
+    stop: preemption.StopRequest
+    model: Any
+    step: tf.Variable  # int64, the number of steps applied (checkpointed)
+    run_steps: Callable  # run_steps(first, count) -> metrics and `steps` applied
+    ckpt_dir: str
+    manager: tf.train.CheckpointManager
+    guard: "_DivergenceGuard"
+    save: Callable[[int], None]  # save(s): the checkpoint of step s (`_save`)
+    writer: Any = None  # the `train/` and `validation/` summary writers (`_open_logs`)
+    vwriter: Any = None
+    diag: Any = None  # (fixed batch, {estimator: gradient sampler}) of the diagnostics
+
+
+def _build_run(config, log, held):
+    """Checks the logdir and the flags, loads the data, takes the logdir's lock and the
+    stop signals (into `held`), builds the model, Adam, the step runner and the
+    checkpoint manager, and restores the newest checkpoint (or --init_from)."""
     changes = rundir.check_logdir(config)  # allowed changes of training flags on resume
     protocol = data.describe(config.dataset, config.binarization)
-    train_x = data.load_array(config.dataset, "train", data_dir=config.data_dir,
-                              download=config.download,
-                              allow_nonstandard=config.allow_nonstandard_data)
-    valid_x = data.load_array(config.dataset, "validation", data_dir=config.data_dir,
-                              download=config.download,
-                              allow_nonstandard=config.allow_nonstandard_data)
-    if len(train_x) < config.batch_size:
-        raise TrainingError(f"--batch_size={config.batch_size} exceeds the {len(train_x)} "
-                            f"training images of {config.dataset}.")
-    steps_per_epoch = len(train_x) // config.batch_size
-    try:
-        plan = training.stages(config.schedule, steps_per_epoch, config.learning_rate,
-                               config.epochs, config.schedule_passes)
-    except ValueError as e:
-        raise TrainingError(str(e)) from None
-    total = plan[-1][1] if not config.max_steps else min(plan[-1][1], config.max_steps)
-
+    train_x, valid_x = _load_split(config, "train"), _load_split(config, "validation")
+    steps_per_epoch, plan, total = _plan(config, len(train_x))
     strategy = strategies.make_strategy(config.strategy)
     chief = strategies.is_chief(strategy)
     if chief:  # workers of a multi-worker run share the chief's logdir
@@ -128,6 +161,53 @@ def _train(config, log, held):
         rundir.remove_stale_temp_checkpoints(config.logdir, log)
     stop = held.enter_context(preemption.StopRequest())
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    _check_shards(config, replicas)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = rundir.build_model(config, data_mean=train_x.mean(0))
+        opt = schedule.make_optimizer(config.learning_rate)
+    ckpt_dir = rundir.checkpoint_dir(config.logdir)
+    if not chief:  # non-chief workers save (collectively) into a scratch directory
+        ckpt_dir = os.path.join(config.logdir, "worker_scratch",
+                                str(strategy.cluster_resolver.task_id))
+    step = tf.Variable(0, dtype=tf.int64, name="step")
+    parts = dict(model=model.checkpointable(), optimizer=opt, step=step)
+    run_steps = _step_runner(config, model, opt, plan, train_x, strategy, replicas, parts)
+    manager, guard = _restore(config, model, step, parts, ckpt_dir, log)
+    for flag, (before, after) in changes.items():
+        log(f"note: --{flag} changed from {before!r} to {after!r} at step {int(step)} "
+            f"(--allow_changed_flags): recorded in run_config.json's history and HParams")
+    return _Run(config=config, log=log, changes=changes, protocol=protocol, valid_x=valid_x,
+                steps_per_epoch=steps_per_epoch, plan=plan, total=total, strategy=strategy,
+                replicas=replicas, chief=chief, stop=stop, model=model, step=step,
+                run_steps=run_steps, ckpt_dir=ckpt_dir, manager=manager, guard=guard,
+                save=functools.partial(_save, manager, guard, config))
+
+
+def _load_split(config, split):
+    """A split of the run's dataset as float32 `[N, *event_shape]` intensities in [0, 1]."""
+    return data.load_array(config.dataset, split, data_dir=config.data_dir,
+                           download=config.download,
+                           allow_nonstandard=config.allow_nonstandard_data)
+
+
+def _plan(config, num_train):
+    """(steps per epoch, `schedule.stages` plan, the step the run stops at) for
+    `num_train` training images; TrainingError naming the flag if they do not fit."""
+    if num_train < config.batch_size:
+        raise TrainingError(f"--batch_size={config.batch_size} exceeds the {num_train} "
+                            f"training images of {config.dataset}.")
+    steps_per_epoch = num_train // config.batch_size
+    try:
+        plan = schedule.stages(config.schedule, steps_per_epoch, config.learning_rate,
+                               config.epochs, config.schedule_passes)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    total = plan[-1][1] if not config.max_steps else min(plan[-1][1], config.max_steps)
+    return steps_per_epoch, plan, total
+
+
+def _check_shards(config, replicas):
+    """TrainingError unless the batch splits into the replicas and --num_shards shards."""
     if config.batch_size % max(replicas, config.num_shards or 1):
         raise TrainingError(f"--batch_size={config.batch_size} must be divisible by the "
                             f"{max(replicas, config.num_shards)} replicas/shards "
@@ -135,36 +215,35 @@ def _train(config, log, held):
     if config.num_shards and config.num_shards % replicas:
         raise TrainingError(f"--num_shards={config.num_shards} must be a multiple of the "
                             f"{replicas} replicas of --strategy={config.strategy}.")
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        model = rundir.build_model(config, data_mean=train_x.mean(0))
-        opt = training.make_optimizer(config.learning_rate)
-    ckpt_dir = rundir.checkpoint_dir(config.logdir)
-    if not chief:  # non-chief workers save (collectively) into a scratch directory
-        ckpt_dir = os.path.join(config.logdir, "worker_scratch",
-                                str(strategy.cluster_resolver.task_id))
-    step = tf.Variable(0, dtype=tf.int64, name="step")
-    parts = dict(model=model.checkpointable(), optimizer=opt, step=step)
+
+
+def _step_runner(config, model, opt, plan, train_x, strategy, replicas, parts):
+    """`run_steps(first, count)`: the fused loop (`fused_path`), else one compiled step per
+    call on tf.data batches, whose iterator joins the checkpointed `parts`."""
     if fused_path(config):  # the data position is the step: no iterator to checkpoint
         images, dynamic = data.presented(config.dataset, train_x, config.binarization)
-        run_steps = training.TrainLoop(
+        return fused_loop.TrainLoop(
             model, opt, config.num_samples, images, batch_size=config.batch_size,
             seed=config.seed, estimator=config.objective, dynamic=dynamic,
-            stages=[(first, lr) for first, _, lr in plan],
+            learning_rates=[(first, lr) for first, _, lr in plan],
             max_steps_per_call=config.steps_per_call, jit_compile=config.xla,
             resident=images.nbytes <= RESIDENT_MAX_BYTES)
-    else:  # a strategy or sharded sampling: one compiled step per call, tf.data batches
-        step_fn = training.make_train_step(model, opt, config.num_samples,
-                                           estimator=config.objective,
-                                           jit_compile=config.xla,
-                                           num_shards=config.num_shards or replicas,
-                                           strategy=strategy)
-        ds = data.load(config.dataset, "train", binarization=config.binarization,
-                       batch_size=config.batch_size, data_dir=config.data_dir,
-                       seed=config.seed, download=config.download,
-                       allow_nonstandard=config.allow_nonstandard_data)
-        parts["iterator"] = iter(ds)
-        run_steps = _per_step_calls(step_fn, parts["iterator"], opt, plan, config.seed)
+    # A strategy or sharded sampling: one compiled step per call, tf.data batches.
+    step_fn = step_lib.make_train_step(model, opt, config.num_samples,
+                                       estimator=config.objective, jit_compile=config.xla,
+                                       num_shards=config.num_shards or replicas,
+                                       strategy=strategy)
+    ds = data.load(config.dataset, "train", binarization=config.binarization,
+                   batch_size=config.batch_size, data_dir=config.data_dir,
+                   seed=config.seed, download=config.download,
+                   allow_nonstandard=config.allow_nonstandard_data)
+    parts["iterator"] = iter(ds)
+    return _per_step_calls(step_fn, parts["iterator"], opt, plan, config.seed)
+
+
+def _restore(config, model, step, parts, ckpt_dir, log):
+    """(checkpoint manager, divergence guard) of the run's checkpoints, after restoring
+    the newest readable one (or, with none, --init_from's weights)."""
     run_flags = tf.Variable(json.dumps(model_flags(config), sort_keys=True), name="run_flags")
     guard = _DivergenceGuard()  # the training bound at each save: see _save
     ckpt = tf.train.Checkpoint(run_flags=run_flags, train_bound=guard.saved, **parts)
@@ -176,103 +255,136 @@ def _train(config, log, held):
         guard.resume(rundir.checkpoint_value(restored, "train_bound"))
     elif config.init_from:
         rundir.init_model_from(model, config.init_from, log)
-    for flag, (before, after) in changes.items():
-        log(f"note: --{flag} changed from {before!r} to {after!r} at step {int(step)} "
-            f"(--allow_changed_flags): recorded in run_config.json's history and HParams")
+    return manager, guard
 
-    writer = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.TRAIN))
-    vwriter = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.VALIDATION))
-    if not chief:
-        log = (lambda msg: None)  # noqa: E731
-        writer = vwriter = tf.summary.create_noop_writer()
+
+def _open_logs(run):
+    """Opens the summary writers (no-ops, and a silent log, on a non-chief worker), writes
+    the HParams session, logs the run's line and, on the chief, run_config.json (the run
+    has started)."""
+    config = run.config
+    run.writer = tf.summary.create_file_writer(os.path.join(config.logdir, summaries.TRAIN))
+    run.vwriter = tf.summary.create_file_writer(
+        os.path.join(config.logdir, summaries.VALIDATION))
+    if not run.chief:
+        run.log = (lambda msg: None)  # noqa: E731
+        run.writer = run.vwriter = tf.summary.create_noop_writer()
     else:
         summaries.write_hparams(config.logdir, dataclasses.asdict(config),
-                                replace=bool(changes),
-                                flag_changes=_history_text(config.logdir, changes, int(step)))
-    log(f"run: {protocol}; {config.stochastic_layers} stochastic layer(s); "
-        f"objective {config.objective}, k={config.num_samples}; batch {config.batch_size}; "
-        f"{steps_per_epoch} steps/epoch; {total} steps; strategy {config.strategy} "
-        f"({replicas} replica(s))")
-    speed = _TrainingSpeed()
-    metrics = {}
-    diag_batch, samplers = None, None
+                                replace=bool(run.changes),
+                                flag_changes=_history_text(config.logdir, run.changes,
+                                                           int(run.step)))
+    run.log(f"run: {run.protocol}; {config.stochastic_layers} stochastic layer(s); "
+            f"objective {config.objective}, k={config.num_samples}; batch "
+            f"{config.batch_size}; {run.steps_per_epoch} steps/epoch; {run.total} steps; "
+            f"strategy {config.strategy} ({run.replicas} replica(s))")
+    if run.chief:  # the run starts
+        rundir.write_config(config.logdir, dataclasses.asdict(config), changes=run.changes,
+                            step=int(run.step))
 
-    if chief:  # the run starts
-        rundir.write_config(config.logdir, dataclasses.asdict(config), changes=changes,
-                            step=int(step))
-    s = int(step)
+
+def _run_loop(run, held):
+    """Runs the calls from the restored step to the end; returns (the metrics last
+    logged, the multi-worker `ClusterStop` or None). A stop signal checkpoints the
+    current step and raises `preemption.Preempted`."""
+    config, speed, metrics = run.config, _TrainingSpeed(), {}
+    s = int(run.step)
     # Multi-worker calls cover the same steps on every worker (not sized by time): the
     # workers name the step at which they all stop by counting calls.
     calls = _CallSizer(config.steps_per_call, by_time=config.strategy != "multi_worker")
-    save = functools.partial(_save, manager, guard, config)
     cluster = None
     if config.strategy == "multi_worker":  # a signal to any worker stops them all
         cluster = held.enter_context(cluster_preemption.ClusterStop(
-            strategy, stop, functools.partial(_save_unless_saved, save, manager), ckpt_dir,
-            chief, log))
-    while s < total:
+            run.strategy, run.stop, functools.partial(_save_unless_saved, run.save,
+                                                      run.manager),
+            run.ckpt_dir, run.chief, run.log))
+    while s < run.total:
         if cluster is not None:  # at the step the workers agreed: checkpoint, stop
             cluster.check(s)
-        elif stop.requested:  # SIGTERM / SIGINT / SIGHUP: checkpoint this step, then stop
-            _stop_on_signal(stop, s, save, manager, log)
+        elif run.stop.requested:  # SIGTERM / SIGINT / SIGHUP: checkpoint this step, then stop
+            _stop_on_signal(run.stop, s, run.save, run.manager, run.log)
         # A call ends at the next step that logs, validates, runs diagnostics or saves.
-        end = min([total, s + calls.size] + [
+        end = min([run.total, s + calls.size] + [
             (s // every + 1) * every for every in (
                 config.log_every, config.eval_every, config.checkpoint_every,
                 config.diagnostics_every) if every])
-        started = time.perf_counter()
-        out = run_steps(s, end - s)
-        applied = int(out["steps"])
-        seconds = time.perf_counter() - started
-        calls.record(applied, seconds)
-        speed.record(applied, seconds)
-        step.assign(s + applied)
-        if applied < end - s:  # steps s .. s+applied-1 were applied; the next was not
-            raise TrainingError(
-                f"non-finite loss or gradient at step {s + applied} (weights not "
-                f"updated); last good checkpoint: {manager.latest_checkpoint or 'none'}.")
-        guard.observe(float(out["bound"]))
+        out = _call(run, s, end, calls, speed)
         s = end
-        stage, lr = training.stage_at(plan, s - 1)
-        if config.log_every and (s % config.log_every == 0 or s == total):
-            metrics = {k: float(v) for k, v in out.items() if k != "steps"}
-            rate = speed.examples_per_second(config.batch_size)
-            eta = (total - s) * config.batch_size / max(rate, 1e-9)
-            bpd = evaluation.bits_per_dim(-metrics["bound"], model.input_dim)
-            summaries.write_training(writer, s, metrics, bits_per_dim=bpd, learning_rate=lr,
-                                     examples_per_second=rate,
-                                     num_samples=config.num_samples,
-                                     objective=config.objective)
-            log(f"step {s}/{total} epoch {s / steps_per_epoch:.2f} stage {stage} lr {lr:.2e} "
-                f"train {config.objective} bound {metrics['bound']:.2f} nats "
-                f"= {bpd:.4f} bits/dim "
-                f"(L_k {metrics['iwae_bound']:.2f}, ELBO {metrics['elbo']:.2f}, "
-                f"ESS {metrics['ess']:.2f}) {rate:.0f} ex/s ETA {eta:.0f}s [{protocol}]")
-        if config.eval_every and (s % config.eval_every == 0 or s == total):
-            _validate(model, config, valid_x, s, vwriter, log, protocol,
-                      should_stop=lambda: stop.requested is not None)
-        if config.diagnostics_every and s % config.diagnostics_every == 0:
-            diag_batch = diag_batch if diag_batch is not None else _diagnostics_batch(
-                config, valid_x)
-            samplers = samplers or {n: diagnostics.make_gradient_sampler(
-                model, n, config.num_samples, jit_compile=config.xla)
-                for n in filter(None, config.diagnostics_estimators.split(","))}
-            _gradient_diagnostics(samplers, diag_batch, config, s, writer, log)
-        if config.checkpoint_every and (s % config.checkpoint_every == 0 or s == total):
-            save(s)
-    if manager.latest_checkpoint is None or int(step) != int(
-            manager.latest_checkpoint.rsplit("-", 1)[-1]):
-        save(int(step))
-    writer.flush()
-    vwriter.flush()
+        if config.log_every and (s % config.log_every == 0 or s == run.total):
+            metrics = _report(run, s, out, speed)
+        _after_call(run, s)
+    return metrics, cluster
+
+
+def _call(run, s, end, calls, speed):
+    """Runs steps s, ..., end - 1 in one call (timed for `calls` and `speed`) and
+    advances the step; TrainingError at a non-finite step (not applied). Returns the
+    call's output (the metrics of its last step)."""
+    started = time.perf_counter()
+    out = run.run_steps(s, end - s)
+    applied = int(out["steps"])
+    seconds = time.perf_counter() - started
+    calls.record(applied, seconds)
+    speed.record(applied, seconds)
+    run.step.assign(s + applied)
+    if applied < end - s:  # steps s .. s+applied-1 were applied; the next was not
+        raise TrainingError(
+            f"non-finite loss or gradient at step {s + applied} (weights not "
+            f"updated); last good checkpoint: {run.manager.latest_checkpoint or 'none'}.")
+    run.guard.observe(float(out["bound"]))
+    return out
+
+
+def _report(run, s, out, speed):
+    """The progress line and the `train/` summaries at step s (a call's end) from the
+    call's output; returns its metrics as floats."""
+    config = run.config
+    stage, lr = schedule.stage_at(run.plan, s - 1)
+    metrics = {k: float(v) for k, v in out.items() if k != "steps"}
+    rate = speed.examples_per_second(config.batch_size)
+    eta = (run.total - s) * config.batch_size / max(rate, 1e-9)
+    bpd = evaluation.bits_per_dim(-metrics["bound"], run.model.input_dim)
+    summaries.write_training(run.writer, s, metrics, bits_per_dim=bpd, learning_rate=lr,
+                             examples_per_second=rate, num_samples=config.num_samples,
+                             objective=config.objective)
+    run.log(f"step {s}/{run.total} epoch {s / run.steps_per_epoch:.2f} stage {stage} lr "
+            f"{lr:.2e} train {config.objective} bound {metrics['bound']:.2f} nats "
+            f"= {bpd:.4f} bits/dim "
+            f"(L_k {metrics['iwae_bound']:.2f}, ELBO {metrics['elbo']:.2f}, "
+            f"ESS {metrics['ess']:.2f}) {rate:.0f} ex/s ETA {eta:.0f}s [{run.protocol}]")
+    return metrics
+
+
+def _after_call(run, s):
+    """Validation, gradient diagnostics and the checkpoint due at step s (a call's end)."""
+    config = run.config
+    if config.eval_every and (s % config.eval_every == 0 or s == run.total):
+        _validate(run.model, config, run.valid_x, s, run.vwriter, run.log, run.protocol,
+                  should_stop=lambda: run.stop.requested is not None)
+    if config.diagnostics_every and s % config.diagnostics_every == 0:
+        if run.diag is None:  # made at the first diagnostics step
+            run.diag = (_diagnostics_batch(config, run.valid_x), {
+                n: diagnostics.make_gradient_sampler(run.model, n, config.num_samples,
+                                                     jit_compile=config.xla)
+                for n in filter(None, config.diagnostics_estimators.split(","))})
+        _gradient_diagnostics(run.diag[1], run.diag[0], config, s, run.writer, run.log)
+    if config.checkpoint_every and (s % config.checkpoint_every == 0 or s == run.total):
+        run.save(s)
+
+
+def _finish(run, metrics, cluster):
+    """Saves the last step unless its checkpoint exists, flushes the summaries, lets a
+    multi-worker run's workers leave; returns `train`'s result."""
+    _save_unless_saved(run.save, run.manager, int(run.step))
+    run.writer.flush()
+    run.vwriter.flush()
     if cluster is not None:
         cluster.close()  # its watcher threads, before the chief waits
-    if chief and config.strategy == "multi_worker":
+    if run.chief and run.config.strategy == "multi_worker":
         # The chief leads the coordination service: let the other workers leave first,
         # so they do not see a vanished leader while shutting down.
         time.sleep(cluster_preemption.LEADER_LEAVES_LAST_SECONDS)
-    return dict(step=int(step), checkpoint=manager.latest_checkpoint, **metrics)
-
+    return dict(step=int(run.step), checkpoint=run.manager.latest_checkpoint, **metrics)
 
 # Training images up to this size live on the device (the fused loop's resident path);
 # larger ones are gathered on the host per call, with the same numbers.
@@ -283,9 +395,9 @@ CALL_SECONDS = 2.
 
 
 def fused_path(config):
-    """True when the run trains through `training.TrainLoop` (many steps per compiled call,
-    the default): every run on one device with one shard. A tf.distribute strategy or
-    --num_shards > 1 trains one compiled step per call from a tf.data pipeline."""
+    """True when the run trains through `fused_loop.TrainLoop` (many steps per compiled
+    call, the default): every run on one device with one shard. A tf.distribute strategy
+    or --num_shards > 1 trains one compiled step per call from a tf.data pipeline."""
     return config.strategy == "default" and config.num_shards <= 1
 
 
@@ -406,21 +518,21 @@ def _history_text(logdir, changes, step):
 
 def _per_step_calls(step_fn, iterator, optimizer, plan, seed):
     """`run(first, count)` over one-step calls of `step_fn` with tf.data batches: the
-    interface of `training.TrainLoop` for strategy runs. The steps run asynchronously and
-    their finite flags are read at the end of the call: `steps` counts the steps before
-    the first non-finite one (which `step_fn` did not apply; the training loop stops
-    there)."""
+    interface of `fused_loop.TrainLoop` for strategy runs. The steps run asynchronously
+    and their finite flags are read at the end of the call: `steps` counts the steps
+    before the first non-finite one (which `step_fn` did not apply; the training loop
+    stops there)."""
     current = [None]
 
     def run(first, count):
         outs = []
         for i in range(count):
             s = first + i
-            lr = training.stage_at(plan, s)[1]
+            lr = schedule.stage_at(plan, s)[1]
             if lr != current[0]:
                 optimizer.learning_rate.assign(lr)
                 current[0] = lr
-            outs.append(step_fn(next(iterator), training.step_seed(seed, s)))
+            outs.append(step_fn(next(iterator), step_lib.step_seed(seed, s)))
         for i, out in enumerate(outs):
             if float(out["finite"]) != 1.:
                 return dict(out, steps=i)
