@@ -38,6 +38,7 @@ relative to the repository (`portable_path`).
 """
 
 import argparse
+import glob
 import json
 import os
 import shlex
@@ -418,6 +419,80 @@ def paired(args, a, b):
     return f"{d:+.2f} ± {se:.2f}"
 
 
+def replicates(args, name):
+    """{seed: (set name, result)} of run `name` committed in *other* sets whose settings
+    are this invocation's except the training seed: the same configuration trained again
+    with another seed (e.g. `--name=mnist_k5_p600_seed1 --seed=1`)."""
+    out = {}
+    mine = settings(args)
+    for path in sorted(glob.glob(os.path.join(args.docs, "results", "*", name + ".json"))):
+        other = os.path.basename(os.path.dirname(path))
+        if other == args.name:
+            continue
+        with open(path) as f:
+            res = json.load(f)
+        theirs = res.get("settings", {})
+        if theirs.get("seed") != args.seed and all(
+                theirs.get(k) == v for k, v in mine.items() if k != "seed"):
+            out.setdefault(theirs.get("seed"), (other, res))
+    return out
+
+
+def set_paired_difference(args, set_name, a, b):
+    """paired_difference of runs a and b of the committed set `set_name`."""
+    return paired_difference(argparse.Namespace(**dict(vars(args), name=set_name)), a, b)
+
+
+def other_seed_differences(args, a, b):
+    """[(seed, (NLL(b) - NLL(a), its paired SE))] in the other seeds' sets holding both."""
+    ra, rb = replicates(args, a), replicates(args, b)
+    out = []
+    for seed in sorted(set(ra) & set(rb)):
+        if ra[seed][0] == rb[seed][0]:
+            try:
+                out.append((seed, set_paired_difference(args, ra[seed][0], a, b)))
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def seed_lines(args, r, paper_nll):
+    """A table of each configuration's test NLL (and paired difference) under every
+    training seed committed (see `replicates`), with the spread (max - min) a seed moves
+    them by; [] when no other seed is committed."""
+    rows = []
+    for layers in args.layers:
+        for name, label, _, versus in table_rows(args, layers, paper_nll):
+            if name not in r or not replicates(args, name):
+                continue
+            runs = {args.seed: (args.name, r[name]), **replicates(args, name)}
+            seeds_ = sorted(runs)
+            nll = [runs[s][1]["test"]["nll_nats"] for s in seeds_]
+            cells = [f"{v:.2f}" for v in nll] + [f"{max(nll) - min(nll):.2f}"]
+            if versus and versus[0] in r:
+                diffs = [(args.seed, paired_difference(args, versus[0], name))]
+                diffs += other_seed_differences(args, versus[0], name)
+                d = [v for _, (v, _) in diffs]
+                cells += [" / ".join(f"{v:+.2f} ± {se:.2f}" + (f" (seed {seed})" if len(
+                    diffs) < len(seeds_) else "") for seed, (v, se) in diffs) +
+                    f" vs {versus[1]}", f"{max(d) - min(d):.2f}" if len(d) > 1 else "-"]
+            else:
+                cells += ["-", "-"]
+            rows.append((layers, x_k(name), label, seeds_, cells))
+    if not rows:
+        return []
+    lines = ["", "Training seeds: the same configurations trained again with another seed "
+             "(everything else equal; each seed's test NLL on the same test images). The "
+             "spread (largest - smallest) is how much a training seed moves a number, to "
+             "read beside the standard errors over images above.", "",
+             "| layers | k | trained with | seeds | test NLL per seed (nats) | spread | "
+             "paired difference per seed (nats) | spread |", "|---|---|---|---|---|---|---|---|"]
+    for layers, k, label, seeds_, cells in rows:
+        lines.append(f"| {layers} | {k} | {label} | {', '.join(map(str, seeds_))} | "
+                     f"{' / '.join(cells[:-3])} | {cells[-3]} | {cells[-2]} | {cells[-1]} |")
+    return lines
+
+
 def subset_text(args, test):
     """(active-unit sentence, train-subset caveat) for the table header, from one run's
     evaluation JSON. Results evaluated before the data fixes (no
@@ -504,8 +579,12 @@ def claims(args, r):
             a, b = f"l{layers}_vae_k{k}", f"l{layers}_iwae_k{k}"
             if a in r and b in r:
                 d, se = paired_difference(args, a, b)
+                others = "".join(
+                    f"; seed {seed}: {od:+.2f} ± {ose:.2f}, {verdict(od, ose)}"
+                    for seed, (od, ose) in other_seed_differences(args, a, b))
                 out.append(f"- IWAE NLL < VAE NLL, {arch}, k={k}: IWAE - VAE = {d:+.2f} ± "
-                           f"{se:.2f} nats: {verdict(d, se)}.")
+                           f"{se:.2f} nats: {verdict(d, se)}" +
+                           (f" (seed {args.seed}{others})" if others else "") + ".")
         ks = sorted(args.ks)
         names = [f"l{layers}_vae_k1" if k == 1 else f"l{layers}_iwae_k{k}" for k in ks]
         if len(ks) > 1 and all(n in r for n in names):
@@ -548,12 +627,15 @@ def tables(args, results):
     protocol = any_run["test"]["protocol"]
     images = any_run["test"]["images"]
     active_text, train_caveat = subset_text(args, any_run["test"])
+    seeds_table = seed_lines(args, r, paper_nll)
+    seed_note = ("seed-to-seed variation: see the training-seeds table below" if seeds_table
+                 else "one training seed: seed-to-seed variation is not included")
     lines = [
         f"**{protocol}**; {args.train_size:,} training images; budget per configuration: "
         f"{schedule_text(args)}; batch {args.batch_size}, Adam (eps 1e-4), seed {args.seed}, "
         f"XLA, {machine_text(r)}. Test NLL = -L_{args.eval_samples} averaged over {images:,} test "
         f"images (fixed binarisation of the test images, seed 0), ± one standard error over "
-        f"images (one training seed: seed-to-seed variation is not included); *paired* "
+        f"images ({seed_note}); *paired* "
         f"differences compare two models on the same test images. Train NLL: the same "
         f"bound on the first 1,000 training images, binarised once with seed 0"
         f"{train_caveat}. {active_text} " +
@@ -582,6 +664,7 @@ def tables(args, results):
             lines.append(f"| {layers} | {x_k(name)} | {label} | {nll} | {bpd} | {paper} | "
                          f"{gap} | {tr:.2f} | {te - tr:+.2f} | {au} | {diff} | "
                          f"{x['train_seconds'] / 60:.1f} |")
+    lines += seeds_table
     claim_lines = claims(args, r)
     if claim_lines:
         lines += ["", "The paper's claims, checked (a paired difference counts when it is "

@@ -4,6 +4,7 @@ tools; its parts (claims, parallel runs, portable paths) in process."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -213,3 +214,49 @@ def test_results_page_section_is_replaced_or_added(tmp_path):
     text = page.read_text()
     assert "first" not in text and text.count("<!-- results:a:start -->") == 1
     assert text.index("second") < text.index("## b") < text.index("other")
+
+
+def test_a_set_trained_again_with_another_seed_gives_the_seed_spread(tmp_path):
+    """Sets whose committed runs share every setting but the training seed are replicates:
+    the seeds table lists each seed's test NLL and paired difference (the mean of the
+    per-image differences on the same test images) and their spread, max - min; the
+    IWAE < VAE claim gives every seed's verdict. A set with other settings (another
+    budget) is no replicate."""
+    results = _results_module()
+    rng = np.random.default_rng(0)
+    base = rng.normal(-90.0, 5.0, size=400)
+    # seed 0: IWAE 0.5 nats better; seed 1: the VAE 0.3 worse, IWAE 0.4 better than it.
+    sets = {("t", 0, 10): {"l1_vae_k5": base, "l1_iwae_k5": base + 0.5},
+            ("t_seed1", 1, 10): {"l1_vae_k5": base - 0.3, "l1_iwae_k5": base + 0.1},
+            ("t_longer", 1, 20): {"l1_vae_k5": base + 5, "l1_iwae_k5": base + 5}}
+    r = {}
+    for (set_name, seed, epochs), lls in sets.items():
+        args = results.parse_args(["--layers=1", "--ks=5", f"--docs={tmp_path}",
+                                   f"--name={set_name}", "--extras=", f"--seed={seed}",
+                                   f"--epochs={epochs}"])
+        os.makedirs(tmp_path / "results" / set_name)
+        for name, ll in lls.items():
+            path, npy = results.committed(args, name)
+            np.save(npy, ll.astype(np.float32))
+            res = {"test": {"nll_nats": float(-ll.mean()), "active_units": [20]},
+                   "settings": results.settings(args)}
+            with open(path, "w") as f:
+                json.dump(res, f)
+            if set_name == "t":
+                r[name] = res
+    args = results.parse_args(["--layers=1", "--ks=5", f"--docs={tmp_path}", "--name=t",
+                               "--extras=", "--seed=0", "--epochs=10"])
+    assert sorted(results.replicates(args, "l1_vae_k5")) == [1]  # not t_longer
+    table = "\n".join(results.seed_lines(args, r, {}))
+    nll_vae, nll_iwae = -base.mean(), -base.mean() - 0.5
+    assert (f"| 1 | 5 | VAE | 0, 1 | {nll_vae:.2f} / {nll_vae + 0.3:.2f} | 0.30 | - | - |"
+            in table)
+    assert (f"| 1 | 5 | IWAE | 0, 1 | {nll_iwae:.2f} / {nll_iwae + 0.4:.2f} | 0.40 | "
+            f"-0.50 ± 0.00 / -0.40 ± 0.00 vs VAE k=5 | 0.10 |") in table
+    claim = "\n".join(results.claims(args, r))
+    assert ("IWAE - VAE = -0.50 ± 0.00 nats: **holds** (seed 0; seed 1: -0.40 ± 0.00, "
+            "**holds**).") in claim
+    # Without another seed committed: no table, and the claim names no seed.
+    shutil.rmtree(tmp_path / "results" / "t_seed1")
+    assert results.seed_lines(args, r, {}) == []
+    assert "(seed" not in "\n".join(results.claims(args, r))
