@@ -113,7 +113,7 @@ def main(argv):
                             download=config.download,
                             allow_nonstandard=config.allow_nonstandard_data)
     except data.DataError as e:
-        common.fail(str(e))
+        common.fail(common.error_message(e))
     if F.max_images > len(x):
         common.fail(f"--max_images: expected at most the {len(x)} images of the "
                     f"{config.dataset} {F.split} split (0: all), got {F.max_images}.")
