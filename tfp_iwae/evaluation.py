@@ -2,6 +2,7 @@
 training run's periodic validation (`validate`)."""
 
 import math
+import typing
 import weakref
 
 import numpy as np
@@ -289,6 +290,30 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
       ArgumentError: a bad `num_samples`, `chunk_size`, `seed`, `decoder_matmuls` or
         `progress` (named in the message).
     """
+    plan = _plan(model, x_or_dataset, num_samples, chunk_size, batch_size, seed,
+                 decoder_matmuls, return_log_weights, progress)
+    est, log_weights = _run_batches(plan, model, x_or_dataset, batch_size, progress)
+    return (est, log_weights) if return_log_weights else est
+
+
+class _Plan(typing.NamedTuple):
+    """How `estimate_log_likelihood` runs its batches: the compiled per-batch estimator
+    `fn` (`_compiled_estimator`), the `[2]` seed, k, the samples per chunk, the number of
+    full chunks (an int32 Tensor: one trace serves every k with the same chunk and
+    remainder; an int when the log weights are kept, as their TensorArray's size must be
+    static) and whether the log weights are kept."""
+    fn: typing.Callable
+    seed: tf.Tensor
+    k: int
+    chunk: int
+    num_full: typing.Union[int, tf.Tensor]
+    keep: bool
+
+
+def _plan(model, x_or_dataset, num_samples, chunk_size, batch_size, seed, decoder_matmuls,
+          keep, progress):
+    """Checks `estimate_log_likelihood`'s arguments (ArgumentError naming the one at
+    fault) and builds the model if needed; returns its `_Plan`."""
     latent_model.check_model(model, "estimate_log_likelihood")
     if not isinstance(x_or_dataset, tf.data.Dataset):
         latent_model.ensure_built(model, np.asarray(x_or_dataset[:1], np.float32))
@@ -302,19 +327,26 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
                                    "int Tensor (the chunks' draws are fold_in(seed, j)), got "
                                    "None.")
     fn = _compiled_estimator(model, decoder_matmuls_for(model, decoder_matmuls))
-    # k // chunk as a Tensor: one trace serves every k (with the same chunk and remainder);
-    # with the log weights kept it stays an int (their TensorArray's size must be static).
-    num_full = k // chunk if return_log_weights else tf.constant(k // chunk, tf.int32)
-
+    num_full = k // chunk if keep else tf.constant(k // chunk, tf.int32)
     if progress is not None and not callable(progress):
         raise errors.ArgumentError(f"estimate_log_likelihood: `progress=` must be None or a "
                                    f"callable progress(images_done, batch_estimates), got "
                                    f"{progress!r}.")
+    return _Plan(fn, base, k, chunk, num_full, bool(keep))
+
+
+def _run_batches(plan, model, x_or_dataset, batch_size, progress):
+    """Dispatches the batches to `plan.fn` back to back (`progress` after each one).
+
+    Returns L_k float64 `[N]` (nats, read to the host once, at the end) and, when
+    `plan.keep`, the log weights float64 `[k, N]` (each batch's read while the next one
+    runs), else None.
+    """
     results, host_lw, pending, done = [], [], None, 0
     for x in _batches(x_or_dataset, batch_size,
                       lambda t: latent_model.checked_inputs(model, t)):
-        out = fn(x, base, num_full, chunk, k % chunk, bool(return_log_weights))
-        if return_log_weights:
+        out = plan.fn(x, plan.seed, plan.num_full, plan.chunk, plan.k % plan.chunk, plan.keep)
+        if plan.keep:
             out, lw = out
             if pending is not None:  # the previous batch's weights, this batch in flight
                 host_lw.append(pending.numpy().astype(np.float64))
@@ -326,9 +358,9 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
     if pending is not None:
         host_lw.append(pending.numpy().astype(np.float64))
     est = tf.concat(results, axis=0).numpy() if results else np.zeros([0])
-    if return_log_weights:
-        return est, (np.concatenate(host_lw, axis=1) if host_lw else np.zeros([k, 0]))
-    return est
+    if not plan.keep:
+        return est, None
+    return est, (np.concatenate(host_lw, axis=1) if host_lw else np.zeros([plan.k, 0]))
 
 
 def bound_curve(log_weights, ks):
