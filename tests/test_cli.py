@@ -124,3 +124,54 @@ def test_estimator_is_the_objective_flag_under_the_name_of_what_it_holds():
     train.define_flags(fv)
     fv(["tfp-iwae-train", "--objective=stl"])  # the name runs and checkpoints record
     assert fv.objective == "stl"
+
+
+def test_library_messages_are_said_in_the_running_commands_flags():
+    # The library names an argument `name=`; a command says each one that is also one of
+    # its flags as that flag, and leaves every other name as it is.
+    from tfp_iwae.cli import common
+    command = {"data_dir", "dataset", "download", "allow_nonstandard_data", "num_samples",
+               "batch_size", "eval_every", "logdir", "checkpoint", "xla"}
+
+    def said(message):
+        return common.to_flags(message, command)
+
+    # `name=` in backticks, name= before no value, name=value (True/False included):
+    assert said("`num_samples=` must be >= 1, got 0.") == "--num_samples must be >= 1, got 0."
+    assert said("`logdir=`: cannot create '/r'") == "--logdir: cannot create '/r'"
+    assert said("lower num_samples= or batch_size=.") == "lower --num_samples or --batch_size."
+    assert said("(num_samples=5 there vs 7 now); set eval_every=0, xla=False") == \
+        "(--num_samples=5 there vs 7 now); set --eval_every=0, --xla=False"
+    assert said("data_dir='/x' is not a directory") == "--data_dir='/x' is not a directory"
+    assert said("read one with checkpoint=.") == "read one with --checkpoint."
+    assert said("`logdir='/r'` is locked") == "`--logdir='/r'` is locked"
+    # Arguments whose flag has another name or form (ARGUMENT_FLAGS):
+    assert said("pass allow_nonstandard=True to use") == "pass --allow_nonstandard_data to use"
+    assert said("downloading is off (download=False)") == "downloading is off (--nodownload)"
+    assert said("images of dataset name='kmnist'.") == "images of --dataset='kmnist'."
+    # Names that are no flag of this command stay; so do flags, paths and attributes that
+    # hold `name=`:
+    assert said("source='files' needs x=3, `split=`, seed=2") == \
+        "source='files' needs x=3, `split=`, seed=2"
+    assert common.to_flags("data_dir='/x' and download=False", {"logdir"}) == \
+        "data_dir='/x' and download=False"
+    assert said("--data_dir='/x', /r/num_samples=3, config.num_samples=3") == \
+        "--data_dir='/x', /r/num_samples=3, config.num_samples=3"
+
+
+def test_a_commands_errors_name_its_own_flags(monkeypatch):
+    # run() reports a library error in the flags its define_flags defined: evaluate's
+    # message on --curve_ks is the text it printed before the check moved to the library.
+    from tfp_iwae import errors
+    from tfp_iwae.cli import common, evaluate
+    monkeypatch.setattr(common, "_command_flags", frozenset())
+    fv = flags.FlagValues()
+    common.define_for_main(evaluate.define_flags, fv)
+    assert common.command_flags() == set(fv)
+    error = errors.ArgumentError("`curve_ks=`: each k must be in [1, num_samples=20], got "
+                                 "[1, 50].")
+    assert common.error_message(error) == ("--curve_ks: each k must be in [1, "
+                                           "--num_samples=20], got [1, 50].")
+    # evaluate has no --data_dir (the run records it): a data message keeps the argument.
+    assert common.error_message(errors.Error("data_dir='/x' is not a directory")) == \
+        "data_dir='/x' is not a directory"

@@ -87,7 +87,7 @@ def test_files_of_the_right_size_but_another_datasets_mean_are_refused(tmp_path)
     with pytest.raises(data.DataError, match=(
             r"kmnist: the train images in .*train-images-idx3-ubyte have mean intensity "
             r"0\.129, Kuzushiji-MNIST's is 0\.192 \(0\.129 is MNIST's\): these images do not "
-            r"match name='kmnist' \(flag --dataset\)\. .*allow_nonstandard=True")):
+            r"match dataset name='kmnist'\. .*allow_nonstandard=True")):
         data.load_array("kmnist", "validation", data_dir=data_dir)
     with pytest.raises(data.DataError, match=r"mnist: the test images in .*t10k-images-idx3-"
                                              r"ubyte have mean intensity 0\.286, MNIST's is "

@@ -1,4 +1,5 @@
-"""Downloads through tensorflow-datasets (`download=True`, the default; `--nodownload`).
+"""Downloads through tensorflow-datasets (`download=True`, the default; `download=False`,
+the train command's `--nodownload`).
 
 No test here makes traffic to any non-loopback address: every download probe is pointed
 at 127.0.0.1 (a closed port, or a listener opened by the test), and tfds' own download is
@@ -44,9 +45,10 @@ def test_offline_download_fails_within_seconds_naming_data_dir_and_nodownload(tm
         data.load_array("kmnist", "test", data_dir=str(tmp_path))
     assert time.perf_counter() - t0 < 20  # (tfds' builder itself takes a few seconds)
     msg = str(e.value)
-    assert "--data_dir" in msg and "--nodownload" in msg and "'kmnist'" in msg
+    assert "data_dir=" in msg and "download=False" in msg and "'kmnist'" in msg
+    assert "--" not in msg  # the library names its arguments; the commands say flags
     assert "ConnectionRefusedError" in msg and "no network?" in msg
-    with pytest.raises(data.DataError, match="--nodownload"):
+    with pytest.raises(data.DataError, match="download=False"):
         data.load("mnist", "train", data_dir=str(tmp_path / "absent"))
 
 
@@ -55,9 +57,9 @@ def test_a_relative_data_dir_to_download_into_is_named_with_its_resolved_path(
     # A data_dir that does not exist is where tfds would download to (creating it): the
     # error names the absolute path it resolved to from the current directory.
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(data.DataError, match="--nodownload") as e:
+    with pytest.raises(data.DataError, match="download=False") as e:
         data.load_array("kmnist", "test", data_dir="new/tfds")
-    assert (f"under data_dir='new/tfds' (flag --data_dir; from the current directory "
+    assert (f"under data_dir='new/tfds' (from the current directory "
             f"{tmp_path} it resolves to {tmp_path}/new/tfds, which does not exist)"
             ) in str(e.value), str(e.value)
 
@@ -76,7 +78,7 @@ def test_a_probe_that_hangs_is_abandoned_at_its_timeout(monkeypatch, tmp_path):
     try:
         t0 = time.perf_counter()
         with pytest.raises(data.DataError, match=r"did not answer \(no connection within "
-                                                 r"0.5 s\).*--nodownload"):
+                                                 r"0.5 s\).*download=False"):
             data.load_array("kmnist", "test", data_dir=str(tmp_path), source="tfds")
         assert time.perf_counter() - t0 < 5
     finally:
@@ -101,23 +103,22 @@ def test_a_failing_tfds_download_becomes_a_data_error(probe_loopback, monkeypatc
         # The probe connects, so the error is tfds' own (the download was attempted).
         with pytest.raises(data.DataError, match=r"tfds could not download and prepare "
                                                  r"'kmnist' under data_dir=.*ConnectionError: "
-                                                 r"Max retries.*--data_dir.*--nodownload"):
+                                                 r"Max retries.*data_dir=.*download=False"):
             data.load_array("kmnist", "test", data_dir=str(tmp_path), source="tfds")
     assert calls == ["kmnist"]
 
 
-def test_nodownload_never_probes_and_names_the_flag(monkeypatch, tmp_path):
+def test_nodownload_never_probes_and_names_the_argument(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "create_connection",
                         lambda *a, **kw: pytest.fail("probed the network"))
-    with pytest.raises(data.DataError, match=r"not prepared under data_dir=.*\(flag "
-                                             r"--data_dir\) and downloading is off "
-                                             r"\(--nodownload, download=False\)"):
+    with pytest.raises(data.DataError, match=r"not prepared under data_dir=.* and "
+                                             r"downloading is off \(download=False\)"):
         data.load_array("kmnist", "test", data_dir=str(tmp_path), download=False)
 
 
 @pytest.mark.parametrize("download,match", [
-    (False, r"downloading is off \(--nodownload"),
-    (True, r"cannot be downloaded: 127.0.0.1:\d+ did not answer.*--nodownload"),
+    (False, r"downloading is off \(download=False"),
+    (True, r"cannot be downloaded: 127.0.0.1:\d+ did not answer.*download=False"),
 ])
 def test_run_config_download_reaches_the_data_loader(tmp_path, download, match):
     # RunConfig.download (flag --[no]download of launch/train.py) decides whether the

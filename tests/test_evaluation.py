@@ -48,7 +48,8 @@ def test_progress_sees_every_batch_and_its_estimates(model_and_x):
         progress=lambda done, b: calls.append((done, b.numpy())))
     assert [done for done, _ in calls] == [16, 30]
     np.testing.assert_array_equal(np.concatenate([b for _, b in calls]), est)
-    with pytest.raises(ValueError, match=r"`progress` must be None or a callable"):
+    with pytest.raises(tfp_iwae.ArgumentError, match=r"`progress=` must be None or a "
+                                                     r"callable"):
         evaluation.estimate_log_likelihood(model, x, 20, progress="every 10 s")
 
 
@@ -170,9 +171,9 @@ def test_split_program_takes_float64_dataset_batches(model_and_x):
 def test_decoder_matmuls_choices():
     gaussian = tfp_iwae.IWAE(1, likelihood="gaussian", seed=0)
     assert evaluation.decoder_matmuls_for(gaussian) == "xla"  # no split for its decoder
-    with pytest.raises(ValueError, match="decoder_matmuls='tensorflow'.*Bernoulli"):
+    with pytest.raises(tfp_iwae.ArgumentError, match="decoder_matmuls='tensorflow'.*Bernoulli"):
         evaluation.decoder_matmuls_for(gaussian, "tensorflow")
-    with pytest.raises(ValueError, match="`decoder_matmuls` must be one of"):
+    with pytest.raises(tfp_iwae.ArgumentError, match="`decoder_matmuls=` must be one of"):
         evaluation.estimate_log_likelihood(gaussian, np.zeros([2, 784], np.float32), 3,
                                            decoder_matmuls="onednn")
 
@@ -262,9 +263,9 @@ def test_bound_curve_is_the_block_average_of_log_mean_exp():
         blocks = [lw[i * k:(i + 1) * k] for i in range(30 // k)]  # 7: last 2 draws unused
         ref = np.mean([np.log(np.mean(np.exp(b + 100.), 0)) - 100. for b in blocks], 0)
         np.testing.assert_allclose(row, ref, atol=1e-9)
-    with pytest.raises(ValueError, match="ks: each k must be an integer in"):
+    with pytest.raises(tfp_iwae.ArgumentError, match="`ks=`: each k must be an integer in"):
         evaluation.bound_curve(lw, [31])
-    with pytest.raises(ValueError, match="log_weights: expected shape"):
+    with pytest.raises(tfp_iwae.ArgumentError, match="`log_weights=`: expected shape"):
         evaluation.bound_curve(lw[0], [1])
 
 
@@ -273,5 +274,6 @@ def test_estimate_bound_curve_ends_at_the_streamed_estimate(model_and_x):
     curve = evaluation.estimate_bound_curve(model, x[:8], [1, 10, 100], seed=4, chunk_size=30)
     direct = evaluation.estimate_log_likelihood(model, x[:8], 100, chunk_size=30, seed=4)
     np.testing.assert_allclose(curve[-1], direct, atol=1e-9)
-    with pytest.raises(ValueError, match="ks: expected a non-empty increasing list"):
+    with pytest.raises(tfp_iwae.ArgumentError, match="`ks=`: expected a non-empty "
+                                                     "increasing list"):
         evaluation.estimate_bound_curve(model, x[:8], [10, 1])

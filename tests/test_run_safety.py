@@ -29,8 +29,8 @@ def quiet(lines):
 def test_a_changed_learning_rate_on_resume_is_refused_and_nothing_changes(tmp_path):
     trainer.train(config(tmp_path), log=quiet([]))
     before = open(tmp_path / rundir.CONFIG_FILE).read()
-    with pytest.raises(trainer.TrainingError, match=r"--learning_rate=0\.001 there vs 0\.1 now"
-                       r".*--allow_changed_flags=learning_rate"):
+    with pytest.raises(trainer.TrainingError, match=r"\(learning_rate=0\.001 there vs 0\.1 now"
+                       r".* allow_changed_flags=learning_rate"):
         trainer.train(config(tmp_path, max_steps=40, learning_rate=0.1), log=quiet([]))
     assert open(tmp_path / rundir.CONFIG_FILE).read() == before
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-20")
@@ -39,7 +39,7 @@ def test_a_changed_learning_rate_on_resume_is_refused_and_nothing_changes(tmp_pa
 @pytest.mark.parametrize("flag,value", [("mixed_precision", True), ("num_shards", 2)])
 def test_other_trajectory_flags_are_refused_too(tmp_path, flag, value):
     trainer.train(config(tmp_path), log=quiet([]))
-    with pytest.raises(trainer.TrainingError, match=f"--{flag}=.* there vs .* now"):
+    with pytest.raises(trainer.TrainingError, match=f"\\({flag}=.* there vs .* now"):
         trainer.train(config(tmp_path, max_steps=40, **{flag: value}), log=quiet([]))
 
 

@@ -101,7 +101,7 @@ def unwritable_dir(tmp_path):
 
 
 def test_unwritable_logdir_is_a_message_not_a_traceback(unwritable_dir):
-    with pytest.raises(rundir.RunDirError, match=r"--logdir .* is not writable: cannot "
+    with pytest.raises(rundir.RunDirError, match=r"^logdir=.* is not writable: cannot "
                                                  r"create the lock file"):
         rundir.RunLock(unwritable_dir).acquire()
     # Through train(): refused before anything is written (it used to die with an OSError

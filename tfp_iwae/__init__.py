@@ -26,6 +26,7 @@ _EXPORTS = {
     "export_saved_model": "export",
     "active_units": "evaluation", "bits_per_dim": "evaluation", "bound_curve": "evaluation",
     "estimate_bound_curve": "evaluation", "estimate_log_likelihood": "evaluation",
+    "evaluate_run": "run_evaluation",
     "ESTIMATOR_NAMES": "estimators", "estimator_gradients": "estimators",
     "get_estimator": "estimators", "surrogate_losses": "estimators",
     "ImportanceWeightedMarginal": "marginal",

@@ -17,8 +17,8 @@ Where the pixels come from (`source`):
   `~/tensorflow_datasets` when None). With `download=True` (the default, as in
   `tfds.load`) a dataset that is not prepared there is downloaded and prepared by tfds,
   after a TCP probe of its host (`DOWNLOAD_HOSTS`, `DOWNLOAD_PROBE_TIMEOUT_S`) so that an
-  offline machine fails within seconds with a DataError naming `--data_dir` and
-  `--nodownload`; with `download=False` nothing is downloaded.
+  offline machine fails within seconds with a DataError naming `data_dir=` and
+  `download=False`; with `download=False` nothing is downloaded.
 `auto` picks embedded for `mnist_5k`, files when `data_dir` holds them, else tfds.
 
 Every stored split read from files or tfds is checked against the dataset's canonical
@@ -121,9 +121,8 @@ CANONICAL = {
 # >= 0.06 apart (MNIST 0.131, Kuzushiji-MNIST 0.192, Fashion-MNIST 0.286), so any of
 # these datasets' files under another's name is refused.
 MEAN_TOLERANCE = 0.02
-NONSTANDARD_ADVICE = ("Point data_dir= (flag --data_dir) at the dataset's full files, or "
-                      "pass allow_nonstandard=True (flag --allow_nonstandard_data) to use "
-                      "other or fewer images under this name.")
+NONSTANDARD_ADVICE = ("Point data_dir= at the dataset's full files, or pass "
+                      "allow_nonstandard=True to use other or fewer images under this name.")
 
 # Before tfds downloads a dataset, a TCP connection to the (host, port) its tfds builder
 # downloads from (tensorflow-datasets 4.9; its GCS mirror is off by default) must open
@@ -145,13 +144,13 @@ ACTIVE_UNITS_IMAGES = 500
 
 def _check_name(name):
     if name not in DATASETS:
-        raise DataError(f"Unknown dataset {name!r} (flag --dataset); known: "
+        raise DataError(f"Unknown dataset name={name!r}; known: "
                         f"{', '.join(sorted(DATASETS))}.")
 
 
 def _check_choice(value, choices, what):
     if value not in choices:
-        raise DataError(f"`{what}` must be one of {', '.join(choices)}; got {value!r}.")
+        raise DataError(f"`{what}=` must be one of {', '.join(choices)}; got {value!r}.")
 
 
 def describe(name, binarization):
@@ -222,7 +221,7 @@ def _check_mean(name, split, x, where, facts):
         return
     raise DataError(f"{name}: the {split} images in {where} have mean intensity {mean:.3f}, "
                     f"{facts.title}'s is {expected:.3f}{_mean_hint(name, split, mean)}: these "
-                    f"images do not match name={name!r} (flag --dataset). {NONSTANDARD_ADVICE}")
+                    f"images do not match dataset name={name!r}. {NONSTANDARD_ADVICE}")
 
 
 def _mean_hint(name, split, mean):
@@ -246,27 +245,26 @@ def _check_data_dir(name, data_dir, source, download):
     if data_dir is None or name == "mnist_5k" or os.path.isdir(data_dir):
         return
     if os.path.exists(data_dir):
-        raise DataError(f"data_dir={data_dir!r} (flag --data_dir) is not a directory "
+        raise DataError(f"data_dir={data_dir!r} is not a directory "
                         f"({_resolution(data_dir)}).")
     missing = f"it does not exist ({_resolution(data_dir)})"
     if source == "files":
-        raise DataError(f"source='files' needs an existing --data_dir, got {data_dir!r}: "
+        raise DataError(f"source='files' needs an existing data_dir=, got {data_dir!r}: "
                         f"{missing}.")
     if not download:
         raise DataError(f"tfds dataset {DATASETS[name].tfds_name!r} is not prepared under "
-                        f"data_dir={data_dir!r} (flag --data_dir) and there are no local "
-                        f"files there: {missing}; downloading is off (--nodownload, "
-                        f"download=False). Point --data_dir at an existing directory of "
-                        f"local files or prepared tfds data.")
+                        f"data_dir={data_dir!r} and there are no local files there: "
+                        f"{missing}; downloading is off (download=False). Point data_dir= "
+                        f"at an existing directory of local files or prepared tfds data.")
 
 
 def _dir_note(data_dir):
-    """For tfds messages, inside '(flag --data_dir...)': how a relative or missing
-    data_dir resolves ('' for an existing absolute one)."""
+    """For tfds messages, after `data_dir='...'`: how a relative or missing data_dir
+    resolves, in parentheses ('' for an existing absolute one)."""
     if data_dir is None or (os.path.isabs(data_dir) and os.path.isdir(data_dir)):
         return ""
     exists = "" if os.path.isdir(data_dir) else ", which does not exist"
-    return f"; {_resolution(data_dir)}{exists}"
+    return f" ({_resolution(data_dir)}{exists})"
 
 
 def _unreachable(address, timeout):
@@ -292,11 +290,11 @@ def _unreachable(address, timeout):
 
 def _download(builder, name, data_dir):
     """Downloads and prepares a tfds dataset, or raises DataError within seconds offline."""
-    where = (f"data_dir={data_dir!r} (flag --data_dir{_dir_note(data_dir)})" if data_dir else
-             "tfds' default data_dir, ~/tensorflow_datasets or $TFDS_DATA_DIR (flag "
-             "--data_dir: none given)")
-    fix = ("Point --data_dir at local files (IDX .gz, {split}.npz, .amat) or prepared tfds "
-           "data, or pass --nodownload (download=False) to use local data only.")
+    where = (f"data_dir={data_dir!r}{_dir_note(data_dir)}" if data_dir else
+             "tfds' default data directory, ~/tensorflow_datasets or $TFDS_DATA_DIR (no "
+             "data_dir= given)")
+    fix = ("Point data_dir= at local files (IDX .gz, {split}.npz, .amat) or prepared tfds "
+           "data, or pass download=False to use local data only.")
     tfds_name = DATASETS[name].tfds_name
     host, port = DOWNLOAD_HOSTS[name]
     reason = _unreachable((host, port), DOWNLOAD_PROBE_TIMEOUT_S)
@@ -320,15 +318,15 @@ def _tfds_images(name, split, data_dir, download):
             _download(builder, name, data_dir)
         ds = builder.as_dataset(split=split, shuffle_files=False)
     except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
-        state = ("downloading is off (--nodownload, download=False)" if not download else
+        state = ("downloading is off (download=False)" if not download else
                  "tfds could not read it")
         raise DataError(
-            f"tfds dataset {tfds_name!r} is not prepared under data_dir={data_dir!r} "
-            f"(flag --data_dir{_dir_note(data_dir)}) and {state}. Prepare it (tfds build "
-            f"{tfds_name}, or tfp_iwae.data.prepare_tfds_from_idx for IDX files), point "
-            f"--data_dir at local files" +
-            (", or leave out --nodownload where there is network" if not download else "") +
-            f". ({type(e).__name__}: {e})") from e
+            f"tfds dataset {tfds_name!r} is not prepared under data_dir={data_dir!r}"
+            f"{_dir_note(data_dir)} and {state}. Prepare it (tfds build {tfds_name}, or "
+            f"tfp_iwae.data.prepare_tfds_from_idx for IDX files), point data_dir= at local "
+            f"files" +
+            (", or leave out download=False where there is network" if not download else "")
+            + f". ({type(e).__name__}: {e})") from e
 
     def to_pixels(example):
         img = tf.cast(example["image"], tf.float32)
@@ -369,14 +367,14 @@ def _read_stored(name, split, data_dir, source, download):
         return sources.embedded_mnist(split)[0], None, False
     if source == "files":
         if not data_dir or not os.path.isdir(data_dir):
-            raise DataError(f"source='files' needs an existing --data_dir, got {data_dir!r}.")
+            raise DataError(f"source='files' needs an existing data_dir=, got {data_dir!r}.")
         path = sources.split_file(name, split, data_dir)
         return sources.read_split_file(path), path, True
     if source == "tfds":
         where = (f"tfds' {DATASETS[name].tfds_name!r} data prepared under data_dir={data_dir!r}"
                  if data_dir else f"tfds' {DATASETS[name].tfds_name!r} data in its default data_dir")
         return _tfds_images(name, split, data_dir, download), where, False
-    raise DataError(f"`source` must be one of auto, embedded, files, tfds; got {source!r}.")
+    raise DataError(f"`source=` must be one of auto, embedded, files, tfds; got {source!r}.")
 
 
 def _raw_split(name, split, data_dir, source, download, allow_nonstandard):
@@ -398,7 +396,7 @@ def load_array(name, split, *, data_dir=None, source="auto", download=True,
     split read (the whole train split before the validation cut, the test split) must
     match the dataset's `CANONICAL` size and mean intensity; `allow_nonstandard=True`
     skips that check (a subset, or other images under a known name). Raises DataError
-    with the file or flag at fault.
+    naming the file or argument at fault.
     """
     _check_name(name)
     _check_choice(split, SPLITS, "split")
@@ -500,8 +498,7 @@ def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
     """
     _check_choice(binarization, BINARIZATIONS, "binarization")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise DataError(f"`batch_size` (flag --batch_size) must be a positive integer, "
-                        f"got {batch_size!r}.")
+        raise DataError(f"`batch_size=` must be a positive integer, got {batch_size!r}.")
     training = split in ("train", "train+validation")
     shuffle = training if shuffle is None else shuffle
     repeat = training if repeat is None else repeat
@@ -513,7 +510,7 @@ def load(name, split, *, binarization="dynamic", batch_size=100, data_dir=None,
     x, dynamic = presented(name, x, binarization, fixed_binarization_seed)
     if drop_remainder and len(x) < batch_size:
         raise DataError(f"{name}/{split} has {len(x)} images, fewer than one batch of "
-                        f"--batch_size={batch_size}.")
+                        f"batch_size={batch_size}.")
     return from_array(x, batch_size=batch_size, shuffle=shuffle, repeat=repeat,
                       drop_remainder=drop_remainder, seed=seed, dynamic=dynamic)
 

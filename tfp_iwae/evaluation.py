@@ -2,12 +2,14 @@
 training run's periodic validation (`validate`)."""
 
 import math
+import typing
 import weakref
 
 import numpy as np
 import tensorflow as tf
 
 from tfp_iwae import data
+from tfp_iwae import errors
 from tfp_iwae import latent_model
 from tfp_iwae import networks
 from tfp_iwae import objectives
@@ -96,20 +98,21 @@ def decoder_matmuls_for(model, decoder_matmuls="auto"):
     (XLA's GPU matmuls are the vendor's own).
 
     Raises:
-      ValueError: an unknown value, or `tensorflow` for a model whose decoder is not a
+      ArgumentError: an unknown value, or `tensorflow` for a model whose decoder is not a
         Bernoulli layer (e.g. the `gaussian` likelihood).
     """
     if decoder_matmuls not in DECODER_MATMULS:
-        raise ValueError(f"`decoder_matmuls` must be one of {DECODER_MATMULS}, got "
-                         f"{decoder_matmuls!r}.")
+        raise errors.ArgumentError(f"`decoder_matmuls=` must be one of {DECODER_MATMULS}, "
+                                   f"got {decoder_matmuls!r}.")
     if decoder_matmuls == "auto":
         split = _splits_decoder(model) and not tf.config.list_logical_devices("GPU")
         return "tensorflow" if split else "xla"
     if decoder_matmuls == "tensorflow" and not _splits_decoder(model):
-        raise ValueError("`decoder_matmuls='tensorflow'` needs a Bernoulli decoder "
-                         f"(likelihood 'bernoulli'); this model's is "
-                         f"{getattr(model, 'likelihood', type(getattr(model, 'p_x', None)))!r}"
-                         ": use 'xla' or 'auto'.")
+        raise errors.ArgumentError(
+            "`decoder_matmuls='tensorflow'` needs a Bernoulli decoder (likelihood "
+            f"'bernoulli'); this model's is "
+            f"{getattr(model, 'likelihood', type(getattr(model, 'p_x', None)))!r}: use "
+            "'xla' or 'auto'.")
     return decoder_matmuls
 
 
@@ -282,7 +285,35 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
 
     Returns:
       float64 NumPy array `[N]` of L_k in nats (and the log weights if asked).
+
+    Raises:
+      ArgumentError: a bad `num_samples`, `chunk_size`, `seed`, `decoder_matmuls` or
+        `progress` (named in the message).
     """
+    plan = _plan(model, x_or_dataset, num_samples, chunk_size, batch_size, seed,
+                 decoder_matmuls, return_log_weights, progress)
+    est, log_weights = _run_batches(plan, model, x_or_dataset, batch_size, progress)
+    return (est, log_weights) if return_log_weights else est
+
+
+class _Plan(typing.NamedTuple):
+    """How `estimate_log_likelihood` runs its batches: the compiled per-batch estimator
+    `fn` (`_compiled_estimator`), the `[2]` seed, k, the samples per chunk, the number of
+    full chunks (an int32 Tensor: one trace serves every k with the same chunk and
+    remainder; an int when the log weights are kept, as their TensorArray's size must be
+    static) and whether the log weights are kept."""
+    fn: typing.Callable
+    seed: tf.Tensor
+    k: int
+    chunk: int
+    num_full: typing.Union[int, tf.Tensor]
+    keep: bool
+
+
+def _plan(model, x_or_dataset, num_samples, chunk_size, batch_size, seed, decoder_matmuls,
+          keep, progress):
+    """Checks `estimate_log_likelihood`'s arguments (ArgumentError naming the one at
+    fault) and builds the model if needed; returns its `_Plan`."""
     latent_model.check_model(model, "estimate_log_likelihood")
     if not isinstance(x_or_dataset, tf.data.Dataset):
         latent_model.ensure_built(model, np.asarray(x_or_dataset[:1], np.float32))
@@ -292,21 +323,30 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
     chunk = min(chunk, k)
     base = seeds.stateless_seed(seed)
     if base is None:
-        raise ValueError("estimate_log_likelihood: `seed` must be an int or a [2] int "
-                         "Tensor (the chunks' draws are fold_in(seed, j)), got None.")
+        raise errors.ArgumentError("estimate_log_likelihood: `seed=` must be an int or a [2] "
+                                   "int Tensor (the chunks' draws are fold_in(seed, j)), got "
+                                   "None.")
     fn = _compiled_estimator(model, decoder_matmuls_for(model, decoder_matmuls))
-    # k // chunk as a Tensor: one trace serves every k (with the same chunk and remainder);
-    # with the log weights kept it stays an int (their TensorArray's size must be static).
-    num_full = k // chunk if return_log_weights else tf.constant(k // chunk, tf.int32)
-
+    num_full = k // chunk if keep else tf.constant(k // chunk, tf.int32)
     if progress is not None and not callable(progress):
-        raise ValueError(f"estimate_log_likelihood: `progress` must be None or a callable "
-                         f"progress(images_done, batch_estimates), got {progress!r}.")
+        raise errors.ArgumentError(f"estimate_log_likelihood: `progress=` must be None or a "
+                                   f"callable progress(images_done, batch_estimates), got "
+                                   f"{progress!r}.")
+    return _Plan(fn, base, k, chunk, num_full, bool(keep))
+
+
+def _run_batches(plan, model, x_or_dataset, batch_size, progress):
+    """Dispatches the batches to `plan.fn` back to back (`progress` after each one).
+
+    Returns L_k float64 `[N]` (nats, read to the host once, at the end) and, when
+    `plan.keep`, the log weights float64 `[k, N]` (each batch's read while the next one
+    runs), else None.
+    """
     results, host_lw, pending, done = [], [], None, 0
     for x in _batches(x_or_dataset, batch_size,
                       lambda t: latent_model.checked_inputs(model, t)):
-        out = fn(x, base, num_full, chunk, k % chunk, bool(return_log_weights))
-        if return_log_weights:
+        out = plan.fn(x, plan.seed, plan.num_full, plan.chunk, plan.k % plan.chunk, plan.keep)
+        if plan.keep:
             out, lw = out
             if pending is not None:  # the previous batch's weights, this batch in flight
                 host_lw.append(pending.numpy().astype(np.float64))
@@ -318,9 +358,9 @@ def estimate_log_likelihood(model, x_or_dataset, num_samples=5000, *, chunk_size
     if pending is not None:
         host_lw.append(pending.numpy().astype(np.float64))
     est = tf.concat(results, axis=0).numpy() if results else np.zeros([0])
-    if return_log_weights:
-        return est, (np.concatenate(host_lw, axis=1) if host_lw else np.zeros([k, 0]))
-    return est
+    if not plan.keep:
+        return est, None
+    return est, (np.concatenate(host_lw, axis=1) if host_lw else np.zeros([plan.k, 0]))
 
 
 def bound_curve(log_weights, ks):
@@ -339,12 +379,14 @@ def bound_curve(log_weights, ks):
     """
     lw = np.asarray(log_weights, np.float64)
     if lw.ndim != 2 or lw.shape[0] < 1:
-        raise ValueError(f"log_weights: expected shape [num_samples, N], got {lw.shape}.")
+        raise errors.ArgumentError(f"`log_weights=`: expected shape [num_samples, N], got "
+                                   f"{lw.shape}.")
     total = lw.shape[0]
     out = []
     for k in ks:
         if int(k) != k or not 1 <= k <= total:
-            raise ValueError(f"ks: each k must be an integer in [1, {total}], got {k!r}.")
+            raise errors.ArgumentError(f"`ks=`: each k must be an integer in [1, {total}], "
+                                       f"got {k!r}.")
         k = int(k)
         blocks = lw[:(total // k) * k].reshape(total // k, k, -1)
         out.append(_log_sum_exp(blocks, axis=1).mean(axis=0) - math.log(k))
@@ -357,9 +399,14 @@ def estimate_bound_curve(model, x, ks, *, seed=0, batch_size=100, chunk_size=Non
     One streamed pass of `estimate_log_likelihood` with k = max(ks) keeps the log
     weights (memory O(max(ks) * N) on the host); `bound_curve` then gives every k.
     """
-    ks = [int(k) for k in ks]
+    given = ks
+    try:
+        ks = [int(k) for k in ks]
+    except (TypeError, ValueError):
+        ks = None
     if not ks or sorted(ks) != ks:
-        raise ValueError(f"ks: expected a non-empty increasing list, got {ks!r}.")
+        raise errors.ArgumentError(f"`ks=`: expected a non-empty increasing list of "
+                                   f"integers, got {given!r}.")
     _, lw = estimate_log_likelihood(model, x, ks[-1], chunk_size=chunk_size,
                                     batch_size=batch_size, seed=seed, return_log_weights=True)
     return bound_curve(lw, ks)
@@ -405,7 +452,7 @@ def active_units(model, x, threshold=1e-2, seed=0, batch_size=500):
 
 
 def result_name(split, num_samples, first=None):
-    """The stem of `launch/evaluate.py`'s result files: `eval_<split>_k<k>`, or
+    """The stem of an evaluation's result files (`evaluate_run`): `eval_<split>_k<k>`, or
     `eval_<split>_k<k>_first<n>` for an evaluation of only the first n images of the
     split (so that it never replaces one of the whole split)."""
     return f"eval_{split}_k{int(num_samples)}" + (f"_first{int(first)}" if first else "")
@@ -432,7 +479,7 @@ def validate(model, images, num_samples, eval_samples, *, binarization, seed, pi
       images: `[N, input_dim]` validation intensities.
       num_samples: k of the training objective (L_k, ELBO and ESS are at this k).
       eval_samples: k of the log-likelihood estimate (L_5000 in the paper).
-      binarization: the run's `--binarization`.
+      binarization: the run's `binarization` (`data.BINARIZATIONS`).
       seed: int seed of the importance samples.
       pictures: also draw 16 samples and reconstruct 16 images spread over the set.
       should_stop: None, or a callable checked between batches of `VALIDATION_BATCH`
@@ -474,6 +521,6 @@ def validate(model, images, num_samples, eval_samples, *, binarization, seed, pi
 
 
 def validation_binarization(binarization):
-    """How `validate` presents the images for a run's --binarization (a log label)."""
+    """How `validate` presents the images for a run's `binarization` (a log label)."""
     return ("not binarised (intensities)" if binarization == "none" else
             "fixed-binarised")

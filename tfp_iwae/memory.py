@@ -86,7 +86,9 @@ def _gib(n):
 def check_fits(num_samples, batch_size, stochastic_layers, xla=True, validation_images=0,
                available=None):
     """None if the step (and validation, for `validation_images` > 0) fit in `available`
-    bytes (default: `available_bytes()`); else a message naming the flags to change."""
+    bytes (default: `available_bytes()`); else a message naming the settings to change, as
+    a training run's arguments (`num_samples=`, `batch_size=`, `eval_images=`,
+    `eval_every=`: `RunConfig` fields)."""
     available = available_bytes() if available is None else available
     if available is None:
         return None
@@ -101,9 +103,9 @@ def check_fits(num_samples, batch_size, stochastic_layers, xla=True, validation_
     if images:
         parts.append(f"validation about {_gib(valid)} (log weights of {images} images at "
                      f"k={num_samples})")
-    fix = "lower --num_samples or --batch_size"
+    fix = "lower num_samples= or batch_size="
     if valid > available >= step:
-        fix = "lower --num_samples or --eval_images, or set --eval_every=0"
-    return (f"--num_samples={num_samples} with --batch_size={batch_size}: "
+        fix = "lower num_samples= or eval_images=, or set eval_every=0"
+    return (f"num_samples={num_samples} with batch_size={batch_size}: "
             + " and ".join(parts) + f", but only {_gib(available)} of memory is available; "
             + fix + ".")

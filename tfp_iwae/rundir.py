@@ -1,4 +1,4 @@
-"""The run directory (`--logdir`) of a training run: what is in it and how to read it back.
+"""The run directory (`logdir`) of a training run: what is in it and how to read it back.
 
 A logdir holds `train.lock` (while a process trains in it; see `runlock`, whose names are
 re-exported here), `run_config.json` (the run's flags, written atomically once the run
@@ -6,9 +6,10 @@ really starts; a later start with other model flags is refused), `checkpoints/` 
 checkpoint also records the run's model flags) and TensorBoard event directories.
 
 `restore_run` gives the config, the model and the checkpoint of a finished or running run
-(used by `launch/evaluate.py`, `sample.py` and `export.py`); the training loop checks the
-logdir, resumes from its newest readable checkpoint or starts from `--init_from` with the
-functions here.
+(used by `evaluate_run` and the evaluate, sample and export commands); the training loop
+checks the logdir, resumes from its newest readable checkpoint or starts from another
+run's weights (`init_from`) with the functions here. Messages name the RunConfig fields
+and arguments (`logdir=`, `checkpoint=`), which the commands say as flags.
 """
 
 import json
@@ -43,11 +44,11 @@ RUN_FLAGS_KEY = "run_flags/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def make_logdir(logdir):
-    """Creates `logdir` (and parents) if needed; RunDirError naming --logdir if it cannot."""
+    """Creates `logdir` (and parents) if needed; RunDirError naming `logdir=` if it cannot."""
     try:
         os.makedirs(logdir, exist_ok=True)
     except OSError as e:
-        raise RunDirError(f"--logdir: cannot create {logdir!r}: {e}") from None
+        raise RunDirError(f"`logdir=`: cannot create {logdir!r}: {e}") from None
 
 
 def checkpoint_dir(logdir):
@@ -86,15 +87,15 @@ def read_config(logdir):
         with open(path) as f:
             text = f.read()
     except OSError as e:
-        raise RunDirError(f"--logdir: cannot read {path!r}: {e.strerror or e}.") from None
+        raise RunDirError(f"`logdir=`: cannot read {path!r}: {e.strerror or e}.") from None
     try:
         flags = json.loads(text)
     except ValueError as e:
         what = "is empty" if not text.strip() else f"is not valid JSON ({e})"
-        raise RunDirError(f"--logdir: {path!r} {what}. It records the flags of the run in "
-                          f"this logdir: restore it, or use another --logdir.") from None
+        raise RunDirError(f"`logdir=`: {path!r} {what}. It records the flags of the run in "
+                          f"this logdir: restore it, or use another logdir=.") from None
     if not isinstance(flags, dict):
-        raise RunDirError(f"--logdir: {path!r} holds a JSON {type(flags).__name__}, "
+        raise RunDirError(f"`logdir=`: {path!r} holds a JSON {type(flags).__name__}, "
                           f"expected an object of flag values.")
     return flags
 
@@ -116,14 +117,14 @@ def write_config(logdir, flags, changes=None, step=None):
             json.dump(flags, f, indent=1, sort_keys=True)
         os.replace(tmp, path)
     except OSError as e:
-        raise RunDirError(f"--logdir: cannot write {path!r}: {e.strerror or e}.") from None
+        raise RunDirError(f"`logdir=`: cannot write {path!r}: {e.strerror or e}.") from None
 
 
 def config_differences(theirs, mine, fields):
-    """`--flag=theirs there vs mine now` for each of `fields` whose values differ."""
+    """`flag=theirs there vs mine now` for each of `fields` whose values differ."""
     defaults = model_flags(RunConfig())  # a flag added later: older runs had its default
     theirs = {f: theirs.get(f, defaults.get(f)) for f in fields}
-    return [f"--{f}={theirs[f]!r} there vs {mine.get(f)!r} now" for f in fields
+    return [f"{f}={theirs[f]!r} there vs {mine.get(f)!r} now" for f in fields
             if theirs[f] != mine.get(f)]
 
 
@@ -138,7 +139,7 @@ def load_config(logdir):
     except RunDirError as e:
         raise TrainingError(str(e)) from None
     if flags is None:
-        raise TrainingError(f"--logdir {logdir!r}: no {CONFIG_FILE} (not the logdir of a "
+        raise TrainingError(f"logdir={logdir!r}: no {CONFIG_FILE} (not the logdir of a "
                             f"training run?).")
     flags = {k: v for k, v in flags.items() if k != HISTORY_KEY}
     return RunConfig.from_flags(flags, os.path.join(logdir, CONFIG_FILE))
@@ -164,18 +165,18 @@ def check_logdir(config):
         return {}
     diff = config_differences(theirs, model_flags(config), MODEL_FIELDS)
     if diff:
-        raise TrainingError(f"--logdir {config.logdir!r} holds a run with different "
-                            f"flags ({', '.join(diff)}); use another --logdir. Nothing was "
+        raise TrainingError(f"logdir={config.logdir!r} holds a run with different "
+                            f"flags ({', '.join(diff)}); use another logdir=. Nothing was "
                             f"overwritten.")
     changes = trajectory_changes(theirs, config)
     refused = [f for f in changes if f not in config.changeable_flags()]
     if refused:
-        said = ", ".join(f"--{f}={changes[f][0]!r} there vs {changes[f][1]!r} now"
+        said = ", ".join(f"{f}={changes[f][0]!r} there vs {changes[f][1]!r} now"
                          for f in refused)
         raise TrainingError(
-            f"--logdir {config.logdir!r} holds a run trained with other values of flags "
+            f"logdir={config.logdir!r} holds a run trained with other values of flags "
             f"that change the steps still to come ({said}). Resume with the run's values "
-            f"(run_config.json), or pass --allow_changed_flags={','.join(refused)} to "
+            f"(run_config.json), or pass allow_changed_flags={','.join(refused)} to "
             f"continue with the new ones (the change is logged and recorded in "
             f"run_config.json's history and in HParams). Nothing was changed.")
     return changes
@@ -217,8 +218,8 @@ def restore_newest_readable(ckpt, manager, step, log, config, legacy):
                 diff = config_differences(theirs, model_flags(config), MODEL_FIELDS)
                 if diff:
                     raise TrainingError(
-                        f"--logdir {config.logdir!r}: checkpoint {path} was written by a run "
-                        f"with different flags ({', '.join(diff)}); use another --logdir. "
+                        f"logdir={config.logdir!r}: checkpoint {path} was written by a run "
+                        f"with different flags ({', '.join(diff)}); use another logdir=. "
                         f"Nothing was overwritten.")
                 ckpt.restore(path).assert_existing_objects_matched().expect_partial()
             else:
@@ -245,7 +246,8 @@ def checkpoint_value(path, name):
 
 
 def init_model_from(model, init_from, log):
-    """Loads only the model's weights from another run's checkpoint (--init_from)."""
+    """Loads only the model's weights from another run's checkpoint (`init_from`: its
+    logdir/checkpoints or a checkpoint prefix)."""
     src = tf.train.latest_checkpoint(init_from) or init_from
     node = model.checkpointable()
     try:
@@ -253,7 +255,7 @@ def init_model_from(model, init_from, log):
         tf.train.Checkpoint(model=node).read(src).assert_existing_objects_matched(
         ).expect_partial()
     except RESTORE_ERRORS as e:
-        raise TrainingError(f"--init_from {init_from!r}: incompatible checkpoint "
+        raise TrainingError(f"init_from={init_from!r}: incompatible checkpoint "
                             f"({type(e).__name__}: {str(e)[:300]})") from None
     log(f"initialised model weights from {src} ({len(model.variables)} variables; "
         f"optimizer, step and data position start fresh)")
@@ -296,12 +298,12 @@ def restore_run(logdir, checkpoint=None):
     try:
         model = build_model(config)  # the output bias' data-mean init is overwritten below
     except ValueError as e:
-        raise TrainingError(f"--logdir {logdir!r}: cannot build the model its "
+        raise TrainingError(f"logdir={logdir!r}: cannot build the model its "
                             f"run_config.json describes ({e}).") from None
     for attempt in range(3):
         path = checkpoint or tf.train.latest_checkpoint(ckpt_dir)
         if not path:
-            raise TrainingError(f"--logdir {logdir!r}: no checkpoint found in {ckpt_dir}.")
+            raise TrainingError(f"logdir={logdir!r}: no checkpoint found in {ckpt_dir}.")
         try:
             step = _read_weights(model, path)
         except RESTORE_ERRORS as e:
@@ -309,7 +311,7 @@ def restore_run(logdir, checkpoint=None):
                 continue  # rotated away by a training run while we read it: the newest now
             others = [p for p in _checkpoint_list(ckpt_dir) if p != path]
             hint = (f" The run's other checkpoints: {', '.join(others)}; read one with "
-                    f"checkpoint= (flag --checkpoint)." if others else "")
+                    f"checkpoint=." if others else "")
             raise TrainingError(f"checkpoint {path!r} could not be read (corrupt or "
                                 f"incompatible): {type(e).__name__}: "
                                 f"{str(e).strip().splitlines()[0][:300]}.{hint}") from None

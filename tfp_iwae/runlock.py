@@ -1,4 +1,4 @@
-"""The lock of a run directory (`--logdir`): one training process owns a logdir at a time.
+"""The lock of a run directory (`logdir`): one training process owns a logdir at a time.
 
 The process holds `train.lock`, a file created atomically (`O_CREAT | O_EXCL`) that names
 its host and PID, and keeps an exclusive `fcntl.flock` on it while it runs. A second
@@ -97,7 +97,7 @@ class RunLock:
             except OSError as e:
                 reason = ("not writable" if e.errno in (errno.EACCES, errno.EPERM,
                                                          errno.EROFS) else "not usable")
-                raise RunDirError(f"--logdir {os.path.dirname(self.path)!r} is {reason}: "
+                raise RunDirError(f"logdir={os.path.dirname(self.path)!r} is {reason}: "
                                   f"cannot create the lock file {self.path!r} "
                                   f"({e.strerror or e}).") from None
             # Locked before its content is written: whoever reads a complete holder from
@@ -111,11 +111,11 @@ class RunLock:
             except OSError as e:
                 _unlink_same_file(self.path, fd)
                 os.close(fd)
-                raise RunDirError(f"--logdir: cannot write the lock file {self.path!r} "
+                raise RunDirError(f"`logdir=`: cannot write the lock file {self.path!r} "
                                   f"({e.strerror or e}).") from None
             self._fd = fd
             return self
-        raise RunDirError(f"--logdir: could not take the lock {self.path!r} (another process "
+        raise RunDirError(f"`logdir=`: could not take the lock {self.path!r} (another process "
                           f"keeps creating it).")
 
     def _remove_if_stale(self, host):
@@ -141,12 +141,12 @@ class RunLock:
                     hint = (f"a process is creating it, or died doing so (then it is stale "
                             f"once {self._grace:.0f} s old)")
                 elif same_host:
-                    hint = "stop it first, or use another --logdir"
+                    hint = "stop it first, or use another logdir="
                 else:
                     hint = ("if that process is gone (e.g. its machine crashed), delete the "
                             "lock file")
                 raise RunDirError(
-                    f"--logdir {os.path.dirname(self.path)!r} is in use by "
+                    f"logdir={os.path.dirname(self.path)!r} is in use by "
                     f"{_describe(holder)} (lock file {self.path!r}); {hint}.")
             if _unlink_same_file(self.path, fd):
                 gone = holder is None or not _pid_alive(holder["pid"])

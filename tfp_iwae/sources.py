@@ -26,7 +26,7 @@ __all__ = ["embedded_mnist", "read_idx", "read_npz", "read_amat", "read_split_fi
 
 # Seeds the fixed pseudo-random order in which each mnist_5k split is returned (the file
 # is sorted by class, so without it every prefix of a split would hold only the first
-# digits). A constant of the dataset, independent of any run's --seed.
+# digits). A constant of the dataset, independent of any run's `seed`.
 EMBEDDED_ORDER_SEED = 20151101
 
 EMBEDDED_MNIST_DESCRIPTION = (
@@ -67,7 +67,8 @@ def embedded_mnist(split):
     file is sorted by class; each split is returned in the fixed order
     `np.random.default_rng([EMBEDDED_ORDER_SEED, i]).permutation(N)` (i = 0, 1, 2 for
     train, validation, test), the same on every call and in every run, so prefixes
-    (`--max_images`, `--eval_images`, the active-unit images) are not class-biased.
+    (an evaluation's `max_images`, a run's validation images `eval_images`, the
+    active-unit images) are not class-biased.
 
     Returns (images float32 `[N, 784]` in [0, 1], labels int64 `[N]`).
     """

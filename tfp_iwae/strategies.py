@@ -1,6 +1,8 @@
-"""The `tf.distribute` strategies a training run can use (`--strategy`)."""
+"""The `tf.distribute` strategies a training run can use (its `strategy`)."""
 
 import tensorflow as tf
+
+from tfp_iwae import errors
 
 __all__ = ["STRATEGIES", "make_strategy", "is_chief"]
 
@@ -9,7 +11,11 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 
 def make_strategy(name):
     """None for `default`; MirroredStrategy over local devices; MultiWorkerMirroredStrategy
-    (reads the TF_CONFIG environment variable)."""
+    (reads the TF_CONFIG environment variable). ArgumentError for a name not in
+    `STRATEGIES`."""
+    if name not in STRATEGIES:
+        raise errors.ArgumentError(f"`strategy=` must be one of {', '.join(STRATEGIES)}, "
+                                   f"got {name!r}.")
     if name == "default":
         return None
     if name == "mirrored":

@@ -4,11 +4,11 @@ A run's logdir holds one TensorBoard run per subdirectory, and the HParams sessi
 logdir itself:
 
     <logdir>/               HParams: the run's flags and the experiment config (once)
-    <logdir>/train/         training scalars every --log_every steps, gradient diagnostics
+    <logdir>/train/         training scalars every `log_every` steps, gradient diagnostics
     <logdir>/validation/    validation scalars, log-weight histogram, image grids
-    <logdir>/eval_<split>/  `launch/evaluate.py` results, at the evaluated checkpoint's step
+    <logdir>/eval_<split>/  `evaluate_run` results, at the evaluated checkpoint's step
 
-so `tensorboard --logdir` on a directory holding several runs compares them: the scalar
+so TensorBoard pointed at a directory holding several runs compares them: the scalar
 cards overlay the runs and the HParams dashboard has one row per run. Tags are grouped by
 their prefix (`bound/`, `posterior/`, `optimizer/`, `speed/`, `estimator/`, `images/`),
 which TensorBoard folds into one section each; `TAGS` lists them all (docs/tensorboard.md).
@@ -28,6 +28,7 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tfp_iwae import data
+from tfp_iwae import errors
 from tfp_iwae import model as model_lib
 from tfp_iwae import networks
 from tfp_iwae import schedule
@@ -43,7 +44,8 @@ VALIDATION = "validation"
 
 
 def eval_run(split):
-    """The subdirectory (TensorBoard run) of `launch/evaluate.py --split=<split>`."""
+    """The subdirectory (TensorBoard run) of an evaluation of split `split`
+    (`evaluate_run`, the evaluate command)."""
     return f"eval_{split}"
 
 
@@ -67,10 +69,10 @@ SAMPLES = "images/samples"
 RECONSTRUCTIONS = "images/reconstructions"
 
 # (run, tag, meaning): every tag a run writes. `{}` in a tag: the layer (1, 2) or the
-# estimator name (--diagnostics_estimators).
+# estimator name (one of a run's `diagnostics_estimators`).
 TAGS = (
-    (TRAIN, OBJECTIVE, "the training objective's bound (--objective), batch mean, nats"),
-    (TRAIN, L_K, "IWAE bound L_k at the training k (--num_samples), batch mean, nats"),
+    (TRAIN, OBJECTIVE, "the training objective's bound (objective=), batch mean, nats"),
+    (TRAIN, L_K, "IWAE bound L_k at the training k (num_samples=), batch mean, nats"),
     (TRAIN, ELBO, "ELBO (mean log weight), batch mean, nats"),
     (TRAIN, BITS_PER_DIM, "-bound/objective / (D ln 2), D = pixels per image"),
     (TRAIN, ESS, "effective sample size of the k importance weights (1 to k), batch mean"),
@@ -78,11 +80,11 @@ TAGS = (
     (TRAIN, GRAD_NORM, "global norm of the applied gradient"),
     (TRAIN, EXAMPLES_PER_SECOND, "training examples per second since the (re)start"),
     (TRAIN, ENCODER_SNR, "encoder-gradient signal-to-noise ratio of an estimator "
-                         "(--diagnostics_every)"),
+                         "(diagnostics_every=)"),
     (TRAIN, ENCODER_VARIANCE, "encoder-gradient variance of an estimator "
-                              "(--diagnostics_every)"),
+                              "(diagnostics_every=)"),
     (VALIDATION, L_K, "L_k at the training k, nats"),
-    (VALIDATION, LOG_LIKELIHOOD, "L_{--eval_samples} (L_5000 by default): the "
+    (VALIDATION, LOG_LIKELIHOOD, "L_k at k = eval_samples= (L_5000 by default): the "
                                  "log-likelihood estimate, nats"),
     (VALIDATION, BITS_PER_DIM, "-bound/log_likelihood / (D ln 2)"),
     (VALIDATION, ELBO, "ELBO, nats"),
@@ -94,8 +96,9 @@ TAGS = (
     (VALIDATION, RECONSTRUCTIONS, "grid: rows of validation inputs over rows of their "
                                   "reconstructions"),
     ("eval_<split>", LOG_LIKELIHOOD + "_k<k>[_first<n>]",
-     "L_k of launch/evaluate.py (k = its --num_samples, 5000 by default; _first<n> when "
-     "it scored only the first n images of the split), nats"),
+     "L_k of an evaluation (evaluate_run, the evaluate command; k = its num_samples=, "
+     "5000 by default; _first<n> when it scored only the first n images of the split), "
+     "nats"),
     ("eval_<split>", NLL + "_k<k>[_first<n>]", "its -L_k, nats"),
     ("eval_<split>", BITS_PER_DIM + "_k<k>[_first<n>]", "its -L_k / (D ln 2)"),
     ("eval_<split>", ACTIVE_UNITS, "active units on 500 training images"),
@@ -145,10 +148,10 @@ def evaluation_tag(tag, num_samples, first=None):
 HPARAMS_FIRST = ("objective", "num_samples", "stochastic_layers", "dataset",
                  "binarization")
 HPARAMS = (
-    hp.HParam("objective", _STRING, description="--objective: the estimator trained "
+    hp.HParam("objective", _STRING, description="the estimator trained "
               "(iwae, vae, stl, dreg, rws, miwae(M,K), ciwae(beta), piwae(M,K))"),
     hp.HParam("num_samples", _NUMBER, display_name="k (num_samples)",
-              description="--num_samples: importance samples per example"),
+              description="importance samples per example"),
     hp.HParam("stochastic_layers", hp.Discrete([1, 2]), display_name="layers "
               "(stochastic_layers)"),
     hp.HParam("dataset", hp.Discrete(sorted(data.DATASETS))),
@@ -157,20 +160,24 @@ HPARAMS = (
     hp.HParam("std_parameterization", hp.Discrete(list(networks.STD_PARAMETERIZATIONS))),
     hp.HParam("batch_size", _NUMBER),
     hp.HParam("schedule", hp.Discrete(list(schedule.SCHEDULES))),
-    hp.HParam("schedule_passes", _NUMBER, description="--schedule_passes: the paper "
-              "schedule compressed to this many passes (0: 3,280)"),
-    hp.HParam("epochs", _NUMBER, description="--epochs (constant schedule)"),
-    hp.HParam("max_steps", _NUMBER, description="--max_steps (0: the whole schedule)"),
+    hp.HParam("schedule_passes", _NUMBER, description="the paper schedule compressed to "
+              "this many passes (0: 3,280)"),
+    hp.HParam("epochs", _NUMBER, description="passes over the training split (constant "
+              "schedule)"),
+    hp.HParam("max_steps", _NUMBER, description="steps to stop after (0: the whole "
+              "schedule)"),
     hp.HParam("learning_rate", _NUMBER),
     hp.HParam("seed", _NUMBER),
-    hp.HParam("init_from", _STRING, description="--init_from ('' when not set)"),
-    hp.HParam("eval_samples", _NUMBER, description="--eval_samples: k of the validation "
+    hp.HParam("init_from", _STRING, description="the run whose weights it started from "
+              "('' when not set)"),
+    hp.HParam("eval_samples", _NUMBER, description="k of the validation "
               "bound/log_likelihood"),
     hp.HParam("mixed_precision", hp.Discrete([False, True])),
     hp.HParam("strategy", _STRING),
     hp.HParam("num_shards", _NUMBER),
     hp.HParam("flag_changes", _STRING, description="training flags changed on resume "
-              "(--allow_changed_flags), with the step of each change ('' if none)"),
+              "(allowed by allow_changed_flags=), with the step of each change ('' if "
+              "none)"),
 )
 
 # The HParams table's metric columns (the first five are shown by default).
@@ -225,16 +232,16 @@ def image_grid(images, rows, cols):
     if images.ndim == 2:
         side = image_side(images.shape[1])
         if side is None:
-            raise ValueError(f"`images`: expected flattened square images, got "
-                             f"{images.shape[1]} pixels each.")
+            raise errors.ArgumentError(f"`images=`: expected flattened square images, got "
+                                       f"{images.shape[1]} pixels each.")
     elif images.ndim == 3 and images.shape[1] == images.shape[2]:
         side = images.shape[1]
     else:
-        raise ValueError(f"`images`: expected shape [n, side * side] or [n, side, side], "
-                         f"got {images.shape}.")
+        raise errors.ArgumentError(f"`images=`: expected shape [n, side * side] or [n, side, "
+                                   f"side], got {images.shape}.")
     if images.shape[0] != rows * cols:
-        raise ValueError(f"`images`: a {rows} x {cols} grid needs {rows * cols} images, "
-                         f"got {images.shape[0]}.")
+        raise errors.ArgumentError(f"`images=`: a {rows} x {cols} grid needs {rows * cols} "
+                                   f"images, got {images.shape[0]}.")
     tiles = images.reshape(rows, cols, side, side)
     return tiles.transpose(0, 2, 1, 3).reshape(rows * side, cols * side)
 
@@ -251,9 +258,9 @@ def reconstruction_grid(inputs, reconstructions, cols=8):
     """
     inputs, reconstructions = np.asarray(inputs), np.asarray(reconstructions)
     if inputs.shape != reconstructions.shape or inputs.shape[0] % cols:
-        raise ValueError(f"`inputs` and `reconstructions`: expected equal shapes [n, "
-                         f"pixels] with n a multiple of {cols}, got {inputs.shape} and "
-                         f"{reconstructions.shape}.")
+        raise errors.ArgumentError(f"`inputs=` and `reconstructions=`: expected equal shapes "
+                                   f"[n, pixels] with n a multiple of {cols}, got "
+                                   f"{inputs.shape} and {reconstructions.shape}.")
     rows = inputs.shape[0] // cols
     pairs = np.stack([inputs.reshape(rows, cols, -1), reconstructions.reshape(rows, cols, -1)],
                      axis=1)  # [rows, 2, cols, pixels]
@@ -269,7 +276,7 @@ def write_training(writer, step, metrics, *, bits_per_dim, learning_rate,
         (nats, batch means), `ess`, `grad_norm`.
       bits_per_dim: of -metrics['bound'].
       learning_rate, examples_per_second: floats.
-      num_samples, objective: k and --objective (named in the tags' descriptions).
+      num_samples, objective: k and the objective's name (in the tags' descriptions).
     """
     with writer.as_default(step=step):
         tf.summary.scalar(OBJECTIVE, metrics["bound"],
@@ -420,8 +427,9 @@ def checkpoint_step(checkpoint):
 
 def write_evaluation(logdir, split, step, *, log_likelihood, nll, bits_per_dim,
                      active_units, num_samples, num_images, first=None):
-    """Writes `launch/evaluate.py`'s results into `<logdir>/eval_<split>/` at `step` (the
-    evaluated checkpoint's), where the HParams table and the scalar cards find them.
+    """Writes an evaluation's results (`evaluate_run`) into `<logdir>/eval_<split>/` at
+    `step` (the evaluated checkpoint's), where the HParams table and the scalar cards find
+    them.
 
     The bounds' tags name k and, for an evaluation of only the first `first` images of
     the split, that count (`evaluation_tag`): an evaluation never overwrites one of

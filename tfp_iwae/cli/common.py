@@ -10,7 +10,9 @@ command calls before TensorFlow is imported (`tfp_iwae.cli`'s entry points do):
   training loop then answers it with a checkpoint, see `tfp_iwae.preemption`).
 `run(main, define_flags, doc)` defines a command's flags, runs its main under absl and
 reports the package's errors (`tfp_iwae.Error`) as one `error: ...` line with status 2,
-a run stopped on a signal with its status.
+a run stopped on a signal with its status. The library's messages name arguments
+(`data_dir='/x'`, `` `num_samples=` ``); `to_flags` says them as the running command's
+flags (`--data_dir='/x'`, `--num_samples`).
 """
 
 import atexit
@@ -113,6 +115,84 @@ def start():
         filter_stderr(markers, _glog_levels_hidden())
 
 
+# Library arguments that a command's flag names otherwise: `argument=value` (that value
+# only) or `argument` (any value, or none) -> the flag's text. The data functions call
+# their dataset argument `name` and say `dataset name=` in messages.
+ARGUMENT_FLAGS = {
+    "allow_nonstandard=True": "--allow_nonstandard_data",
+    "allow_nonstandard=False": "--noallow_nonstandard_data",
+    "allow_nonstandard": "--allow_nonstandard_data",
+    "download=True": "--download",
+    "download=False": "--nodownload",
+    "dataset name": "--dataset",
+}
+# An argument in a library message: `name=` alone in backticks, or name= then a value or
+# nothing (not part of a longer name, a path, an attribute or a flag: `--name=`).
+_ARGUMENT = re.compile(r"(?<![\w.\-/=])(`?)(dataset name|[A-Za-z_]\w*)="
+                       r"(?:(True|False)\b)?(`?)")
+# What can start a value after `name=` (a repr, a number, a list, a path).
+_VALUE_START = re.compile(r"[\w'\"\[({/~-]")
+_command_flags = frozenset()
+
+
+def _is_flag(text, flag_names):
+    """Whether flag text `--name` (or `--noname` of a boolean flag) is one of `flag_names`."""
+    name = text[2:]
+    return name in flag_names or (name.startswith("no") and name[2:] in flag_names)
+
+
+def _flag_text(argument, value, flag_names):
+    """(flag text, whether it stands for `argument=value` as a whole) for an argument a
+    library message names, with `value` (True / False) or None; None if no flag of the
+    command stands for it."""
+    if value and f"{argument}={value}" in ARGUMENT_FLAGS:
+        text = ARGUMENT_FLAGS[f"{argument}={value}"]
+        return (text, True) if _is_flag(text, flag_names) else None
+    text = ARGUMENT_FLAGS.get(argument, f"--{argument}")
+    return (text, False) if _is_flag(text, flag_names) else None
+
+
+def to_flags(message, flag_names):
+    """A library message said in a command's flags: each argument the message names
+    (`name=`) that is one of `flag_names`, the running command's flags, becomes the flag.
+
+    `` `name=` `` -> `--name`; `name=value` -> `--name=value`; `name=` before no value
+    (`lower num_samples= or ...`) -> `--name`. `ARGUMENT_FLAGS` gives the flags of
+    arguments named otherwise (`allow_nonstandard=True` -> `--allow_nonstandard_data`,
+    `download=False` -> `--nodownload`, `dataset name='x'` -> `--dataset='x'`). Names
+    that are no flag of the command stay as they are.
+    """
+    def replace(m):
+        tick, argument, value, close = m.groups()
+        found = _flag_text(argument, value, flag_names)
+        if found is None:
+            return m.group(0)
+        text, whole = found
+        if tick and close and not value:
+            return text  # `name=` -> --name
+        if whole:
+            return tick + text + close  # download=False -> --nodownload
+        if value or (not close and _VALUE_START.match(m.string, m.end())):
+            return f"{tick}{text}={value or ''}{close}"  # name=value -> --name=value
+        return tick + text + close  # name= before no value -> --name
+
+    return _ARGUMENT.sub(replace, message)
+
+
+def command_flags():
+    """The flag names of the running command (those its `define_flags` defined; all of
+    absl's FLAGS for a command run without one)."""
+    if _command_flags:
+        return _command_flags
+    from absl import flags
+    return frozenset(flags.FLAGS)
+
+
+def error_message(error):
+    """The message of a library error (a `tfp_iwae.Error`), said in the command's flags."""
+    return to_flags(str(error), command_flags())
+
+
 def fail(message):
     """Prints `error: message` to stderr and exits with status 2."""
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -153,18 +233,23 @@ def check_flags(checks):
 def define_for_main(define_flags, flag_values):
     """Runs `define_flags(flag_values)` and declares the flags it defined key flags of
     the program's main module, which `--help` / `--helpshort` list (absl lists the
-    flags defined in `__main__`; a command's are defined in its `tfp_iwae.cli` module)."""
+    flags defined in `__main__`; a command's are defined in its `tfp_iwae.cli` module).
+    They are the names `error_message` says as flags (`command_flags`)."""
+    global _command_flags
     before = set(flag_values)
     define_flags(flag_values)
-    for name in sorted(set(flag_values) - before):
+    defined = set(flag_values) - before
+    for name in sorted(defined):
         flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
+    _command_flags = frozenset(defined)
 
 
 def run(main, define_flags=None, doc=None):
     """`absl.app.run(main)` after `define_flags(flags.FLAGS)`, reporting the package's
-    errors: a `tfp_iwae.Error` exits with status 2 and its message (a run stopped on a
-    signal: its status, 143 / 130 / 129, and a `stopped:` line). `doc` is the usage text
-    of `--help` (absl shows the main module's docstring)."""
+    errors: a `tfp_iwae.Error` exits with status 2 and its message in the command's flags
+    (`error_message`; a run stopped on a signal: its status, 143 / 130 / 129, and a
+    `stopped:` line). `doc` is the usage text of `--help` (absl shows the main module's
+    docstring)."""
     from absl import app, flags
 
     from tfp_iwae import errors, preemption
@@ -181,7 +266,7 @@ def run(main, define_flags=None, doc=None):
             print(f"stopped: {e}", file=sys.stderr, flush=True)
             sys.exit(e.exit_code)
         except errors.Error as e:
-            fail(str(e))
+            fail(error_message(e))
 
     app.run(reported)
 
@@ -199,9 +284,9 @@ def define_run_flags(flag_values):
 
 def restore_run(logdir, checkpoint=None):
     """The `rundir.RestoredRun` (config, model, checkpoint, step) of the training run in
-    `logdir`; fails with its message."""
+    `logdir`; fails with its message (in the command's flags)."""
     from tfp_iwae import errors, rundir
     try:
         return rundir.restore_run(logdir, checkpoint)
     except errors.Error as e:
-        fail(str(e))
+        fail(error_message(e))

@@ -54,8 +54,8 @@ def main(argv):
                                download=False,
                                allow_nonstandard=config.allow_nonstandard_data)
     except data.DataError as e:  # e.g. a run copied to a machine without its data
-        print(f"note: no reconstructions, the test images cannot be read here ({e})",
-              file=sys.stderr)
+        print(f"note: no reconstructions, the test images cannot be read here "
+              f"({common.error_message(e)})", file=sys.stderr)
         picture = grid(samples, F.rows, F.rows)
         what = f"{n} samples"
     else:
