@@ -319,7 +319,7 @@ def test_a_run_that_fails_to_start_writes_no_run_config(tmp_path):
     # It used to leave run_config.json behind, so the corrected command was refused as
     # "a run with different flags".
     logdir = tmp_path / "r"
-    with pytest.raises(trainer.TrainingError, match="--batch_size=4000 exceeds the 3500"):
+    with pytest.raises(trainer.TrainingError, match="^batch_size=4000 exceeds the 3500"):
         quiet(trainer.RunConfig(logdir=str(logdir), batch_size=4000, max_steps=2))
     assert not (logdir / "run_config.json").exists()
     result, _ = quiet(trainer.RunConfig(logdir=str(logdir), max_steps=2, eval_every=0,

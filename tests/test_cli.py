@@ -146,6 +146,19 @@ def test_library_messages_are_said_in_the_running_commands_flags():
     assert said("read one with checkpoint=.") == "read one with --checkpoint."
     assert said("`logdir='/r'` is locked") == "`--logdir='/r'` is locked"
     # Arguments whose flag has another name or form (ARGUMENT_FLAGS):
+    # The trainer's errors and notes (tfp-iwae-train says them through common.say):
+    command |= {"learning_rate", "allow_changed_flags", "strategy", "num_shards"}
+    assert said("note: learning_rate= changed from 0.001 to 0.0005 at step 20 "
+                "(allow_changed_flags=): recorded") == (
+        "note: --learning_rate changed from 0.001 to 0.0005 at step 20 "
+        "(--allow_changed_flags): recorded")
+    assert said("batch_size=20 must be divisible by the 3 replicas/shards (strategy=mirrored, "
+                "num_shards=3).") == ("--batch_size=20 must be divisible by the 3 "
+                                      "replicas/shards (--strategy=mirrored, --num_shards=3).")
+    assert said("Lower learning_rate= (now 0.1); this run was resumed with "
+                "allow_changed_flags=learning_rate.") == (
+        "Lower --learning_rate (now 0.1); this run was resumed with "
+        "--allow_changed_flags=learning_rate.")
     assert said("pass allow_nonstandard=True to use") == "pass --allow_nonstandard_data to use"
     assert said("downloading is off (download=False)") == "downloading is off (--nodownload)"
     assert said("images of dataset name='kmnist'.") == "images of --dataset='kmnist'."

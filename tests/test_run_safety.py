@@ -48,7 +48,7 @@ def test_an_allowed_change_is_logged_and_recorded_in_the_history(tmp_path):
     lines = []
     trainer.train(config(tmp_path, max_steps=40, learning_rate=5e-4,
                          allow_changed_flags="learning_rate"), log=lines.append)
-    assert any("--learning_rate changed from 0.001 to 0.0005 at step 20" in l for l in lines)
+    assert any("learning_rate= changed from 0.001 to 0.0005 at step 20" in l for l in lines)
     recorded = json.load(open(tmp_path / rundir.CONFIG_FILE))
     assert recorded["learning_rate"] == 5e-4
     (change,) = recorded["history"]

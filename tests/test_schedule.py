@@ -43,7 +43,7 @@ def test_compressed_stages_keep_shares_and_learning_rates(passes, steps_per_epoc
 
 def test_a_budget_too_small_for_stage_zero_is_refused_with_the_smallest_that_fits():
     # 100 steps per pass: stage 0 (1/3280 of the steps) needs round(P*100/3280) >= 1
-    with pytest.raises(ValueError, match=r"--schedule_passes=10: stage 0 .* at least 17") as e:
+    with pytest.raises(ValueError, match=r"^schedule_passes=10: stage 0 .* at least 17") as e:
         schedule.stages("paper", 100, 1e-3, 1, schedule_passes=10)
     assert isinstance(e.value, ArgumentError)  # a tfp_iwae.Error and a ValueError
     schedule.stages("paper", 100, 1e-3, 1, schedule_passes=17)
@@ -55,5 +55,5 @@ def test_schedule_passes_needs_the_paper_schedule():
         RunConfig(schedule="constant", schedule_passes=10).validate()
     with pytest.raises(TrainingError, match="--schedule_passes: expected an integer >= 0"):
         RunConfig(schedule_passes=-1).validate()
-    with pytest.raises(ValueError, match="--schedule_passes=10 compresses"):
+    with pytest.raises(ValueError, match="^schedule_passes=10 compresses"):
         schedule.stages("constant", 100, 1e-3, 5, schedule_passes=10)

@@ -6,8 +6,8 @@ Each error keeps the built-in base users may already catch: `ArgumentError` and
 `RunDirError` are RuntimeErrors. `Preempted` (a run stopped on a signal after writing a
 checkpoint) is one too, though it reports no fault.
 
-Library messages name the argument (`data_dir=`); the command-line tools translate an
-argument that is also one of their flags into the flag (`--data_dir`).
+Library messages name the argument (`data_dir=`); the command-line tools say an argument
+that is also one of their flags as that flag (`tfp_iwae.cli.common.to_flags`).
 """
 
 __all__ = ["Error", "ArgumentError", "ArgumentTypeError"]

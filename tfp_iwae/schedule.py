@@ -16,7 +16,7 @@ __all__ = ["PAPER_ADAM_EPSILON", "SCHEDULES", "make_optimizer", "paper_schedule"
            "PAPER_PASSES", "stages", "stage_at"]
 
 PAPER_ADAM_EPSILON = 1e-4
-# Learning-rate schedules of a run (`--schedule`): see `stages`.
+# Learning-rate schedules of a run (`schedule=`): see `stages`.
 SCHEDULES = ("paper", "constant")
 
 
@@ -63,16 +63,14 @@ def stages(schedule, steps_per_epoch, learning_rate, epochs, schedule_passes=0):
     boundaries at round(total_steps * passes_before_stage / 3,280), so the stages add up
     to exactly `schedule_passes * steps_per_epoch` steps). With `schedule_passes=3280`
     it is the paper's schedule step for step. `tfp_iwae.ArgumentError` (a ValueError)
-    naming `--schedule_passes` if a stage would get no step, or if it is given with the
+    naming `schedule_passes=` if a stage would get no step, or if it is given with the
     constant schedule.
     """
     if schedule_passes and schedule != "paper":
         raise errors.ArgumentError(
-            f"--schedule_passes={schedule_passes} compresses the paper schedule; expected "
-            f"--schedule=paper, got {schedule!r}.")
-    if schedule_passes < 0:
-        raise errors.ArgumentError(
-            f"--schedule_passes: expected an integer >= 0, got {schedule_passes}.")
+            f"schedule_passes={schedule_passes} compresses the paper schedule; expected "
+            f"schedule=paper, got {schedule!r}.")
+    schedule_passes = checks.count(schedule_passes, "schedule_passes", minimum=0)
     if schedule == "paper":
         plan = paper_schedule(base_learning_rate=learning_rate)
     else:
@@ -98,7 +96,7 @@ def _compressed(plan, steps_per_epoch, schedule_passes):
             fits = next(p for p in range(schedule_passes + 1, PAPER_PASSES + 1)
                         if round(p * steps_per_epoch / PAPER_PASSES) >= 1)
             raise errors.ArgumentError(
-                f"--schedule_passes={schedule_passes}: stage {len(out)} of the "
+                f"schedule_passes={schedule_passes}: stage {len(out)} of the "
                 f"compressed paper schedule gets no step at {steps_per_epoch} steps "
                 f"per pass; expected at least {fits} passes.")
         out.append((first, last, lr))

@@ -85,7 +85,7 @@ def train(config, log=_log):
                 raise
             raise TrainingError(
                 f"out of memory ({str(e).strip().splitlines()[0][:200]}): lower "
-                f"--num_samples (now {config.num_samples}) or --batch_size (now "
+                f"num_samples= (now {config.num_samples}) or batch_size= (now "
                 f"{config.batch_size}). Completed checkpoints are intact.") from None
 
 
@@ -106,8 +106,8 @@ def _disk_full_message(error, logdir):
     except OSError:
         free = "free space unknown"
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else repr(error)
-    return (f"disk full: a write under --logdir {where!r} failed ({first}; {free}). Free "
-            f"some space (or use a --logdir on another file system) and re-run the same "
+    return (f"disk full: a write under logdir={where!r} failed ({first}; {free}). Free "
+            f"some space (or use a logdir= on another file system) and re-run the same "
             f"command to resume: completed checkpoints are intact.")
 
 
@@ -129,7 +129,7 @@ class _Run:
     valid_x: np.ndarray  # validation images [N, *event_shape], intensities in [0, 1]
     steps_per_epoch: int
     plan: list  # `schedule.stages`: [(first_step, last_step_exclusive, learning_rate)]
-    total: int  # the step the run stops at (the plan's end or --max_steps)
+    total: int  # the step the run stops at (the plan's end or `max_steps`)
     strategy: Any  # a tf.distribute.Strategy, or None
     replicas: int
     chief: bool  # this process writes the logs and the checkpoints
@@ -149,7 +149,7 @@ class _Run:
 def _build_run(config, log, held):
     """Checks the logdir and the flags, loads the data, takes the logdir's lock and the
     stop signals (into `held`), builds the model, Adam, the step runner and the
-    checkpoint manager, and restores the newest checkpoint (or --init_from)."""
+    checkpoint manager, and restores the newest checkpoint (or `init_from`)."""
     changes = rundir.check_logdir(config)  # allowed changes of training flags on resume
     protocol = data.describe(config.dataset, config.binarization)
     train_x, valid_x = _load_split(config, "train"), _load_split(config, "validation")
@@ -174,8 +174,8 @@ def _build_run(config, log, held):
     run_steps = _step_runner(config, model, opt, plan, train_x, strategy, replicas, parts)
     manager, guard = _restore(config, model, step, parts, ckpt_dir, log)
     for flag, (before, after) in changes.items():
-        log(f"note: --{flag} changed from {before!r} to {after!r} at step {int(step)} "
-            f"(--allow_changed_flags): recorded in run_config.json's history and HParams")
+        log(f"note: {flag}= changed from {before!r} to {after!r} at step {int(step)} "
+            f"(allow_changed_flags=): recorded in run_config.json's history and HParams")
     return _Run(config=config, log=log, changes=changes, protocol=protocol, valid_x=valid_x,
                 steps_per_epoch=steps_per_epoch, plan=plan, total=total, strategy=strategy,
                 replicas=replicas, chief=chief, stop=stop, model=model, step=step,
@@ -194,7 +194,7 @@ def _plan(config, num_train):
     """(steps per epoch, `schedule.stages` plan, the step the run stops at) for
     `num_train` training images; TrainingError naming the flag if they do not fit."""
     if num_train < config.batch_size:
-        raise TrainingError(f"--batch_size={config.batch_size} exceeds the {num_train} "
+        raise TrainingError(f"batch_size={config.batch_size} exceeds the {num_train} "
                             f"training images of {config.dataset}.")
     steps_per_epoch = num_train // config.batch_size
     try:
@@ -207,14 +207,14 @@ def _plan(config, num_train):
 
 
 def _check_shards(config, replicas):
-    """TrainingError unless the batch splits into the replicas and --num_shards shards."""
+    """TrainingError unless the batch splits into the replicas and `num_shards` shards."""
     if config.batch_size % max(replicas, config.num_shards or 1):
-        raise TrainingError(f"--batch_size={config.batch_size} must be divisible by the "
+        raise TrainingError(f"batch_size={config.batch_size} must be divisible by the "
                             f"{max(replicas, config.num_shards)} replicas/shards "
-                            f"(--strategy={config.strategy}, --num_shards={config.num_shards}).")
+                            f"(strategy={config.strategy}, num_shards={config.num_shards}).")
     if config.num_shards and config.num_shards % replicas:
-        raise TrainingError(f"--num_shards={config.num_shards} must be a multiple of the "
-                            f"{replicas} replicas of --strategy={config.strategy}.")
+        raise TrainingError(f"num_shards={config.num_shards} must be a multiple of the "
+                            f"{replicas} replicas of strategy={config.strategy}.")
 
 
 def _step_runner(config, model, opt, plan, train_x, strategy, replicas, parts):
@@ -243,7 +243,7 @@ def _step_runner(config, model, opt, plan, train_x, strategy, replicas, parts):
 
 def _restore(config, model, step, parts, ckpt_dir, log):
     """(checkpoint manager, divergence guard) of the run's checkpoints, after restoring
-    the newest readable one (or, with none, --init_from's weights)."""
+    the newest readable one (or, with none, `init_from`'s weights)."""
     run_flags = tf.Variable(json.dumps(model_flags(config), sort_keys=True), name="run_flags")
     guard = _DivergenceGuard()  # the training bound at each save: see _save
     ckpt = tf.train.Checkpoint(run_flags=run_flags, train_bound=guard.saved, **parts)
@@ -397,14 +397,14 @@ CALL_SECONDS = 2.
 def fused_path(config):
     """True when the run trains through `fused_loop.TrainLoop` (many steps per compiled
     call, the default): every run on one device with one shard. A tf.distribute strategy
-    or --num_shards > 1 trains one compiled step per call from a tf.data pipeline."""
+    or `num_shards` > 1 trains one compiled step per call from a tf.data pipeline."""
     return config.strategy == "default" and config.num_shards <= 1
 
 
 class _CallSizer:
-    """How many steps the next call runs: --steps_per_call at most, and about
+    """How many steps the next call runs: `steps_per_call` at most, and about
     CALL_SECONDS of work once the step time is known (unless `by_time` is false: then
-    always min(--steps_per_call, 10)). The numbers do not depend on it."""
+    always min(`steps_per_call`, 10)). The numbers do not depend on it."""
 
     def __init__(self, most, by_time=True):
         self.most, self.size, self.by_time = most, min(most, 10), by_time
@@ -437,7 +437,7 @@ class _TrainingSpeed:
 # A checkpoint is not written when the training bound (mean over the calls since the last
 # save) fell below the one at the last save by more than max(DIVERGENCE_NATS,
 # DIVERGENCE_FRACTION * |that bound|), or is not finite: the run stops instead, so that a
-# diverging run (e.g. resumed with a far larger --learning_rate) never rotates the last
+# diverging run (e.g. resumed with a far larger `learning_rate`) never rotates the last
 # good checkpoints out. Ordinary training improves the bound between saves; one batch's
 # bound varies by a few nats.
 DIVERGENCE_NATS = 50.
@@ -497,9 +497,9 @@ def _save(manager, guard, config, s):
             f"(mean of the last {len(guard.recent)} calls) against {ref:.2f} at the last "
             f"checkpoint{'' if manager.latest_checkpoint else ' (or the start)'}. The "
             f"checkpoint of step {s} was not written: the last good one stays "
-            f"({manager.latest_checkpoint or 'none yet'}). Lower --learning_rate (now "
+            f"({manager.latest_checkpoint or 'none yet'}). Lower learning_rate= (now "
             f"{config.learning_rate:g})" + (
-                f"; this run was resumed with --allow_changed_flags={','.join(changed)}"
+                f"; this run was resumed with allow_changed_flags={','.join(changed)}"
                 if changed else "") + ".")
     guard.saving()
     manager.save(checkpoint_number=s)

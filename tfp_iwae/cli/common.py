@@ -188,6 +188,11 @@ def command_flags():
     return frozenset(flags.FLAGS)
 
 
+def say(line):
+    """Prints a library log line (`trainer.train`'s `log`) in the command's flags."""
+    print(to_flags(line, command_flags()), flush=True)
+
+
 def error_message(error):
     """The message of a library error (a `tfp_iwae.Error`), said in the command's flags."""
     return to_flags(str(error), command_flags())

@@ -103,5 +103,5 @@ def main(argv):
     values = {f.name: getattr(F, f.name) for f in dataclasses.fields(config.RunConfig)}
     params = {p: getattr(F, p) for p in PARAM_FLAGS}
     values["objective"] = objective_name(values["objective"], **params)
-    result = trainer.train(config.RunConfig(**values))
+    result = trainer.train(config.RunConfig(**values), log=common.say)
     print(f"done: step {result['step']}, checkpoint {result['checkpoint']}")
