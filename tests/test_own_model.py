@@ -236,3 +236,28 @@ def test_a_keras_file_loads_compiled_as_saved_and_fit_continues_the_same(images,
         m.fit(images[:40], batch_size=20, epochs=1, shuffle=False, verbose=0)
     for a, b in zip(loaded.variables, model.variables):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_the_paper_1_layer_iwae_is_a_latent_variable_model_of_plain_keras_mlps():
+    # IWAE(1) is p(z) = N(0, I) over 50 units, q(z|x) = N(loc, exp(raw)) from a 784-200-
+    # 200-(50 + 50) tanh MLP and p(x|z) = Bernoulli(logits) from a 50-200-200-784 tanh
+    # MLP. The same weights in two keras.Sequential MLPs (q's loc and raw-std heads side
+    # by side as one Dense(100)) give LatentVariableModel the same model: its log weights
+    # on the same seed (the same draws of z) equal IWAE's to float32 rounding.
+    iwae = tfp_iwae.IWAE(1, seed=0)
+
+    def mlp(out):
+        return keras.Sequential([keras.layers.Dense(200, "tanh"),
+                                 keras.layers.Dense(200, "tanh"), keras.layers.Dense(out)])
+    encoder, decoder = mlp(100), mlp(784)
+    model = tfp_iwae.LatentVariableModel(encoder, decoder)
+    x = (np.random.default_rng(0).random([6, 784]) < 0.3).astype(np.float32)
+    model.build_from(x)
+    q, p = iwae.q_layers[0], iwae.p_x
+    encoder.set_weights([np.asarray(v) for v in q.mlp.variables] + [
+        np.concatenate([np.asarray(q.loc_layer.kernel), np.asarray(q.std_layer.kernel)], 1),
+        np.concatenate([np.asarray(q.loc_layer.bias), np.asarray(q.std_layer.bias)])])
+    decoder.set_weights([np.asarray(v) for v in p.mlp.variables + p.logits_layer.variables])
+    np.testing.assert_allclose(model.log_weights(x, 7, seed=3), iwae.log_weights(x, 7, seed=3),
+                               rtol=1e-6)
+    assert model.latent_shape == (50,)
