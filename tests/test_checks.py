@@ -211,23 +211,21 @@ def test_run_config_words_the_checks_by_flag_and_raises_training_error(field, va
 
 
 def test_check_flags_reports_every_bad_flag_at_once(capsys):
-    import functools
     with pytest.raises(SystemExit) as e:
         common.check_flags([
-            ("rows", 0, checks.count, "an integer >= 1"),
-            ("seed", -1, functools.partial(checks.count, minimum=0), "an integer >= 0"),
-            ("secs", float("nan"), functools.partial(checks.real, lower=0.),
-             "a finite number of seconds >= 0"),
-            ("good", 3, checks.count, "an integer >= 1"),
-            ("old", -5, False, "an integer >= 1"),  # a condition already evaluated
+            ("rows", 0, common.COUNT, "an integer >= 1"),
+            ("seed", -1, common.COUNT_OR_ZERO, "an integer >= 0"),
+            ("secs", float("nan"), common.NON_NEGATIVE, "a finite number of seconds >= 0"),
+            ("good", 3, common.COUNT, "an integer >= 1"),
+            ("half", 2.5, common.COUNT, "an integer >= 1"),
         ])
     assert e.value.code == 2
     assert capsys.readouterr().err == (
         "error: --rows: expected an integer >= 1, got 0; --seed: expected an integer >= 0, "
-        "got -1; --secs: expected a finite number of seconds >= 0, got nan; --old: expected "
-        "an integer >= 1, got -5.\n")
-    common.check_flags([("rows", 2, checks.count, "an integer >= 1"),
-                        ("seed", 0, True, "an integer >= 0")])  # all good: no exit
+        "got -1; --secs: expected a finite number of seconds >= 0, got nan; --half: "
+        "expected an integer >= 1, got 2.5.\n")
+    common.check_flags([("rows", 2, common.COUNT, "an integer >= 1"),
+                        ("seed", 0, common.COUNT_OR_ZERO, "an integer >= 0")])  # no exit
 
 
 # ---- every bad argument of the core library is a tfp_iwae.Error -----------------------------

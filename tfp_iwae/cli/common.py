@@ -16,12 +16,15 @@ flags (`--data_dir='/x'`, `--num_samples`).
 """
 
 import atexit
+import functools
 import glob
 import os
 import re
 import signal
 import sys
 import threading
+
+from tfp_iwae import checks
 
 # Lines of TensorFlow's CUDA probing (and absl's note that precedes them), dropped from
 # stderr where no GPU device exists.
@@ -214,25 +217,25 @@ def check_flags(checks):
     for each, joined by "; ".
 
     `checks` is [(flag, value, check, expected)]; `check` is a function of
-    `tfp_iwae.checks` taking (value, flag, label=..., expected=...), such as
-    `checks.count` (an integer >= 1) or `functools.partial(checks.count, minimum=0)`,
-    `functools.partial(checks.real, lower=0.)`; or, as written before those existed, a
-    bool: whether the value is good.
+    `tfp_iwae.checks` taking (value, flag, label=..., expected=...): `COUNT` (an integer
+    >= 1), `COUNT_OR_ZERO` (>= 0) or `NON_NEGATIVE` (a finite real >= 0), or another.
     """
-    from tfp_iwae import checks as checks_lib
     from tfp_iwae import errors
 
     bad = []
     for flag, value, check, expected in checks:
-        if callable(check):
-            try:
-                check(value, flag, label=f"--{flag}", expected=expected)
-            except errors.ArgumentError as e:
-                bad.append(str(e).rstrip("."))
-        elif not check:
-            bad.append(checks_lib.expectation(f"--{flag}", expected, value).rstrip("."))
+        try:
+            check(value, flag, label=f"--{flag}", expected=expected)
+        except errors.ArgumentError as e:
+            bad.append(str(e).rstrip("."))
     if bad:
         fail("; ".join(bad) + ".")
+
+
+# The checks of `check_flags` (tfp_iwae.checks, the package's one validator).
+COUNT = checks.count
+COUNT_OR_ZERO = functools.partial(checks.count, minimum=0)
+NON_NEGATIVE = functools.partial(checks.real, lower=0.)
 
 
 def define_for_main(define_flags, flag_values):

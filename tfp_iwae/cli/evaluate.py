@@ -82,16 +82,15 @@ def _progress_printer():
 def main(argv):
     common.quiet_absl()
     common.check_flags([
-        ("num_samples", F.num_samples, F.num_samples >= 1, "an integer >= 1"),
-        ("chunk_size", F.chunk_size, F.chunk_size >= 0, "an integer >= 0 (0: automatic)"),
-        ("batch_size", F.batch_size, F.batch_size >= 1, "an integer >= 1"),
-        ("max_images", F.max_images, F.max_images >= 0, "an integer >= 0 (0: all images)"),
-        ("progress_secs", F.progress_secs,
-         F.progress_secs >= 0 and np.isfinite(F.progress_secs),
+        ("num_samples", F.num_samples, common.COUNT, "an integer >= 1"),
+        ("chunk_size", F.chunk_size, common.COUNT_OR_ZERO, "an integer >= 0 (0: automatic)"),
+        ("batch_size", F.batch_size, common.COUNT, "an integer >= 1"),
+        ("max_images", F.max_images, common.COUNT_OR_ZERO, "an integer >= 0 (0: all images)"),
+        ("progress_secs", F.progress_secs, common.NON_NEGATIVE,
          "a finite number of seconds >= 0 (0: no progress lines)"),
-        ("seed", F.seed, F.seed >= 0, "an integer >= 0"),
-        ("fixed_binarization_seed", F.fixed_binarization_seed,
-         F.fixed_binarization_seed >= 0, "an integer >= 0")])
+        ("seed", F.seed, common.COUNT_OR_ZERO, "an integer >= 0"),
+        ("fixed_binarization_seed", F.fixed_binarization_seed, common.COUNT_OR_ZERO,
+         "an integer >= 0")])
     try:
         curve_ks = [int(k) for k in F.curve_ks]
     except ValueError:

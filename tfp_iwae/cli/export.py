@@ -82,8 +82,8 @@ def write_replacing(model, out):
 def main(argv):
     common.quiet_absl()
     common.check_flags([
-        ("num_samples", F.num_samples, F.num_samples >= 1, "an integer >= 1"),
-        ("seed", F.seed, F.seed >= 0, "an integer >= 0")])
+        ("num_samples", F.num_samples, common.COUNT, "an integer >= 1"),
+        ("seed", F.seed, common.COUNT_OR_ZERO, "an integer >= 0")])
     out = F.out or os.path.join(F.logdir, "saved_model")
     check_out(out, F.logdir, F.overwrite)
     _, model, ckpt, _ = common.restore_run(F.logdir, F.checkpoint)

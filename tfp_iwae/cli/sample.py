@@ -44,8 +44,8 @@ def pairs_per_row(rows):
 
 def main(argv):
     common.quiet_absl()
-    common.check_flags([("rows", F.rows, F.rows >= 1, "an integer >= 1"),
-                        ("seed", F.seed, F.seed >= 0, "an integer >= 0")])
+    common.check_flags([("rows", F.rows, common.COUNT, "an integer >= 1"),
+                        ("seed", F.seed, common.COUNT_OR_ZERO, "an integer >= 0")])
     config, model, path, _ = common.restore_run(F.logdir, F.checkpoint)
     n = F.rows * F.rows
     samples = model.sample(n, seed=F.seed, mean=F.mean).numpy()
