@@ -159,6 +159,15 @@ def test_library_messages_are_said_in_the_running_commands_flags():
                 "allow_changed_flags=learning_rate.") == (
         "Lower --learning_rate (now 0.1); this run was resumed with "
         "--allow_changed_flags=learning_rate.")
+    # Paths and other values are no arguments, quoted (a repr) or not (a `/` in the value):
+    for text in ("logdir='seed=1,num_samples=5' holds a run",
+                 "(lock file 'sweep/k5,seed=1/train.lock')",
+                 "saved checkpoint seed=1/checkpoints/ckpt-5; stopping",
+                 "resumed from runs/k5,seed=1/checkpoints/ckpt-5 at step 5",
+                 "the run's data_dir='/x' isn't there"):
+        assert common.to_flags(text, command | {"seed"}) == text.replace(
+            "logdir=", "--logdir=").replace(
+            " data_dir=", " --data_dir="), text
     assert said("pass allow_nonstandard=True to use") == "pass --allow_nonstandard_data to use"
     assert said("downloading is off (download=False)") == "downloading is off (--nodownload)"
     assert said("images of dataset name='kmnist'.") == "images of --dataset='kmnist'."
@@ -185,6 +194,8 @@ def test_a_commands_errors_name_its_own_flags(monkeypatch):
                                  "[1, 50].")
     assert common.error_message(error) == ("--curve_ks: each k must be in [1, "
                                            "--num_samples=20], got [1, 50].")
-    # evaluate has no --data_dir (the run records it): a data message keeps the argument.
+    # evaluate's --data_dir (the run's own, overridden) is a flag; download= is none.
     assert common.error_message(errors.Error("data_dir='/x' is not a directory")) == \
-        "data_dir='/x' is not a directory"
+        "--data_dir='/x' is not a directory"
+    assert common.error_message(errors.Error("downloading is off (download=False)")) == \
+        "downloading is off (download=False)"

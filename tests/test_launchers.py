@@ -382,6 +382,37 @@ def test_evaluate_max_images_beyond_the_split_is_refused(trained_run, tmp_path):
     assert out.read_text() == '{"earlier": true}'  # an earlier result is not overwritten
 
 
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz")),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_evaluate_data_dir_overrides_the_runs_own_and_is_named_as_the_flag(tmp_path):
+    # A Fashion-MNIST run (an untrained checkpoint) whose recorded data_dir has moved, as
+    # on a machine the run was copied to: evaluate reads the images from --data_dir
+    # instead; a --data_dir that is not there is refused naming the flag, writing nothing.
+    from tfp_iwae import config as config_lib, rundir
+    logdir = str(tmp_path / "run")
+    config = config_lib.RunConfig(logdir=logdir, dataset="fashion_mnist",
+                                  data_dir=str(tmp_path / "moved"), num_samples=2)
+    model = rundir.build_model(config)
+    model.log_weights(tf.zeros([1, 784]), 1, seed=0)
+    ckpt = tf.train.Checkpoint(model=model.checkpointable(),
+                               step=tf.Variable(3, dtype=tf.int64))
+    tf.train.CheckpointManager(ckpt, rundir.checkpoint_dir(logdir), 3).save(3)
+    rundir.write_config(logdir, config.__dict__)
+    args = ["evaluate.py", f"--logdir={logdir}", "--num_samples=2", "--max_images=4",
+            "--progress_secs=0"]
+    missing = tmp_path / "elsewhere"
+    proc = run(*args, f"--data_dir={missing}")
+    assert proc.returncode == 2 and f"--data_dir={str(missing)!r}" in proc.stderr, \
+        proc.stderr[-2000:]
+    assert not glob.glob(os.path.join(logdir, "eval_*"))
+    proc = run(*args, f"--data_dir={FASHION}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.load(open(os.path.join(logdir, "eval_test_k2_first4.json")))["images"] == 4
+
+
 def test_export_into_a_non_empty_directory_needs_overwrite(trained_run, tmp_path):
     logdir, _ = trained_run
     out = tmp_path / "sm"

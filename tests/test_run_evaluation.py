@@ -94,3 +94,18 @@ def test_evaluate_run_refuses_bad_arguments_naming_them(run_dir, tmp_path):
     with pytest.raises(tfp_iwae.ArgumentError, match=r"^`output=`: cannot write results to "):
         tfp_iwae.evaluate_run(run_dir, num_samples=2, max_images=3,
                               output=str(tmp_path / "file" / "r.json"))
+
+
+def test_evaluate_run_takes_numpy_ints_and_records_python_ints(run_dir, tmp_path):
+    # The counts are checked and used as Python ints: a NumPy int64 k (as from an array
+    # of sweep values) gives the same JSON record as the int, not a TypeError at the end.
+    out = [str(tmp_path / f"{name}.json") for name in ("numpy", "python")]
+    results = [tfp_iwae.evaluate_run(run_dir, num_samples=kind(3), max_images=kind(4),
+                                     batch_size=kind(2), fixed_binarization_seed=kind(0),
+                                     output=path)
+               for kind, path in zip((np.int64, int), out)]
+    records = [json.load(open(path)) for path in out]
+    assert records[0]["num_samples"] == 3 and type(records[0]["num_samples"]) is int
+    for key in ("num_samples", "images", "log_likelihood_nats"):
+        assert records[0][key] == records[1][key]
+    np.testing.assert_array_equal(results[0].per_example, results[1].per_example)

@@ -104,8 +104,9 @@ def evaluate_run(logdir, *, split="test", num_samples=5000, max_images=0, checkp
       TrainingError: no run, or a checkpoint that cannot be read (`rundir.restore_run`).
       DataError: the run's data cannot be read.
     """
-    ks = _checked_arguments(num_samples, max_images, batch_size, chunk_size,
-                            fixed_binarization_seed, curve_ks, progress)
+    num_samples, max_images, batch_size, chunk_size, fixed_binarization_seed, ks = \
+        _checked_arguments(num_samples, max_images, batch_size, chunk_size,
+                           fixed_binarization_seed, curve_ks, progress)
     config, model, path, step = rundir.restore_run(logdir, checkpoint)
     matmuls = evaluation.decoder_matmuls_for(model, decoder_matmuls)
     data_dir = config.data_dir if data_dir is None else data_dir
@@ -126,15 +127,16 @@ def evaluate_run(logdir, *, split="test", num_samples=5000, max_images=0, checkp
 
 def _checked_arguments(num_samples, max_images, batch_size, chunk_size,
                        fixed_binarization_seed, curve_ks, progress):
-    """Checks `evaluate_run`'s arguments before anything is read; returns the bound
-    curve's k, sorted without repeats."""
+    """Checks `evaluate_run`'s arguments before anything is read; returns them as
+    Python ints (num_samples, max_images, batch_size, chunk_size, fixed_binarization_seed)
+    and the bound curve's k, sorted without repeats."""
     k = objectives.check_num_samples(num_samples)
-    objectives.check_num_samples(max_images, "max_images", minimum=0)
-    objectives.check_num_samples(batch_size, "batch_size")
+    max_images = objectives.check_num_samples(max_images, "max_images", minimum=0)
+    batch_size = objectives.check_num_samples(batch_size, "batch_size")
     if chunk_size is not None:
-        objectives.check_num_samples(chunk_size, "chunk_size")
-    objectives.check_num_samples(fixed_binarization_seed, "fixed_binarization_seed",
-                                 minimum=0)
+        chunk_size = objectives.check_num_samples(chunk_size, "chunk_size")
+    fixed_binarization_seed = objectives.check_num_samples(
+        fixed_binarization_seed, "fixed_binarization_seed", minimum=0)
     try:
         ks = sorted({int(c) for c in curve_ks})
     except (TypeError, ValueError):
@@ -147,7 +149,7 @@ def _checked_arguments(num_samples, max_images, batch_size, chunk_size,
         raise errors.ArgumentError(f"`progress=` must be None or a callable progress("
                                    f"images_done, images_total, seconds, batch_estimates), "
                                    f"got {progress!r}.")
-    return ks
+    return k, max_images, batch_size, chunk_size, fixed_binarization_seed, ks
 
 
 def _images(config, split, max_images, fixed_binarization_seed, data_dir):

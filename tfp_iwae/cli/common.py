@@ -130,8 +130,12 @@ ARGUMENT_FLAGS = {
     "dataset name": "--dataset",
 }
 # An argument in a library message: `name=` alone in backticks, or name= then a value or
-# nothing (not part of a longer name, a path, an attribute or a flag: `--name=`).
-_ARGUMENT = re.compile(r"(?<![\w.\-/=])(`?)(dataset name|[A-Za-z_]\w*)="
+# nothing (not part of a longer name, a list, a path, an attribute or a flag: `--name=`,
+# and not followed by an unquoted value holding a `/`, a path such as seed=1/ckpt-5);
+# or a quoted span ('...' or "..." after no letter: a repr, such as a path), which is
+# left as it is, whatever it holds.
+_ARGUMENT = re.compile(r"(?<!\w)'[^'\n]*'|(?<!\w)\"[^\"\n]*\"|"
+                       r"(?<![\w.\-/=,])(`?)(dataset name|[A-Za-z_]\w*)=(?![^\s'\"`]*/)"
                        r"(?:(True|False)\b)?(`?)")
 # What can start a value after `name=` (a repr, a number, a list, a path).
 _VALUE_START = re.compile(r"[\w'\"\[({/~-]")
@@ -167,6 +171,8 @@ def to_flags(message, flag_names):
     """
     def replace(m):
         tick, argument, value, close = m.groups()
+        if argument is None:  # a quoted span
+            return m.group(0)
         found = _flag_text(argument, value, flag_names)
         if found is None:
             return m.group(0)

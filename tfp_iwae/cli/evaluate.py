@@ -40,6 +40,9 @@ def define_flags(flag_values=F):
     flags.DEFINE_integer("fixed_binarization_seed", 0,
                          "Seed of the one fixed binarisation of the evaluation images.",
                          flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Where the run's dataset is read from (default: "
+                        "the run's own --data_dir, from its run_config.json; e.g. a run "
+                        "copied to a machine that keeps the data elsewhere).", flag_values=fv)
     flags.DEFINE_string("output", None, "Results JSON path (default: <logdir>/eval_<split>_k"
                         "<k>.json, or ..._first<n>.json with --max_images=n below the "
                         "split's size).", flag_values=fv)
@@ -99,7 +102,7 @@ def main(argv):
         F.logdir, split=F.split, num_samples=F.num_samples, max_images=F.max_images,
         checkpoint=F.checkpoint, batch_size=F.batch_size, chunk_size=F.chunk_size or None,
         seed=F.seed, fixed_binarization_seed=F.fixed_binarization_seed, curve_ks=curve_ks,
-        decoder_matmuls=F.decoder_matmuls, output=F.output,
+        decoder_matmuls=F.decoder_matmuls, output=F.output, data_dir=F.data_dir,
         progress=_progress_printer() if F.progress_secs else None)
     if result.summaries_error is not None:
         print(f"warning: no TensorBoard summaries written to --logdir {F.logdir!r}: "
