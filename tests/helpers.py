@@ -4,6 +4,7 @@ TensorBoard on 127.0.0.1."""
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,14 @@ def launcher_env(**extra):
     """
     path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=path, **extra)
+
+
+def default_signals():
+    """In the child, before exec: SIGINT, SIGTERM and SIGHUP as a terminal's process gets
+    them. A test runner started by nohup, or as a background job, ignores SIGHUP or
+    SIGINT, and an ignored signal is inherited (and rightly left alone by the run)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def run(script, *args, timeout=300):

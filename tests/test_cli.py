@@ -10,7 +10,7 @@ import sys
 from absl import flags
 import pytest
 
-from helpers import ROOT, launcher_env
+from helpers import ROOT, default_signals, launcher_env
 
 COMMANDS = ("train", "evaluate", "sample", "export")
 
@@ -50,7 +50,7 @@ def test_importing_the_package_and_its_cli_loads_no_tensorflow():
     env = launcher_env()
     env.pop("TF_CPP_MIN_LOG_LEVEL")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=60)
+                          env=env, timeout=60, preexec_fn=default_signals)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("0.1.0"), proc.stdout
 

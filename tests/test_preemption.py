@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import FAST, ROOT, checkpoint_values, launcher_env, run
+from helpers import FAST, ROOT, checkpoint_values, default_signals, launcher_env, run
 from tfp_iwae import preemption, rundir
 
 
@@ -110,14 +110,6 @@ def test_sigterm_checkpoints_the_step_reached_and_the_restart_is_bit_exact(train
     assert a.keys() == b.keys() and len(a) == 14
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
-def default_signals():
-    """In the child, before exec: SIGINT, SIGTERM and SIGHUP as a terminal's process gets
-    them. A test runner started by nohup, or as a background job, ignores SIGHUP or
-    SIGINT, and an ignored signal is inherited (and rightly left alone by the run)."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
 
 
 def start_train(logdir, *args):
