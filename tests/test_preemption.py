@@ -166,6 +166,26 @@ def test_sigint_during_start_up_exits_130_without_a_traceback(tmp_path):
     assert "Traceback" not in err and err.strip().endswith("interrupted"), err[-2000:]
 
 
+def test_sigint_inside_an_import_exits_130_even_where_the_importer_catches_everything(
+        tmp_path):
+    # SIGINT while a module loads, under an importer that catches every exception, as
+    # NumPy's C extension does (it turned the exit into an ImportError with a traceback
+    # when Ctrl-C landed in TensorFlow's import on a loaded machine): the process still
+    # exits 130 with the one line, before the importer sees anything.
+    (tmp_path / "interrupts_itself.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    script = ("import sys\nfrom tfp_iwae.cli import common\ncommon.start()\n"
+              f"sys.path.insert(0, {str(tmp_path)!r})\n"
+              "try:\n    import interrupts_itself\n"
+              "except BaseException as e:\n    print('caught', repr(e))\n    sys.exit(1)\n"
+              "print('imported')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=launcher_env(), cwd=ROOT,
+                          preexec_fn=default_signals)
+    assert proc.returncode == 130, (proc.stdout, proc.stderr[-2000:])
+    assert proc.stdout == "" and proc.stderr.strip() == "interrupted", proc.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_sigterm_during_validation_stops_it_within_seconds(tmp_path):
     # A long validation (L_5000 of 500 images: ~10 s on 2 cores) starts right after the

@@ -33,11 +33,30 @@ CUDA_PROBE_MARKERS = (b"cuInit", b"CUDA error", b"CUDA_ERROR", b"cuda_", b"cudar
                       b"absl::InitializeLog()")
 
 _started = False
+_drain_stderr = None  # the stderr filter's drain, once `filter_stderr` installed it
+
+
+def _in_import(frame):
+    """Whether `frame` runs inside an import (importlib's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _interrupted(signum, frame):
-    """SIGINT before the training loop takes the signal over: exit 130, no traceback."""
+    """SIGINT before the training loop takes the signal over: exit 130, no traceback.
+
+    Inside an import (TensorFlow's, at start-up) the process ends there and then: an
+    exception raised there need not get out as it is (NumPy's C extension, importing
+    `datetime`, turned it into an ImportError with a traceback), and nothing of a run is
+    being written while a module loads."""
     print("interrupted", file=sys.stderr, flush=True)
+    if _in_import(frame):
+        if _drain_stderr is not None:
+            _drain_stderr()
+        os._exit(128 + signum)
     raise SystemExit(128 + signum)
 
 
@@ -98,6 +117,8 @@ def filter_stderr(markers, hidden_levels):
         os.dup2(real, 2)  # closes the pipe's last write end: the thread drains and ends
         thread.join(timeout=2.)
 
+    global _drain_stderr
+    _drain_stderr = drain
     atexit.register(drain)
 
 
@@ -218,18 +239,18 @@ def quiet_absl():
     logging.set_verbosity(logging.WARNING)
 
 
-def check_flags(checks):
+def check_flags(flag_checks):
     """Fails naming every bad flag at once: "--flag: expected {expected}, got {value!r}"
     for each, joined by "; ".
 
-    `checks` is [(flag, value, check, expected)]; `check` is a function of
+    `flag_checks` is [(flag, value, check, expected)]; `check` is a function of
     `tfp_iwae.checks` taking (value, flag, label=..., expected=...): `COUNT` (an integer
     >= 1), `COUNT_OR_ZERO` (>= 0) or `NON_NEGATIVE` (a finite real >= 0), or another.
     """
     from tfp_iwae import errors
 
     bad = []
-    for flag, value, check, expected in checks:
+    for flag, value, check, expected in flag_checks:
         try:
             check(value, flag, label=f"--{flag}", expected=expected)
         except errors.ArgumentError as e:
