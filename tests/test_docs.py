@@ -40,7 +40,7 @@ def test_readme_set_up_block_is_what_ci_runs():
     lines = [line for line in lines if line.strip()]
     assert len(lines) == 2, lines
     assert "pip install -e '.[test]'" in lines[0] and "tfp-iwae-train" in lines[0]
-    assert lines[1] == "python -m pytest -q"
+    assert lines[1] == "python -m pytest -q -n 2 --dist loadscope"
 
 
 @pytest.mark.parametrize("page", PAGES)
