@@ -470,8 +470,8 @@ def seed_lines(args, r, paper_nll):
             nll = [runs[s][1]["test"]["nll_nats"] for s in seeds_]
             cells = [f"{v:.2f}" for v in nll] + [f"{max(nll) - min(nll):.2f}"]
             if versus and versus[0] in r:
-                diffs = [(args.seed, paired_difference(args, versus[0], name))]
-                diffs = sorted(diffs + other_seed_differences(args, versus[0], name))
+                diffs = sorted([(args.seed, paired_difference(args, versus[0], name))] +
+                               other_seed_differences(args, versus[0], name))
                 d = [v for _, (v, _) in diffs]
                 cells += [" / ".join(f"{v:+.2f} ± {se:.2f}" + (f" (seed {seed})" if len(
                     diffs) < len(seeds_) else "") for seed, (v, se) in diffs) +

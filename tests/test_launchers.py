@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import FAST, ROOT, checkpoint_values, fetch, launcher_env, run, tensorboard
+from helpers import (FAST, ROOT, Workers, checkpoint_values, fetch, launcher_env, run,
+                     tensorboard)
 
 pytestmark = pytest.mark.slow
 
@@ -271,25 +272,12 @@ def test_multi_worker_two_processes_on_localhost_match_the_mirrored_run_bit_for_
     # loopback, one CPU replica each. The chief's checkpoint equals the two-device mirrored
     # run's exactly (the same shards, and a sum of two replicas' gradients has one
     # rounding), so the single-device comparison above covers this run too.
-    import socket
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    procs = []
-    for i in range(2):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                     "task": {"type": "worker", "index": i}}
-        env = launcher_env(TF_CONFIG=json.dumps(tf_config))
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "launch", "train.py"),
-                                       "--strategy=multi_worker", f"--logdir={tmp_path / 'mw'}",
-                                       *REPLICATED], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert procs[0].returncode == 0, outs[0][1][-3000:]
-    assert "strategy multi_worker (2 replica(s))" in outs[0][0]
-    assert procs[1].returncode == 0, outs[1][1][-3000:]
+    (rc0, out0, err0), (rc1, _, err1) = Workers(
+        ["--strategy=multi_worker", f"--logdir={tmp_path / 'mw'}", *REPLICATED],
+        tmp_path).finish()
+    assert rc0 == 0, err0[-3000:]
+    assert "strategy multi_worker (2 replica(s))" in out0
+    assert rc1 == 0, err1[-3000:]
     a = checkpoint_values(str(tmp_path / "mw" / "checkpoints" / "ckpt-60"))
     b = checkpoint_values(mirrored_ckpt)
     assert a.keys() == b.keys() and len(a) == 14

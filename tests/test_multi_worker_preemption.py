@@ -2,24 +2,16 @@
 one step with a checkpoint and status 143; re-running the commands resumes and ends where
 an uninterrupted two-worker run ends."""
 
-import json
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from helpers import FAST, ROOT, checkpoint_values, launcher_env
+from helpers import FAST, Workers, checkpoint_values
 from tfp_iwae import config as run_config
 from tfp_iwae import rundir, trainer
-
-TIMEOUT = 300
-
 
 def test_multi_worker_calls_are_not_sized_by_time():
     # The workers name the step at which they all stop by counting calls, so a worker's
@@ -28,67 +20,6 @@ def test_multi_worker_calls_are_not_sized_by_time():
     for sizer in (timed, fixed):
         sizer.record(10, 0.01)
     assert timed.size == 100 and fixed.size == 10
-
-
-def free_ports(n):
-    ports = []
-    for _ in range(n):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    return ports
-
-
-class Workers:
-    """Two `train.py` workers on loopback (TF_CONFIG, one CPU replica each), as in the
-    README's recipe (worker 0 is the chief); their stdout and stderr go to files."""
-
-    def __init__(self, args, outdir):
-        ports = free_ports(2)
-        self.files = [(outdir / f"worker{i}.out", outdir / f"worker{i}.err") for i in range(2)]
-        self.procs = []
-        for i, (out, err) in enumerate(self.files):
-            tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                         "task": {"type": "worker", "index": i}}
-            with open(out, "w") as o, open(err, "w") as e:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, os.path.join(ROOT, "launch", "train.py"), *args],
-                    cwd=ROOT, env=launcher_env(TF_CONFIG=json.dumps(tf_config)), stdout=o,
-                    stderr=e, text=True))
-
-    def stdout(self, i):
-        return self.files[i][0].read_text()
-
-    def wait_for_chief_line(self, prefix):
-        """Waits until the chief logs a line starting with `prefix` (False if it ends
-        or TIMEOUT seconds pass first)."""
-        deadline = time.time() + TIMEOUT
-        while time.time() < deadline:
-            if any(line.startswith(prefix) for line in self.stdout(0).splitlines()):
-                return True
-            if self.procs[0].poll() is not None:
-                return False
-            time.sleep(0.05)
-        return False
-
-    def finish(self):
-        """[(returncode, stdout, stderr)] of each worker; one still running after
-        TIMEOUT seconds is killed (and the test fails)."""
-        for p in self.procs:
-            try:
-                p.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                pytest.fail(f"a worker still ran after {TIMEOUT}s: "
-                            f"{[self.files[i][1].read_text()[-2000:] for i in range(2)]}")
-        return [(p.returncode, out.read_text(), err.read_text())
-                for p, (out, err) in zip(self.procs, self.files)]
-
-    def kill(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
 
 
 @pytest.mark.slow
