@@ -27,8 +27,8 @@ from what is committed. Reusing a `--name` with other settings is refused.
 Writes `docs/results/<name>.json` (every figure, command and timing),
 `docs/results/<name>.md` (the tables), `docs/bound_vs_k_<name>.png`,
 `docs/samples_<name>.png` (the set's lowest test NLL), `docs/nll_vs_passes_<dataset>.png`
-(the 1-layer k=5 pair of every committed set of the dataset, when there are two or
-more), and replaces the section of docs/results.md (`--results_page`) between
+(the k=5 VAE/IWAE pairs of every committed set of the dataset, a panel for each number of
+layers trained at two budgets or more), and replaces the section of docs/results.md (`--results_page`) between
 `<!-- results:<name>:start -->` and `<!-- results:<name>:end -->`, or adds one at its end
 (`--name` defaults to the dataset).
 
@@ -758,46 +758,78 @@ def tf_checkpoint_exists(logdir):
     return os.path.exists(path)
 
 
-def plot_budgets(args, path):
-    """Test NLL of the 1-layer k=5 VAE/IWAE pair against training passes, one point per
-    committed result set of this dataset (docs/results/*.json), beside the paper's
-    numbers. Returns False (and draws nothing) when fewer than two sets have the pair."""
-    import glob
-    points = []
-    for f in sorted(glob.glob(os.path.join(args.docs, "results", "*.json"))):
+def budget_points(docs, dataset):
+    """The k=5 VAE/IWAE pairs of every committed result set of `dataset` (docs/results/
+    *.json, L_5000 over the whole test split only), as {(layers, objective): {(schedule,
+    passes): [(seed, test NLL, standard error), ...]}}: one entry per training seed."""
+    points = {}
+    for f in sorted(glob.glob(os.path.join(docs, "results", "*.json"))):
         with open(f) as fh:
             res = json.load(fh)
         a, runs = res.get("args", {}), res.get("runs", {})
-        if a.get("dataset") != args.dataset or a.get("eval_images", 0) != 0:
-            continue  # L_5000 over the whole test split only
-        for objective in ("vae", "iwae"):
-            x = runs.get(f"l1_{objective}_k5")
-            if x:
-                points.append((objective, a.get("schedule", "constant"), a["epochs"],
-                               x["test"]["nll_nats"], x["test"]["nll_standard_error_nats"]))
-    if len({p[1:3] for p in points}) < 2:
+        if a.get("dataset") != dataset or a.get("eval_images", 0) != 0:
+            continue
+        for layers in (1, 2):
+            for objective in ("vae", "iwae"):
+                x = runs.get(f"l{layers}_{objective}_k5")
+                if x:
+                    budget = (a.get("schedule", "constant"), a["epochs"])
+                    points.setdefault((layers, objective), {}).setdefault(budget, []).append(
+                        (a.get("seed", 0), x["test"]["nll_nats"],
+                         x["test"]["nll_standard_error_nats"]))
+    return points
+
+
+def plot_budgets(args, path):
+    """Test NLL of the k=5 VAE/IWAE pairs against training passes, one panel per number of
+    stochastic layers that has the pair at two budgets or more, one point per committed
+    result set and training seed (a line through the mean over seeds), beside the paper's
+    numbers. Returns False (and draws nothing) when no panel has two budgets."""
+    points = budget_points(args.docs, args.dataset)
+    panels = [layers for layers in (1, 2)
+              if len(set(points.get((layers, "vae"), {})) | set(points.get((layers, "iwae"), {})))
+              >= 2]
+    if not panels:
         return False
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), dpi=110,
+                             squeeze=False)
     colors = {"vae": "tab:blue", "iwae": "tab:orange"}
-    for objective in ("vae", "iwae"):
-        for schedule, marker in (("constant", "s"), ("paper", "o")):
-            pts = sorted(p[2:] for p in points if p[0] == objective and p[1] == schedule)
-            if pts:
-                x, y, e = zip(*pts)
-                ax.errorbar(x, y, yerr=e, marker=marker, color=colors[objective],
-                            ls="-" if schedule == "paper" else "none", capsize=2,
-                            label=f"{objective.upper()} k=5, "
-                                  + ("paper schedule compressed" if schedule == "paper"
-                                     else "constant lr"))
-        paper = PAPER_NLL[(1, 5)][objective == "iwae"]
-        ax.axhline(paper, color=colors[objective], ls=":", lw=1)
-        ax.annotate(f"paper {objective.upper()} {paper} (3,280 passes)", (1, paper),
-                    xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7)
-    save_log_x(fig, ax, path, "passes over the training images", "test NLL = -L_5000 (nats)",
-               f"1 layer, k=5: test NLL against budget ({args.dataset})", 7)
+    for ax, layers in zip(axes[0], panels):
+        for objective in ("vae", "iwae"):
+            by_budget = points.get((layers, objective), {})
+            for schedule, marker in (("constant", "s"), ("paper", "o")):
+                budgets = sorted(b for b in by_budget if b[0] == schedule)
+                if not budgets:
+                    continue
+                label = (f"{objective.upper()} k=5, " + ("paper schedule compressed"
+                         if schedule == "paper" else "constant lr"))
+                for b in budgets:  # every seed's point with its standard error over images
+                    _, y, e = zip(*by_budget[b])
+                    ax.errorbar([b[1]] * len(y), y, yerr=e, marker=marker, ls="none",
+                                color=colors[objective], capsize=2, label=label)
+                    label = None
+                if schedule == "paper" and len(budgets) > 1:
+                    ax.plot([b[1] for b in budgets],
+                            [np.mean([p[1] for p in by_budget[b]]) for b in budgets],
+                            color=colors[objective], ls="-")
+            paper = PAPER_NLL[(layers, 5)][objective == "iwae"]
+            ax.axhline(paper, color=colors[objective], ls=":", lw=1)
+            ax.annotate(f"paper {objective.upper()} {paper} (3,280 passes)", (1, paper),
+                        xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                        fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("passes over the training images")
+        ax.set_ylabel("test NLL = -L_5000 (nats)")
+        ax.set_title(f"{layers} stochastic layer{'s' if layers > 1 else ''}, k=5: "
+                     f"test NLL against budget ({args.dataset})", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
     return True
 
 
@@ -833,7 +865,7 @@ def figures(args, best, budget, where):
             f"![samples and reconstructions of {best}, the lowest test NLL of the set]"
             f"({link(f'samples_{args.name}.png')})\n")
     if budget:
-        text += (f"![test NLL of the 1-layer k=5 pair against training passes, every "
+        text += (f"![test NLL of the k=5 VAE/IWAE pairs against training passes, every "
                  f"committed {args.dataset} set]"
                  f"({link(f'nll_vs_passes_{args.dataset}.png')})\n")
     return text

@@ -2,6 +2,7 @@
 the results table, JSON, plots and its docs/results.md section from the command-line
 tools; its parts (claims, parallel runs, portable paths) in process."""
 
+import argparse
 import json
 import os
 import shutil
@@ -263,3 +264,42 @@ def test_a_set_trained_again_with_another_seed_gives_the_seed_spread(tmp_path):
     shutil.rmtree(tmp_path / "results" / "t_seed1")
     assert results.seed_lines(args, r["t"], {}) == []
     assert "(seed" not in "\n".join(results.claims(args, r["t"]))
+
+
+def test_budget_figure_has_a_panel_per_layer_count_trained_at_two_budgets(tmp_path):
+    """The passes figure gathers the k=5 VAE/IWAE pairs of every committed set of the
+    dataset that measured L_5000 on the whole test split, one point per training seed; a
+    panel is drawn for each number of layers with the pair at two budgets or more."""
+    results = _results_module()
+    os.makedirs(tmp_path / "results")
+
+    def commit(name, runs, dataset="mnist", epochs=10, seed=0, eval_images=0):
+        args = {"dataset": dataset, "schedule": "paper", "epochs": epochs, "seed": seed,
+                "eval_images": eval_images}
+        res = {f"l{layers}_{objective}_k5": {"test": {"nll_nats": nll,
+                                                      "nll_standard_error_nats": 0.2}}
+               for (layers, objective), nll in runs.items()}
+        with open(tmp_path / "results" / f"{name}.json", "w") as f:
+            json.dump({"args": args, "runs": res}, f)
+
+    both = {(1, "vae"): 105.0, (1, "iwae"): 104.5, (2, "vae"): 104.0, (2, "iwae"): 105.5}
+    commit("p10", both)
+    commit("p10_part", {(1, "vae"): 99.0}, eval_images=2000)  # a bound on a subset: left out
+    commit("fashion", {(1, "vae"): 99.0}, dataset="fashion_mnist", epochs=600)
+    args = argparse.Namespace(docs=str(tmp_path), dataset="mnist")
+    png = tmp_path / "nll_vs_passes.png"
+    assert not results.plot_budgets(args, str(png)) and not png.exists()  # one budget only
+
+    commit("p600", {(1, "vae"): 87.4, (1, "iwae"): 86.8}, epochs=600)
+    commit("p600_seed1", {(1, "vae"): 87.7, (1, "iwae"): 86.9}, epochs=600, seed=1)
+    points = results.budget_points(str(tmp_path), "mnist")
+    assert points[(1, "vae")] == {("paper", 10): [(0, 105.0, 0.2)],
+                                  ("paper", 600): [(0, 87.4, 0.2), (1, 87.7, 0.2)]}
+    assert list(points[(2, "iwae")]) == [("paper", 10)]
+    assert results.plot_budgets(args, str(png))
+    one_panel = tf.io.decode_png(tf.io.read_file(str(png))).shape
+
+    commit("l2_p600", {(2, "vae"): 86.0, (2, "iwae"): 85.0}, epochs=600)
+    assert results.plot_budgets(args, str(png))
+    two_panels = tf.io.decode_png(tf.io.read_file(str(png))).shape
+    assert two_panels[0] == one_panel[0] and two_panels[1] == 2 * one_panel[1]
