@@ -21,8 +21,8 @@ shows every run of the set side by side (HParams table with test NLL, overlaid c
 As each run finishes, its result and per-test-image log-likelihoods are written to
 `docs/results/<name>/<run>.{json,_test_ll.npy}` (small files, meant to be committed);
 a run whose result is there is never redone, so a set too long for one sitting is
-finished over several (on other machines too), and `--report_only` writes the tables
-from what is committed. Reusing a `--name` with other settings is refused.
+finished over several (on other machines too: `--only` picks the runs one of them
+trains), and `--report_only` writes the tables from what is committed. Reusing a `--name` with other settings is refused.
 
 Writes `docs/results/<name>.json` (every figure, command and timing),
 `docs/results/<name>.md` (the tables), `docs/bound_vs_k_<name>.png`,
@@ -101,6 +101,12 @@ def parse_args(argv=None):
                         "cores, so on a CPU two single-threaded runs together finish sooner "
                         "than one after the other (2 cores here: 1.6x). Each run's numbers "
                         "are those of a run on its own with that many threads.")
+    p.add_argument("--only", default="",
+                   help="Train and evaluate only these runs of the set (comma-separated "
+                        "names, as --dry_run prints them); the others come from what is "
+                        "committed. Splits a set too long for one sitting or one machine: "
+                        "each part commits its runs under docs/results/<name>/, and any "
+                        "invocation writes the tables from all of them.")
     p.add_argument("--dry_run", action="store_true", help="Print the commands only.")
     p.add_argument("--report_only", action="store_true",
                    help="Train nothing: write the tables and plots from the committed "
@@ -113,6 +119,17 @@ def parse_args(argv=None):
     unknown = set(args.extras) - set(EXTRAS)
     if unknown:
         p.error(f"--extras: unknown {sorted(unknown)}; expected {', '.join(EXTRAS)}")
+    args.only = [n for n in args.only.split(",") if n]
+    runs = {run["name"]: run for run in plan(args)}
+    unknown = [n for n in args.only if n not in runs]
+    if unknown:
+        p.error(f"--only: no run {', '.join(unknown)} in this set; its runs: "
+                f"{', '.join(runs)}")
+    for name in args.only:  # a fine-tuning run starts from its base's checkpoint
+        base = runs[name]["init_from"]
+        if base and base not in args.only and not tf_checkpoint_exists(run_dir(args, base)):
+            p.error(f"--only: {name} starts from {base}, which is not trained here: add "
+                    f"{base} to --only")
     return args
 
 
@@ -314,8 +331,9 @@ def do_run(args, run):
     if result is not None:
         print(f"[{run['name']}] committed: {committed(args, run['name'])[0]}", flush=True)
         return result
-    if args.report_only:
-        print(f"[{run['name']}] not run yet", flush=True)
+    if args.report_only or (args.only and run["name"] not in args.only):
+        print(f"[{run['name']}] not run yet" + ("" if args.report_only else
+                                                " (not in --only)"), flush=True)
         return None
     logdir = run_dir(args, run["name"])
     done = os.path.join(logdir, "result.json")
@@ -900,7 +918,7 @@ def main(argv=None):
     text = tables(args, results)
     committed_args = {k: v for k, v in vars(args).items()
                       if k not in ("runs_dir", "docs", "results_page", "dry_run",
-                                   "report_only", "parallel")}
+                                   "report_only", "parallel", "only")}
     committed_args["data_dir"] = portable_path(args.data_dir)
     with open(os.path.join(args.docs, "results", f"{args.name}.json"), "w") as f:
         json.dump({"args": committed_args,

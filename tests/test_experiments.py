@@ -303,3 +303,40 @@ def test_budget_figure_has_a_panel_per_layer_count_trained_at_two_budgets(tmp_pa
     assert results.plot_budgets(args, str(png))
     two_panels = tf.io.decode_png(tf.io.read_file(str(png))).shape
     assert two_panels[0] == one_panel[0] and two_panels[1] == 2 * one_panel[1]
+
+
+def test_only_trains_the_named_runs_and_reports_the_rest_from_what_is_committed(
+        tmp_path, capsys):
+    """--only=NAMES splits a set: only the named runs are trained (here: their commands
+    printed by --dry_run), the others come from their committed results or show as not run
+    yet; a name not in the set, or a fine-tuning run whose base is neither named nor
+    trained here, is refused naming --only."""
+    results = _results_module()
+    common = ["--layers=2", "--ks=5", "--extras=", f"--docs={tmp_path}",
+              f"--runs_dir={tmp_path / 'runs'}", "--name=t"]
+    args = results.parse_args(common + ["--only=l2_iwae_k5", "--dry_run"])
+    assert args.only == ["l2_iwae_k5"]
+    args.train_size = 3500  # (main reads it from the data)
+    out = results.run_all(args, results.plan(args))
+    printed = capsys.readouterr().out
+    assert out == {"l2_vae_k5": None, "l2_iwae_k5": None}
+    assert "[l2_vae_k5] not run yet (not in --only)" in printed
+    assert "--objective=iwae" in printed and "--objective=vae" not in printed
+    # The run left out comes from its committed result when there is one.
+    os.makedirs(tmp_path / "results" / "t")
+    with open(results.committed(args, "l2_vae_k5")[0], "w") as f:
+        json.dump({"test": {"nll_nats": 85.0}, "settings": results.settings(args)}, f)
+    assert results.run_all(args, results.plan(args))["l2_vae_k5"]["test"]["nll_nats"] == 85.0
+
+    with pytest.raises(SystemExit):
+        results.parse_args(common + ["--only=l2_iwae_k50"])
+    assert ("--only: no run l2_iwae_k50 in this set; its runs: l2_vae_k5, l2_iwae_k5"
+            in capsys.readouterr().err)
+    finetune = ["--layers=1", "--ks=5", "--extras=finetune", f"--docs={tmp_path}",
+                f"--runs_dir={tmp_path / 'runs'}", "--name=f"]
+    with pytest.raises(SystemExit):
+        results.parse_args(finetune + ["--only=l1_iwae_k5_then_vae"])
+    assert ("l1_iwae_k5_then_vae starts from l1_iwae_k5, which is not trained here: add "
+            "l1_iwae_k5 to --only") in capsys.readouterr().err
+    assert results.parse_args(finetune + ["--only=l1_iwae_k5,l1_iwae_k5_then_vae"]).only == [
+        "l1_iwae_k5", "l1_iwae_k5_then_vae"]
