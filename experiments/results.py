@@ -22,15 +22,16 @@ As each run finishes, its result and per-test-image log-likelihoods are written 
 `docs/results/<name>/<run>.{json,_test_ll.npy}` (small files, meant to be committed);
 a run whose result is there is never redone, so a set too long for one sitting is
 finished over several (on other machines too: `--only` picks the runs one of them
-trains), and `--report_only` writes the tables from what is committed. Reusing a `--name` with other settings is refused.
+trains), and `--report_only` writes the tables from what is committed. Reusing a
+`--name` with other settings is refused.
 
 Writes `docs/results/<name>.json` (every figure, command and timing),
 `docs/results/<name>.md` (the tables), `docs/bound_vs_k_<name>.png`,
 `docs/samples_<name>.png` (the set's lowest test NLL), `docs/nll_vs_passes_<dataset>.png`
 (the k=5 VAE/IWAE pairs of every committed set of the dataset, a panel for each number of
-layers trained at two budgets or more), and replaces the section of docs/results.md (`--results_page`) between
-`<!-- results:<name>:start -->` and `<!-- results:<name>:end -->`, or adds one at its end
-(`--name` defaults to the dataset).
+layers trained at two budgets or more), and replaces the section of docs/results.md
+(`--results_page`) between `<!-- results:<name>:start -->` and
+`<!-- results:<name>:end -->`, or adds one at its end (`--name` defaults to the dataset).
 
 Committed files name no absolute path of this machine: a run's checkpoint is relative
 to the run's logdir (`checkpoints/ckpt-29800`), `--data_dir` and the runs' logdirs are
@@ -753,19 +754,24 @@ def plot_curves(args, results, path):
                         ("VAE" if "_vae_" in name else "IWAE") + f" k={top}"))
             ax.errorbar(c["k"], c["bound_nats"], yerr=c["standard_error_nats"], ls=style,
                         marker="o", ms=3, capsize=2, label=label)
-    save_log_x(fig, ax, path, "k (importance samples at evaluation)",
-               "test L_k (nats), mean over images", f"Test bound against k ({args.name})", 8)
+    style_log_x(ax, "k (importance samples at evaluation)",
+                "test L_k (nats), mean over images", f"Test bound against k ({args.name})", 8)
+    save(fig, path)
 
 
-def save_log_x(fig, ax, path, xlabel, ylabel, title, legend_fontsize):
-    """Finishes a results plot (log x axis, labels, grid, legend) and writes it to path."""
-    import matplotlib.pyplot as plt
+def style_log_x(ax, xlabel, ylabel, title, legend_fontsize):
+    """Finishes one panel of a results plot: log x axis, labels, grid, legend."""
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=legend_fontsize)
+
+
+def save(fig, path):
+    """Writes a finished results plot to path and frees it."""
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -838,16 +844,10 @@ def plot_budgets(args, path):
             ax.annotate(f"paper {objective.upper()} {paper} (3,280 passes)", (1, paper),
                         xycoords=("axes fraction", "data"), ha="right", va="bottom",
                         fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("passes over the training images")
-        ax.set_ylabel("test NLL = -L_5000 (nats)")
-        ax.set_title(f"{layers} stochastic layer{'s' if layers > 1 else ''}, k=5: "
-                     f"test NLL against budget ({args.dataset})", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        style_log_x(ax, "passes over the training images", "test NLL = -L_5000 (nats)",
+                    f"{layers} stochastic layer{'s' if layers > 1 else ''}, k=5: test NLL "
+                    f"against budget ({args.dataset})", 7)
+    save(fig, path)
     return True
 
 
